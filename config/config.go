@@ -1,0 +1,432 @@
+// Package config loads and validates ecst.yaml: the entities a service
+// publishes (topic, Avro schema, source-of-truth query) and the connection
+// settings for PostgreSQL, Kafka and the Schema Registry.
+//
+// The producer, the relay, republish and verify all read the same
+// declaration. Values come from the file, then ECST_* environment variables,
+// then command-line flags, each overriding the one before. Every validation
+// error names the field and says how to fix it; credentials never appear in
+// any output (see Secret and SecretURL).
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/hamba/avro/v2"
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultFile is the config file read when --config is not given.
+const DefaultFile = "ecst.yaml"
+
+// Defaults for fields left empty.
+const (
+	DefaultCompatibility     = "FULL_TRANSITIVE"
+	DefaultPartitions        = 6
+	DefaultReplicationFactor = -1 // the broker's default.replication.factor
+)
+
+// Compatibility levels accepted in entities.<name>.compatibility.
+var CompatibilityLevels = []string{
+	"NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE",
+}
+
+// Config is the whole of ecst.yaml after defaults and overrides.
+type Config struct {
+	// Service names the producing service; it is the ecst-source header.
+	Service  string             `yaml:"service"`
+	Database Database           `yaml:"database"`
+	Kafka    Kafka              `yaml:"kafka"`
+	Registry Registry           `yaml:"schema_registry"`
+	Entities map[string]*Entity `yaml:"entities"`
+
+	// Path is the file the config was read from ("" when none was).
+	Path string `yaml:"-"`
+}
+
+// Database holds the PostgreSQL connection settings.
+type Database struct {
+	URL SecretURL `yaml:"url"`
+	// SSLMode, when set, overrides any sslmode in URL.
+	SSLMode string `yaml:"sslmode"`
+}
+
+// Kafka holds the broker connection settings.
+type Kafka struct {
+	Brokers  []string `yaml:"brokers"`
+	ClientID string   `yaml:"client_id"`
+	TLS      TLS      `yaml:"tls"`
+	SASL     SASL     `yaml:"sasl"`
+}
+
+// TLS configures a TLS client. Setting any file or flag enables TLS.
+type TLS struct {
+	Enabled            bool   `yaml:"enabled"`
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// On reports whether TLS is to be used.
+func (t TLS) On() bool {
+	return t.Enabled || t.CAFile != "" || t.CertFile != "" || t.InsecureSkipVerify || t.ServerName != ""
+}
+
+// SASL configures Kafka authentication.
+type SASL struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty for none.
+	Mechanism string `yaml:"mechanism"`
+	Username  string `yaml:"username"`
+	Password  Secret `yaml:"password"`
+}
+
+// Registry holds the Schema Registry connection settings.
+type Registry struct {
+	URL      SecretURL `yaml:"url"`
+	Username string    `yaml:"username"`
+	Password Secret    `yaml:"password"`
+	TLS      TLS       `yaml:"tls"`
+	// AutoRegister lets the producer register a schema it does not find.
+	// Off by default: in production, schemas are registered by `ecst schema
+	// register` after a compatibility check, never as a side effect.
+	AutoRegister bool `yaml:"auto_register"`
+}
+
+// Entity declares one entity type and its state topic.
+type Entity struct {
+	// Name is the key under entities; it prefixes the event types.
+	Name              string  `yaml:"-"`
+	Topic             string  `yaml:"topic"`
+	Schema            string  `yaml:"schema"`
+	Compatibility     string  `yaml:"compatibility"`
+	Partitions        int     `yaml:"partitions"`
+	ReplicationFactor int     `yaml:"replication_factor"`
+	Source            *Source `yaml:"source"`
+
+	// SchemaText is the .avsc file's content, read during validation.
+	SchemaText string `yaml:"-"`
+	// SchemaPath is Schema resolved against the config file's directory.
+	SchemaPath string `yaml:"-"`
+}
+
+// Subject is the registry subject of the entity's value schema
+// (TopicNameStrategy).
+func (e *Entity) Subject() string { return e.Topic + "-value" }
+
+// Source is where republish and verify read the source of truth.
+type Source struct {
+	Table   string `yaml:"table"`
+	Key     string `yaml:"key"`
+	Version string `yaml:"version"`
+	// Query selects the full state; it defaults to SELECT * FROM Table.
+	Query string `yaml:"query"`
+}
+
+// Load reads path, applies environment overrides and defaults, and
+// validates. An empty path means DefaultFile if it exists, else no file:
+// commands that need no entities (migrate, say) then run on environment
+// variables and flags alone.
+func Load(path string, env func(string) string) (*Config, error) {
+	explicit := path != ""
+	if !explicit {
+		path = DefaultFile
+	}
+	cfg := &Config{}
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if cfg, err = Parse(data); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		cfg.Path = path
+	case errors.Is(err, os.ErrNotExist) && !explicit:
+		// No file: everything comes from the environment and flags.
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("config file %s does not exist: create it (see examples/customers/ecst.yaml) or pass --config", path)
+	default:
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if err := ApplyEnv(cfg, env); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML strictly: an unknown key is an error that names it.
+// It does not validate; call Finish after applying overrides.
+func Parse(data []byte) (*Config, error) {
+	cfg := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, explainYAML(err)
+	}
+	return cfg, nil
+}
+
+// explainYAML turns yaml.v3's "field x not found in type config.Entity" into
+// advice that names the key.
+func explainYAML(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("invalid YAML: %w", err)
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, m := range te.Errors {
+		if field, typ, ok := parseUnknownField(m); ok {
+			m = fmt.Sprintf("%s: unknown key %q; valid keys here are %s (check the spelling)",
+				strings.SplitN(m, ":", 2)[0], field, strings.Join(knownKeys(typ), ", "))
+		}
+		msgs = append(msgs, m)
+	}
+	return errors.New(strings.Join(msgs, "\n"))
+}
+
+var unknownFieldRE = regexp.MustCompile(`field (\S+) not found in type config\.(\w+)`)
+
+func parseUnknownField(msg string) (field, typ string, ok bool) {
+	m := unknownFieldRE.FindStringSubmatch(msg)
+	if m == nil {
+		return "", "", false
+	}
+	return m[1], m[2], true
+}
+
+func knownKeys(typ string) []string {
+	keys := map[string][]string{
+		"Config":   {"service", "database", "kafka", "schema_registry", "entities"},
+		"Database": {"url", "sslmode"},
+		"Kafka":    {"brokers", "client_id", "tls", "sasl"},
+		"TLS":      {"enabled", "ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"},
+		"SASL":     {"mechanism", "username", "password"},
+		"Registry": {"url", "username", "password", "tls", "auto_register"},
+		"Entity":   {"topic", "schema", "compatibility", "partitions", "replication_factor", "source"},
+		"Source":   {"table", "key", "version", "query"},
+	}
+	return keys[typ]
+}
+
+var (
+	entityNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+	topicRE      = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+	identRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$`)
+	sslModes     = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+)
+
+// Finish fills defaults, reads each entity's schema file and validates the
+// whole config. All problems are reported together, one per line.
+func (c *Config) Finish() error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	dir := "."
+	if c.Path != "" {
+		dir = filepath.Dir(c.Path)
+	}
+
+	if c.Database.SSLMode != "" && !slices.Contains(sslModes, c.Database.SSLMode) {
+		add("database.sslmode", "%q is not a PostgreSQL sslmode; use one of %s", c.Database.SSLMode, strings.Join(sslModes, ", "))
+	}
+	errs = append(errs, c.Kafka.validate()...)
+	errs = append(errs, c.Registry.validate()...)
+
+	topics := map[string]string{}
+	for _, name := range c.EntityNames() {
+		e := c.Entities[name]
+		f := "entities." + name
+		if e == nil {
+			add(f, "is empty; give it at least a topic and a schema")
+			continue
+		}
+		e.Name = name
+		if !entityNameRE.MatchString(name) {
+			add(f, "entity names are lowercase letters, digits and _, starting with a letter (they prefix event types such as %s.upserted)", strings.ToLower(name))
+		}
+		if e.Compatibility == "" {
+			e.Compatibility = DefaultCompatibility
+		}
+		e.Compatibility = strings.ToUpper(e.Compatibility)
+		if !slices.Contains(CompatibilityLevels, e.Compatibility) {
+			add(f+".compatibility", "%q is not a compatibility level; use one of %s (state topics want FULL_TRANSITIVE)", e.Compatibility, strings.Join(CompatibilityLevels, ", "))
+		}
+		if e.Partitions == 0 {
+			e.Partitions = DefaultPartitions
+		}
+		if e.Partitions < 1 {
+			add(f+".partitions", "must be at least 1, got %d", e.Partitions)
+		}
+		if e.ReplicationFactor == 0 {
+			e.ReplicationFactor = DefaultReplicationFactor
+		}
+		if e.ReplicationFactor < -1 {
+			add(f+".replication_factor", "must be -1 (the broker's default) or at least 1, got %d", e.ReplicationFactor)
+		}
+		switch {
+		case e.Topic == "":
+			add(f+".topic", "is required: name the compacted topic that carries this entity's state, for example %s.state", name)
+		case !topicRE.MatchString(e.Topic):
+			add(f+".topic", "%q is not a valid Kafka topic name (letters, digits, '.', '_' and '-', at most 249)", e.Topic)
+		case topics[e.Topic] != "":
+			add(f+".topic", "topic %q is also used by entity %q; each entity needs a topic of its own, because consumers decode a topic with one schema", e.Topic, topics[e.Topic])
+		default:
+			topics[e.Topic] = name
+		}
+		if err := e.loadSchema(dir); err != nil {
+			errs = append(errs, fmt.Errorf("%s.schema: %w", f, err))
+		}
+		if e.Source != nil {
+			errs = append(errs, e.Source.validate(f+".source")...)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// EntityNames returns the entity names in sorted order.
+func (c *Config) EntityNames() []string {
+	names := make([]string, 0, len(c.Entities))
+	for n := range c.Entities {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Entity returns the named entity, or an error listing the known ones.
+func (c *Config) Entity(name string) (*Entity, error) {
+	if e, ok := c.Entities[name]; ok && e != nil {
+		return e, nil
+	}
+	known := c.EntityNames()
+	if len(known) == 0 {
+		return nil, fmt.Errorf("unknown entity %q: no entities are declared (is --config pointing at your ecst.yaml?)", name)
+	}
+	return nil, fmt.Errorf("unknown entity %q: declared entities are %s", name, strings.Join(known, ", "))
+}
+
+func (e *Entity) loadSchema(dir string) error {
+	if e.Schema == "" {
+		return errors.New("is required: the path of the entity's .avsc file, relative to ecst.yaml")
+	}
+	p := e.Schema
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(dir, p)
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("file %s does not exist; fix the path (relative paths start at the config file's directory) or create the schema", p)
+		}
+		return fmt.Errorf("read %s: %w", p, err)
+	}
+	s, err := avro.ParseBytes(data)
+	if err != nil {
+		return fmt.Errorf("%s is not a valid Avro schema: %w", p, err)
+	}
+	if s.Type() != avro.Record {
+		return fmt.Errorf("%s has top-level type %s; an entity's state must be an Avro record", p, s.Type())
+	}
+	e.SchemaPath, e.SchemaText = p, string(data)
+	return nil
+}
+
+func (s *Source) validate(f string) []error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if s.Table == "" && s.Query == "" {
+		add(f+".table", "is required (or give a query): the source-of-truth table republish and verify read")
+	}
+	if s.Table != "" && !identRE.MatchString(s.Table) {
+		add(f+".table", "%q is not a plain table name (schema.table is allowed)", s.Table)
+	}
+	if s.Key == "" {
+		add(f+".key", "is required: the column that holds the entity id (the Kafka key)")
+		return errs
+	}
+	if s.Query == "" {
+		s.Query = "SELECT * FROM " + s.Table
+	}
+	cols, star, err := selectColumns(s.Query)
+	if err != nil {
+		add(f+".query", "%v", err)
+		return errs
+	}
+	if star {
+		return errs
+	}
+	if !slices.Contains(cols, strings.ToLower(s.Key)) {
+		add(f+".query", "does not select the key column %q (it selects %s); add %s to the select list", s.Key, strings.Join(cols, ", "), s.Key)
+	}
+	if s.Version != "" && !slices.Contains(cols, strings.ToLower(s.Version)) {
+		add(f+".query", "does not select the version column %q (it selects %s); add %s to the select list", s.Version, strings.Join(cols, ", "), s.Version)
+	}
+	return errs
+}
+
+func (k *Kafka) validate() []error {
+	var errs []error
+	for i, b := range k.Brokers {
+		if strings.TrimSpace(b) == "" || strings.Contains(b, "://") {
+			errs = append(errs, fmt.Errorf("kafka.brokers[%d]: %q is not host:port; list brokers as host:port without a scheme", i, b))
+		}
+	}
+	errs = append(errs, k.TLS.validate("kafka.tls")...)
+	switch strings.ToUpper(k.SASL.Mechanism) {
+	case "":
+		if k.SASL.Username != "" || k.SASL.Password != "" {
+			errs = append(errs, errors.New("kafka.sasl.mechanism: is empty but a username or password is set; set mechanism to PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"))
+		}
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		k.SASL.Mechanism = strings.ToUpper(k.SASL.Mechanism)
+		if k.SASL.Username == "" {
+			errs = append(errs, fmt.Errorf("kafka.sasl.username: is required with mechanism %s (ECST_KAFKA_SASL_USERNAME)", k.SASL.Mechanism))
+		}
+		if k.SASL.Password == "" {
+			errs = append(errs, fmt.Errorf("kafka.sasl.password: is required with mechanism %s; set ECST_KAFKA_SASL_PASSWORD rather than writing it in the file", k.SASL.Mechanism))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("kafka.sasl.mechanism: %q is not supported; use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", k.SASL.Mechanism))
+	}
+	return errs
+}
+
+func (r *Registry) validate() []error {
+	var errs []error
+	if u := r.URL.Reveal(); u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		errs = append(errs, fmt.Errorf("schema_registry.url: %q must start with http:// or https://", r.URL.String()))
+	}
+	if r.Password != "" && r.Username == "" {
+		errs = append(errs, errors.New("schema_registry.username: is required when a password is set (basic auth)"))
+	}
+	return append(errs, r.TLS.validate("schema_registry.tls")...)
+}
+
+func (t *TLS) validate(f string) []error {
+	var errs []error
+	for _, file := range []struct{ field, path string }{
+		{"ca_file", t.CAFile}, {"cert_file", t.CertFile}, {"key_file", t.KeyFile},
+	} {
+		if file.path == "" {
+			continue
+		}
+		if _, err := os.Stat(file.path); err != nil {
+			errs = append(errs, fmt.Errorf("%s.%s: cannot read %s: %w", f, file.field, file.path, errors.Unwrap(err)))
+		}
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		errs = append(errs, fmt.Errorf("%s: cert_file and key_file go together (a client certificate needs its key)", f))
+	}
+	return errs
+}

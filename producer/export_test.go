@@ -1,0 +1,19 @@
+package producer
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ecst-io/ecst/outbox"
+)
+
+// WithoutKeyLock makes p insert without the per-key lock, so that a test can
+// show the ordering check fails without it.
+func WithoutKeyLock(p *Publisher) {
+	p.insert = func(ctx context.Context, tx pgx.Tx, r outbox.Row) error {
+		_, err := tx.Exec(ctx, `INSERT INTO ecst.outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)`,
+			r.Topic, r.Key, r.Value, outbox.EncodeHeaders(r.Headers))
+		return err
+	}
+}

@@ -1,0 +1,121 @@
+// Package schemas holds ecst's side of the event contract: the Schema
+// Registry client wrapper, the Confluent wire format, and Avro schema
+// handling.
+package schemas
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/hamba/avro/v2"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/ecst-io/ecst/config"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrNotRegistered: the schema is not registered under the subject.
+	ErrNotRegistered = errors.New("schema is not registered")
+	// ErrUnauthorized: the registry refused the credentials.
+	ErrUnauthorized = errors.New("schema registry refused the credentials (HTTP 401/403): check ECST_SCHEMA_REGISTRY_USERNAME and ECST_SCHEMA_REGISTRY_PASSWORD")
+	// ErrIncompatible: the registry rejected a schema under the subject's compatibility level.
+	ErrIncompatible = errors.New("schema is incompatible with the subject's registered versions")
+	// ErrNotWireFormat: bytes that do not start with the Confluent wire-format header.
+	ErrNotWireFormat = errors.New("not Confluent wire format (magic byte 0, 4-byte schema id)")
+)
+
+// Registry is a Schema Registry client for ecst's subjects.
+type Registry struct {
+	cl *sr.Client
+}
+
+// NewRegistry connects nothing yet; it builds the client from config.
+func NewRegistry(cfg config.Registry) (*Registry, error) {
+	opts, err := cfg.ClientOpts()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := sr.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("schema registry client: %w", err)
+	}
+	return &Registry{cl: cl}, nil
+}
+
+// Client exposes the underlying franz-go client for calls the wrapper does
+// not cover.
+func (r *Registry) Client() *sr.Client { return r.cl }
+
+// Lookup returns the id under which schema is registered in subject,
+// comparing by content. ErrNotRegistered when it is not there.
+func (r *Registry) Lookup(ctx context.Context, subject, schema string) (int, error) {
+	ss, err := r.cl.LookupSchema(ctx, subject, sr.Schema{Schema: schema, Type: sr.TypeAvro})
+	if err != nil {
+		return 0, classify(fmt.Sprintf("look up schema in subject %s", subject), err)
+	}
+	return ss.ID, nil
+}
+
+// Register registers schema under subject (a no-op returning the existing id
+// if it is there already) and returns its id.
+func (r *Registry) Register(ctx context.Context, subject, schema string) (int, error) {
+	id, err := r.cl.RegisterSchema(ctx, subject, sr.Schema{Schema: schema, Type: sr.TypeAvro}, -1, -1)
+	if err != nil {
+		return 0, classify(fmt.Sprintf("register schema in subject %s", subject), err)
+	}
+	return id, nil
+}
+
+// SchemaByID fetches and parses the schema with the given id.
+func (r *Registry) SchemaByID(ctx context.Context, id int) (avro.Schema, error) {
+	s, err := r.cl.SchemaByID(ctx, id)
+	if err != nil {
+		return nil, classify(fmt.Sprintf("fetch schema id %d", id), err)
+	}
+	parsed, err := avro.Parse(s.Schema)
+	if err != nil {
+		return nil, fmt.Errorf("schema id %d does not parse as Avro: %w", id, err)
+	}
+	return parsed, nil
+}
+
+// classify maps registry responses to the sentinels, keeping the registry's
+// own message. sr's errors carry the request URL; ResponseError.Error()
+// prints only the message, and credentials are never part of either.
+func classify(what string, err error) error {
+	var re *sr.ResponseError
+	if errors.As(err, &re) {
+		switch {
+		case re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
+			return fmt.Errorf("%s: %w", what, ErrUnauthorized)
+		case re.ErrorCode == sr.ErrSubjectNotFound.Code || re.ErrorCode == sr.ErrSchemaNotFound.Code:
+			return fmt.Errorf("%s: %w (%s)", what, ErrNotRegistered, re.Message)
+		case re.StatusCode == http.StatusConflict || re.ErrorCode == 409:
+			return fmt.Errorf("%s: %w: %s", what, ErrIncompatible, re.Message)
+		}
+		return fmt.Errorf("%s: registry answered HTTP %d: %s", what, re.StatusCode, re.Error())
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// wireHeaderLen is the Confluent header: magic byte 0, big-endian schema id.
+const wireHeaderLen = 5
+
+// AppendWire appends the Confluent wire-format header for schema id to b.
+func AppendWire(b []byte, id int) []byte {
+	b = append(b, 0)
+	return binary.BigEndian.AppendUint32(b, uint32(id)) //nolint:gosec // ids are positive int32 by contract
+}
+
+// DecodeWire splits a Confluent wire-format value into schema id and Avro
+// payload.
+func DecodeWire(b []byte) (id int, payload []byte, err error) {
+	if len(b) < wireHeaderLen || b[0] != 0 {
+		return 0, nil, ErrNotWireFormat
+	}
+	return int(binary.BigEndian.Uint32(b[1:5])), b[wireHeaderLen:], nil
+}
