@@ -75,6 +75,7 @@ func outputName(item []token) (string, bool) {
 		}
 	}
 	if len(item) == 1 {
+		last, _, _ = strings.Cut(last, "::") // id::text is still named id
 		parts := strings.Split(last, ".")
 		return ident(parts[len(parts)-1]), false
 	}

@@ -68,11 +68,12 @@ type EncodeError struct {
 }
 
 func (e *EncodeError) Error() string {
-	where := ""
-	if e.Field != "" {
-		where = " field " + e.Field + ":"
+	if e.Field == "" {
+		return fmt.Sprintf("%s %q: state does not match the schema: %v", e.Entity, e.Key, e.Err)
 	}
-	return fmt.Sprintf("%s %q: state does not match the schema:%s %v", e.Entity, e.Key, where, e.Err)
+	// hamba/avro prefixes the path ("addr: city: avro: ..."); Field says it.
+	msg := pathPrefixRE.ReplaceAllString(e.Err.Error(), "")
+	return fmt.Sprintf("%s %q: field %s does not match the schema: %s", e.Entity, e.Key, e.Field, msg)
 }
 
 func (e *EncodeError) Unwrap() error { return e.Err }
