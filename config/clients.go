@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"time"
 
@@ -86,9 +87,20 @@ func (r Registry) ClientOpts() ([]sr.ClientOpt, error) {
 	if r.URL == "" {
 		return nil, errors.New("schema_registry.url: is not set; set ECST_SCHEMA_REGISTRY_URL or --schema-registry-url")
 	}
-	opts := []sr.ClientOpt{sr.URLs(r.URL.Reveal()), sr.UserAgent("ecst")}
-	if r.Username != "" {
-		opts = append(opts, sr.BasicAuth(r.Username, r.Password.Reveal()))
+	raw, user, pass := r.URL.Reveal(), r.Username, r.Password.Reveal()
+	// Credentials in the URL move to basic auth, so that no error message
+	// that quotes the request URL can carry them.
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		if user == "" {
+			user = u.User.Username()
+			pass, _ = u.User.Password()
+		}
+		u.User = nil
+		raw = u.String()
+	}
+	opts := []sr.ClientOpt{sr.URLs(raw), sr.UserAgent("ecst")}
+	if user != "" {
+		opts = append(opts, sr.BasicAuth(user, pass))
 	}
 	tlsCfg, err := r.TLS.ClientConfig()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 
 	"github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/sr"
@@ -99,8 +100,21 @@ func classify(what string, err error) error {
 		}
 		return fmt.Errorf("%s: registry answered HTTP %d: %s", what, re.StatusCode, re.Error())
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return &redactedError{msg: what + ": " + userinfoRE.ReplaceAllString(err.Error(), "://$1:xxxxx@"), err: err}
 }
+
+// userinfoRE finds user:password@ in URLs quoted by transport errors.
+var userinfoRE = regexp.MustCompile(`://([^:/@\s]+):([^@\s]+)@`)
+
+// redactedError prints a message with credentials removed but still
+// unwraps to the original error for errors.Is and errors.As.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
 
 // wireHeaderLen is the Confluent header: magic byte 0, big-endian schema id.
 const wireHeaderLen = 5

@@ -246,6 +246,14 @@ func (c *Cluster) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.port, db)
 }
 
+// PID is the postmaster's process id, 0 when stopped.
+func (c *Cluster) PID() int {
+	if c.cmd == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
 // Port is the port the server listens on.
 func (c *Cluster) Port() int { return c.port }
 

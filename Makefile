@@ -1,0 +1,51 @@
+# ecst: `make demo` tells the story, `make test` runs the tests.
+# Everything a target needs is installed by `make setup` (idempotent).
+
+GO       ?= go
+GOFLAGS  ?=
+TIMEOUT  ?= 20m
+# Packages whose tests touch Kafka: they import internal/kafkatest.
+KAFKA_PKGS = $(shell $(GO) list -f '{{.ImportPath}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | awk '{for (i = 2; i <= NF; i++) if ($$i ~ /internal\/kafkatest$$/) {print $$1; break}}')
+
+.PHONY: all build setup setup-kafka demo test test-kafka check bench fuzz clean
+
+all: check test
+
+build:
+	$(GO) build -o bin/ecst ./cmd/ecst
+
+## setup: install the PostgreSQL server binaries if they are missing
+setup:
+	@scripts/setup.sh postgres
+
+## setup-kafka: install Java and Maven if missing, fetch Kafka's jars
+setup-kafka:
+	@scripts/setup.sh kafka
+
+## demo: the narrated story on a throwaway local stack
+demo: setup
+	$(GO) run ./cmd/ecst demo
+
+## test: every test, race detector on, kfake as the broker, a throwaway Postgres
+test: setup
+	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TIMEOUT) ./...
+
+## test-kafka: the Kafka-touching suites again, against a real Apache Kafka broker
+test-kafka: setup setup-kafka
+	@scripts/test-kafka.sh $(GO) test $(GOFLAGS) -race -count=1 -timeout $(TIMEOUT) $(KAFKA_PKGS)
+
+## check: formatting and vet
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## bench: benchmarks on a durable (fsync on) Postgres; see docs/benchmarks.md
+bench: setup
+	ECST_TEST_PG_DURABLE=1 $(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./producer/
+
+## fuzz: a short fuzzing pass over the decoders
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeHeaders -fuzztime 20s ./outbox/
+
+clean:
+	rm -rf bin

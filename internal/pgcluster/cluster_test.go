@@ -1,0 +1,121 @@
+package pgcluster_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
+
+	"github.com/ecst-io/ecst/internal/pgcluster"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("ECST_PGCLUSTER_CHILD") == "1" {
+		child()
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// child starts a cluster, says where it is, and waits to be killed.
+func child() {
+	c, err := pgcluster.Start(context.Background(), pgcluster.Options{})
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	fmt.Printf("%d %s\n", c.PID(), c.Dir())
+	select {}
+}
+
+func TestStartRestartStop(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, err := pgcluster.Start(ctx, pgcluster.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("a connection survived the restart")
+	}
+	conn.Close(ctx)
+	conn, err = pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var x int
+	if err := conn.QueryRow(ctx, "SELECT x FROM kept").Scan(&x); err != nil || x != 42 {
+		t.Fatalf("data after restart: %d, %v", x, err)
+	}
+	conn.Close(ctx)
+	dir := c.Dir()
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("temporary cluster dir %s left behind (%v)", dir, err)
+	}
+}
+
+// TestKilledOwnerLeavesNothingRunning: a test binary killed with SIGKILL
+// cannot stop its cluster; the server must go anyway, and the next start
+// removes what is left on disk.
+func TestKilledOwnerLeavesNothingRunning(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "ECST_PGCLUSTER_CHILD=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	var dir string
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Sscanf(line, "%d %s", &pid, &dir); err != nil {
+		t.Fatalf("child said %q", line)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("postmaster %d still running 30s after its owner was killed", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The next start sweeps the dead owner's directory.
+	c, err := pgcluster.Start(context.Background(), pgcluster.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop() //nolint:errcheck
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("dead owner's cluster dir %s not swept (%v)", dir, err)
+	}
+}

@@ -1,0 +1,89 @@
+package producer_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// BenchmarkBusinessTx measures what the outbox costs a service: one
+// business transaction (an upsert of one customer row) alone, and the same
+// transaction with one Publish, at concurrency 1 and 8, in one run on one
+// database. Compare tx/s of outbox against bare at the same concurrency.
+// `make bench` runs it on a durable cluster (fsync and synchronous_commit
+// on), the setting the ratio is meant for.
+func BenchmarkBusinessTx(b *testing.B) {
+	f := newFixture(b, fixtureOpts{})
+	ctx := context.Background()
+	for _, conc := range []int{1, 8} {
+		pcfg := f.pool.Config().Copy()
+		pcfg.MaxConns = int32(conc + 1)
+		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, publish := range []bool{false, true} {
+			name := fmt.Sprintf("c=%d/bare", conc)
+			if publish {
+				name = fmt.Sprintf("c=%d/outbox", conc)
+			}
+			b.Run(name, func(b *testing.B) {
+				if _, err := pool.Exec(ctx, "TRUNCATE customers, ecst.outbox"); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {
+					b.Fatal(err)
+				}
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				errs := make(chan error, conc)
+				b.ResetTimer()
+				start := time.Now()
+				for w := range conc {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						rng := rand.New(rand.NewPCG(uint64(w), 1))
+						for next.Add(1) <= int64(b.N) {
+							if err := businessTx(ctx, f, pool, fmt.Sprintf("c%d", rng.IntN(100_000)), publish); err != nil {
+								errs <- err
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tx/s")
+				close(errs)
+				for err := range errs {
+					b.Fatal(err)
+				}
+			})
+		}
+		pool.Close()
+	}
+}
+
+func businessTx(ctx context.Context, f *fixture, pool *pgxpool.Pool, key string, publish bool) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var version int64
+		var updated time.Time
+		err := tx.QueryRow(ctx, `
+			INSERT INTO customers (id, version, name, email, tier) VALUES ($1, 1, 'Ada Lovelace', 'ada@example.com', 'gold')
+			ON CONFLICT (id) DO UPDATE SET version = customers.version + 1, updated_at = now()
+			RETURNING version, updated_at`, key).Scan(&version, &updated)
+		if err != nil || !publish {
+			return err
+		}
+		return f.pub.Publish(ctx, tx, "customer", key, version, map[string]any{
+			"id": key, "version": version, "name": "Ada Lovelace", "email": "ada@example.com", "tier": "gold", "updated_at": updated,
+		})
+	})
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# scripts/setup.sh postgres|kafka: installs what the tests and the demo need, when it is
+# missing. Idempotent and quick when everything is there. Uses Debian's apt as root (or sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "setup: $*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else log "need root to run: $*"; exit 1
+  fi
+}
+
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+have_pg() {
+  [ -n "${ECST_PG_BINDIR:-}" ] && [ -x "$ECST_PG_BINDIR/initdb" ] && return 0
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && [ -x "$d/postgres" ] && return 0
+  done
+  command -v initdb >/dev/null && command -v postgres >/dev/null
+}
+
+postgres() {
+  if have_pg; then return 0; fi
+  log "installing PostgreSQL 15 server binaries (apt-get install postgresql-15)"
+  # The tests start clusters of their own: Debian's default cluster is not wanted.
+  as_root mkdir -p /etc/postgresql-common
+  if ! grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf; then
+    echo 'create_main_cluster = false' | as_root tee -a /etc/postgresql-common/createcluster.conf >/dev/null
+  fi
+  apt_install postgresql-15
+  have_pg || { log "postgresql-15 installed but initdb not found"; exit 1; }
+  log "PostgreSQL installed"
+}
+
+kafka() {
+  local need=()
+  command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || need+=(maven)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    apt_install "${need[@]}"
+  fi
+  scripts/kafka.sh fetch
+}
+
+case "${1:-}" in
+  postgres) postgres ;;
+  kafka) kafka ;;
+  *) echo "usage: scripts/setup.sh postgres|kafka" >&2; exit 2 ;;
+esac
