@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hamba/avro/v2"
 	"go.yaml.in/yaml/v3"
@@ -46,6 +47,8 @@ type Config struct {
 	Database Database           `yaml:"database"`
 	Kafka    Kafka              `yaml:"kafka"`
 	Registry Registry           `yaml:"schema_registry"`
+	Outbox   Outbox             `yaml:"outbox"`
+	Relay    Relay              `yaml:"relay"`
 	Entities map[string]*Entity `yaml:"entities"`
 
 	// Path is the file the config was read from ("" when none was).
@@ -102,21 +105,91 @@ type Registry struct {
 	AutoRegister bool `yaml:"auto_register"`
 }
 
+// Outbox configures the outbox table's layout, shared by writers and relays.
+type Outbox struct {
+	// Shards splits the outbox by key hash; each shard has one relay leader.
+	// Change it only with the outbox drained: a key that moves shards could
+	// be published by two leaders at once.
+	Shards int `yaml:"shards"`
+}
+
+// Relay configures `ecst relay`.
+type Relay struct {
+	// BatchSize is the most rows one Kafka transaction carries.
+	BatchSize int `yaml:"batch_size"`
+	// BatchBytes caps a batch's total value size.
+	BatchBytes int `yaml:"batch_bytes"`
+	// PollMin and PollMax bound the adaptive polling interval: PollMin
+	// right after a batch, doubling on each empty read up to PollMax.
+	PollMin time.Duration `yaml:"poll_min"`
+	PollMax time.Duration `yaml:"poll_max"`
+	// LeaseTimeout is how long a leader may go without a heartbeat before
+	// PostgreSQL ends its session, freeing the shard for a standby.
+	LeaseTimeout time.Duration `yaml:"lease_timeout"`
+	// OnReject is what to do with a record the broker rejects for good:
+	// halt (stop, loudly) or park (move it to ecst.outbox_parked and go on).
+	OnReject string `yaml:"on_reject"`
+	// MetricsAddr serves /metrics, /healthz and /readyz; "" turns it off.
+	MetricsAddr string `yaml:"metrics_addr"`
+}
+
+// Relay defaults.
+const (
+	DefaultBatchSize    = 2000
+	DefaultBatchBytes   = 16 << 20
+	DefaultPollMin      = 5 * time.Millisecond
+	DefaultPollMax      = 500 * time.Millisecond
+	DefaultLeaseTimeout = 3 * time.Second
+	DefaultMetricsAddr  = ":9464"
+)
+
 // Entity declares one entity type and its state topic.
 type Entity struct {
 	// Name is the key under entities; it prefixes the event types.
-	Name              string  `yaml:"-"`
-	Topic             string  `yaml:"topic"`
-	Schema            string  `yaml:"schema"`
-	Compatibility     string  `yaml:"compatibility"`
-	Partitions        int     `yaml:"partitions"`
-	ReplicationFactor int     `yaml:"replication_factor"`
-	Source            *Source `yaml:"source"`
+	Name              string `yaml:"-"`
+	Topic             string `yaml:"topic"`
+	Schema            string `yaml:"schema"`
+	Compatibility     string `yaml:"compatibility"`
+	Partitions        int    `yaml:"partitions"`
+	ReplicationFactor int    `yaml:"replication_factor"`
+	// TopicConfig overrides or adds topic configs (see DefaultTopicConfig).
+	TopicConfig map[string]string `yaml:"topic_config"`
+	Source      *Source           `yaml:"source"`
 
 	// SchemaText is the .avsc file's content, read during validation.
 	SchemaText string `yaml:"-"`
 	// SchemaPath is Schema resolved against the config file's directory.
 	SchemaPath string `yaml:"-"`
+}
+
+// DefaultTopicConfig is what `ecst topics apply` sets on every state topic
+// unless the entity's topic_config says otherwise.
+var DefaultTopicConfig = map[string]string{
+	// The point of a state topic: keep the latest record per key.
+	"cleanup.policy": "compact",
+	// Compact as soon as the cleaner may; readers that need every
+	// intermediate state are not what a state topic is for.
+	"min.compaction.lag.ms": "0",
+	// How long a tombstone outlives compaction. A consumer replaying from
+	// offset 0 more slowly than this may miss a deletion; verify catches it.
+	"delete.retention.ms": "604800000", // 7 days
+	// The active segment is never compacted: roll daily so that
+	// superseded states go within a day or so.
+	"segment.ms": "86400000",
+	// Kafka's own default, stated so that drift is visible.
+	"max.message.bytes": "1048588",
+}
+
+// WantTopicConfig is DefaultTopicConfig with the entity's overrides.
+func (e *Entity) WantTopicConfig() map[string]string {
+	m := make(map[string]string, len(DefaultTopicConfig)+len(e.TopicConfig))
+	for k, v := range DefaultTopicConfig {
+		m[k] = v
+	}
+	for k, v := range e.TopicConfig {
+		m[k] = v
+	}
+	return m
 }
 
 // Subject is the registry subject of the entity's value schema
@@ -204,13 +277,15 @@ func parseUnknownField(msg string) (field, typ string, ok bool) {
 
 func knownKeys(typ string) []string {
 	keys := map[string][]string{
-		"Config":   {"service", "database", "kafka", "schema_registry", "entities"},
+		"Config":   {"service", "database", "kafka", "schema_registry", "outbox", "relay", "entities"},
+		"Outbox":   {"shards"},
+		"Relay":    {"batch_size", "batch_bytes", "poll_min", "poll_max", "lease_timeout", "on_reject", "metrics_addr"},
 		"Database": {"url", "sslmode"},
 		"Kafka":    {"brokers", "client_id", "tls", "sasl"},
 		"TLS":      {"enabled", "ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"},
 		"SASL":     {"mechanism", "username", "password"},
 		"Registry": {"url", "username", "password", "tls", "auto_register"},
-		"Entity":   {"topic", "schema", "compatibility", "partitions", "replication_factor", "source"},
+		"Entity":   {"topic", "schema", "compatibility", "partitions", "replication_factor", "topic_config", "source"},
 		"Source":   {"table", "key", "version", "query"},
 	}
 	return keys[typ]
@@ -240,6 +315,8 @@ func (c *Config) Finish() error {
 	}
 	errs = append(errs, c.Kafka.validate()...)
 	errs = append(errs, c.Registry.validate()...)
+	errs = append(errs, c.Outbox.finish()...)
+	errs = append(errs, c.Relay.finish()...)
 
 	topics := map[string]string{}
 	for _, name := range c.EntityNames() {
@@ -281,6 +358,9 @@ func (c *Config) Finish() error {
 			add(f+".topic", "topic %q is also used by entity %q; each entity needs a topic of its own, because consumers decode a topic with one schema", e.Topic, topics[e.Topic])
 		default:
 			topics[e.Topic] = name
+		}
+		if p, ok := e.TopicConfig["cleanup.policy"]; ok && p != "compact" {
+			add(f+".topic_config.cleanup.policy", "%q: a state topic must be compacted (cleanup.policy=compact), or replays lose entities", p)
 		}
 		if err := e.loadSchema(dir); err != nil {
 			errs = append(errs, fmt.Errorf("%s.schema: %w", f, err))
@@ -371,6 +451,60 @@ func (s *Source) validate(f string) []error {
 	}
 	if s.Version != "" && !slices.Contains(cols, strings.ToLower(s.Version)) {
 		add(f+".query", "does not select the version column %q (it selects %s); add %s to the select list", s.Version, strings.Join(cols, ", "), s.Version)
+	}
+	return errs
+}
+
+func (o *Outbox) finish() []error {
+	if o.Shards == 0 {
+		o.Shards = 1
+	}
+	if o.Shards < 1 || o.Shards > 256 {
+		return []error{fmt.Errorf("outbox.shards: must be from 1 to 256, got %d", o.Shards)}
+	}
+	return nil
+}
+
+func (r *Relay) finish() []error {
+	var errs []error
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&r.BatchSize, DefaultBatchSize)
+	def(&r.BatchBytes, DefaultBatchBytes)
+	defDur(&r.PollMin, DefaultPollMin)
+	defDur(&r.PollMax, DefaultPollMax)
+	defDur(&r.LeaseTimeout, DefaultLeaseTimeout)
+	if r.MetricsAddr == "" {
+		r.MetricsAddr = DefaultMetricsAddr
+	}
+	if r.MetricsAddr == "off" {
+		r.MetricsAddr = ""
+	}
+	if r.OnReject == "" {
+		r.OnReject = "halt"
+	}
+	if r.BatchSize < 1 || r.BatchSize > 100_000 {
+		errs = append(errs, fmt.Errorf("relay.batch_size: must be from 1 to 100000, got %d", r.BatchSize))
+	}
+	if r.BatchBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("relay.batch_bytes: must be at least 1 MiB (1048576), got %d", r.BatchBytes))
+	}
+	if r.PollMin <= 0 || r.PollMax < r.PollMin {
+		errs = append(errs, fmt.Errorf("relay.poll_min, relay.poll_max: need 0 < poll_min <= poll_max, got %v and %v", r.PollMin, r.PollMax))
+	}
+	if r.LeaseTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("relay.lease_timeout: must be at least 1s, got %v (the leader heartbeats every third of it)", r.LeaseTimeout))
+	}
+	if r.OnReject != "halt" && r.OnReject != "park" {
+		errs = append(errs, fmt.Errorf("relay.on_reject: %q is not halt or park", r.OnReject))
 	}
 	return errs
 }

@@ -53,6 +53,16 @@ var Overrides = []Override{
 	{"ECST_KAFKA_SASL_MECHANISM", "kafka-sasl-mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", str(func(c *Config) *string { return &c.Kafka.SASL.Mechanism })},
 	{"ECST_KAFKA_SASL_USERNAME", "kafka-sasl-username", "SASL user name", str(func(c *Config) *string { return &c.Kafka.SASL.Username })},
 	{"ECST_KAFKA_SASL_PASSWORD", "", "", func(c *Config, v string) error { c.Kafka.SASL.Password = Secret(v); return nil }},
+	{"ECST_OUTBOX_SHARDS", "", "", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("ECST_OUTBOX_SHARDS: %q is not a number", v)
+		}
+		c.Outbox.Shards = n
+		return nil
+	}},
+	{"ECST_RELAY_ON_REJECT", "", "", str(func(c *Config) *string { return &c.Relay.OnReject })},
+	{"ECST_METRICS_ADDR", "metrics-addr", "address for /metrics, /healthz and /readyz (\"off\" to disable)", str(func(c *Config) *string { return &c.Relay.MetricsAddr })},
 	{"ECST_SCHEMA_REGISTRY_URL", "schema-registry-url", "Schema Registry URL", func(c *Config, v string) error { c.Registry.URL = SecretURL(v); return nil }},
 	{"ECST_SCHEMA_REGISTRY_USERNAME", "", "", str(func(c *Config) *string { return &c.Registry.Username })},
 	{"ECST_SCHEMA_REGISTRY_PASSWORD", "", "", func(c *Config, v string) error { c.Registry.Password = Secret(v); return nil }},

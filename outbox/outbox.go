@@ -28,8 +28,21 @@ func KeyLock(topic, key string) int64 {
 	return int64(h.Sum64()) //nolint:gosec // a wrapping conversion is the intent
 }
 
+// Shard is the outbox shard of a (topic, key) pair among n shards. Every
+// row of one key lands in one shard, so one relay leader publishes it.
+func Shard(topic, key string, n int) int16 {
+	if n <= 1 {
+		return 0
+	}
+	return int16(uint64(KeyLock(topic, key)) % uint64(n)) //nolint:gosec // n is at most MaxShards
+}
+
+// MaxShards bounds outbox.shards.
+const MaxShards = 256
+
 // Row is one outbox row to insert.
 type Row struct {
+	Shard   int16
 	Topic   string
 	Key     string
 	Value   []byte // nil for a tombstone
@@ -40,12 +53,12 @@ type Row struct {
 // OFFSET 0 keeps the planner from flattening the subquery, so the lock is
 // taken before the identity default draws the row's id: an id drawn before
 // the lock could be lower than that of a same-key writer that commits first.
-const insertSQL = `INSERT INTO ecst.outbox (topic, key, value, headers)
-SELECT $1, $2, $3, $4 FROM (SELECT pg_advisory_xact_lock($5) OFFSET 0) AS l`
+const insertSQL = `INSERT INTO ecst.outbox (shard, topic, key, value, headers)
+SELECT $1, $2, $3, $4, $5 FROM (SELECT pg_advisory_xact_lock($6) OFFSET 0) AS l`
 
 // Insert writes r inside tx under r's key lock.
 func Insert(ctx context.Context, tx pgx.Tx, r Row) error {
-	_, err := tx.Exec(ctx, insertSQL, r.Topic, r.Key, r.Value, EncodeHeaders(r.Headers), KeyLock(r.Topic, r.Key))
+	_, err := tx.Exec(ctx, insertSQL, r.Shard, r.Topic, r.Key, r.Value, EncodeHeaders(r.Headers), KeyLock(r.Topic, r.Key))
 	if err != nil {
 		return fmt.Errorf("insert outbox row: %w", err)
 	}

@@ -12,8 +12,8 @@ import (
 // show the ordering check fails without it.
 func WithoutKeyLock(p *Publisher) {
 	p.insert = func(ctx context.Context, tx pgx.Tx, r outbox.Row) error {
-		_, err := tx.Exec(ctx, `INSERT INTO ecst.outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)`,
-			r.Topic, r.Key, r.Value, outbox.EncodeHeaders(r.Headers))
+		_, err := tx.Exec(ctx, `INSERT INTO ecst.outbox (shard, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)`,
+			r.Shard, r.Topic, r.Key, r.Value, outbox.EncodeHeaders(r.Headers))
 		return err
 	}
 }

@@ -92,6 +92,9 @@ type Config struct {
 	// AutoRegister registers a schema that the registry does not have
 	// instead of failing with ErrSchemaNotRegistered. For dev stacks.
 	AutoRegister bool
+	// Shards is outbox.shards: the relay shard of a row is its key's hash
+	// modulo Shards. Zero means 1.
+	Shards int
 }
 
 // Publisher writes full-state events to the outbox. It is safe for
@@ -100,6 +103,7 @@ type Publisher struct {
 	service      string
 	reg          *schemas.Registry
 	autoRegister bool
+	shards       int
 	entities     map[string]*entity
 	// insert is outbox.Insert; a test swaps it to show what the key lock
 	// is for.
@@ -129,6 +133,7 @@ func New(cfg Config) (*Publisher, error) {
 		service:      cfg.Service,
 		reg:          cfg.Registry,
 		autoRegister: cfg.AutoRegister,
+		shards:       max(cfg.Shards, 1),
 		entities:     make(map[string]*entity, len(cfg.Entities)),
 		insert:       outbox.Insert,
 	}
@@ -152,7 +157,7 @@ func New(cfg Config) (*Publisher, error) {
 
 // FromConfig builds a Publisher for every entity in a validated config.
 func FromConfig(cfg *config.Config, reg *schemas.Registry) (*Publisher, error) {
-	return New(Config{Service: cfg.Service, Entities: cfg.Entities, Registry: reg, AutoRegister: cfg.Registry.AutoRegister})
+	return New(Config{Service: cfg.Service, Entities: cfg.Entities, Registry: reg, AutoRegister: cfg.Registry.AutoRegister, Shards: cfg.Outbox.Shards})
 }
 
 // Resolve looks up every entity's schema id now, so that a service finds a
@@ -255,7 +260,7 @@ func (p *Publisher) write(ctx context.Context, tx pgx.Tx, e *entity, key string,
 	if ev.traceParent != "" {
 		hs = append(hs, outbox.Header{Key: HeaderTraceParent, Value: []byte(ev.traceParent)})
 	}
-	row := outbox.Row{Topic: e.cfg.Topic, Key: key, Value: value, Headers: hs}
+	row := outbox.Row{Shard: outbox.Shard(e.cfg.Topic, key, p.shards), Topic: e.cfg.Topic, Key: key, Value: value, Headers: hs}
 	if err := p.insert(ctx, tx, row); err != nil {
 		return fmt.Errorf("publish %s %q: %w", e.cfg.Name, key, err)
 	}

@@ -123,6 +123,8 @@ configuration or connection error.`,
 	}
 	root.AddCommand(
 		newMigrateCmd(a),
+		newRelayCmd(a),
+		newTopicsCmd(a),
 		newConfigCmd(a),
 		newDemoCmd(a),
 	)

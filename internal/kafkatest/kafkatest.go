@@ -5,8 +5,14 @@
 package kafkatest
 
 import (
+	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -25,6 +31,56 @@ type Broker struct {
 	// Fake is the in-process cluster, nil against a real broker. Tests
 	// that inject faults with ControlKey need it.
 	Fake *kfake.Cluster
+
+	mu      sync.Mutex
+	dataDir string
+	opts    []kfake.Opt
+}
+
+// NewRestartable is New with a broker that Restart can stop and start on
+// the same data: kfake persisting to a directory, or the real broker.
+func NewRestartable(tb testing.TB) *Broker {
+	tb.Helper()
+	if Real() {
+		return New(tb)
+	}
+	dir := tb.TempDir()
+	b := newFake(tb, kfake.DataDir(dir))
+	b.dataDir = dir
+	return b
+}
+
+// Restart stops the broker and starts it again on the same port and data.
+// Clients see their connections drop and must reconnect.
+func (b *Broker) Restart(tb testing.TB) {
+	tb.Helper()
+	if b.Fake == nil {
+		script := filepath.Join(repoRoot(), "scripts", "kafka.sh")
+		out, err := exec.Command(script, "restart-broker").CombinedOutput()
+		if err != nil {
+			tb.Fatalf("restart the real broker: %v\n%s", err, out)
+		}
+		return
+	}
+	if b.dataDir == "" {
+		tb.Fatal("kafkatest: Restart needs a broker from NewRestartable")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, portStr, _ := net.SplitHostPort(b.Seeds[0])
+	port, _ := strconv.Atoi(portStr)
+	b.Fake.Close()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(b.dataDir)}, b.opts...)...)
+	if err != nil {
+		tb.Fatalf("kfake restart: %v", err)
+	}
+	b.Fake = c
+	tb.Cleanup(c.Close)
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
 // Real reports whether the tests run against a real broker.
@@ -67,5 +123,5 @@ func newFake(tb testing.TB, opts ...kfake.Opt) *Broker {
 		tb.Fatalf("kfake: %v", err)
 	}
 	tb.Cleanup(c.Close)
-	return &Broker{Seeds: c.ListenAddrs(), Fake: c}
+	return &Broker{Seeds: c.ListenAddrs(), Fake: c, opts: opts}
 }

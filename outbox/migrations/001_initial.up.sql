@@ -1,14 +1,16 @@
 -- The outbox: a delete-based queue. Writers insert at the tail inside their
--- own transactions; the relay reads the head in id order and deletes rows once
--- the broker has acknowledged them. Nothing is ever updated, so the only index
--- is the primary key the relay walks.
+-- own transactions; each shard's relay leader reads the head of its shard in id
+-- order and deletes rows once the broker has acknowledged them. Nothing is ever
+-- updated, so the only index is the primary key (shard, id) the relay walks.
 CREATE TABLE ecst.outbox (
-    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id         bigint GENERATED ALWAYS AS IDENTITY,
+    shard      smallint    NOT NULL DEFAULT 0, -- hash of (topic, key) mod outbox.shards
     topic      text        NOT NULL,
     key        text        NOT NULL,
     value      bytea,                -- Confluent wire format; NULL is a tombstone
     headers    bytea       NOT NULL, -- Kafka headers, ecst header encoding (see outbox/headers.go)
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (shard, id)
 ) WITH (
     -- Every row is inserted once and deleted once: vacuum early and often so
     -- that the relay does not wade through dead index tuples at the head of the
@@ -24,6 +26,21 @@ CREATE TABLE ecst.outbox (
 
 COMMENT ON TABLE ecst.outbox IS
     'Full-state events waiting for the ecst relay. Rows are deleted once Kafka acknowledges them.';
+
+-- Rows the broker rejected for good (too large, say) under the relay's park
+-- policy. A later full state of the key supersedes a parked one; `ecst verify`
+-- finds a key left stale.
+CREATE TABLE ecst.outbox_parked (
+    id         bigint      NOT NULL PRIMARY KEY, -- the outbox id
+    shard      smallint    NOT NULL,
+    topic      text        NOT NULL,
+    key        text        NOT NULL,
+    value      bytea,
+    headers    bytea       NOT NULL,
+    created_at timestamptz NOT NULL,
+    parked_at  timestamptz NOT NULL DEFAULT now(),
+    error      text        NOT NULL
+);
 
 -- One row per forced full-state republish, so a run can be resumed and watched.
 CREATE TABLE ecst.republish_runs (

@@ -1,0 +1,160 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/ecst-io/ecst/outbox"
+)
+
+func newRelayCmd(a *app) *cobra.Command {
+	var drain bool
+	var shards string
+	cmd := &cobra.Command{
+		Use:   "relay",
+		Short: "Publish outbox rows to their compacted topics, in order per key",
+		Long: `Runs the outbox relay. For each outbox shard (outbox.shards in ecst.yaml), one
+relay process in the fleet is the leader: it holds a PostgreSQL advisory lock on a
+dedicated connection, reads committed rows in id order, produces them in one Kafka
+transaction (transactional id ecst-relay.<service>.<shard>), and deletes them
+once the transaction commits. Other processes stand by and take over within
+relay.lease_timeout (default 3s) of the leader's death or stall; the new
+leader's transactional id fences the old one, so a stalled leader can never
+publish an old state after a newer one.
+
+Delivery is at least once: a relay killed after a Kafka commit but before its
+delete publishes those rows again. Consumers apply full states, so a duplicate
+is harmless.
+
+Wake-up is adaptive polling (relay.poll_min doubling to relay.poll_max while
+idle), which works behind PgBouncer and costs writers nothing.
+
+A record the broker rejects for good (too large, say) stops the relay with an
+error naming the row (relay.on_reject: halt, the default), or is moved to
+ecst.outbox_parked and counted (park).
+
+Serves Prometheus metrics on --metrics-addr at /metrics, and /healthz and
+/readyz. SIGINT or SIGTERM finishes the batch in flight (or abandons it: its
+rows stay in the outbox) and exits 0.`,
+		Example: `  ecst relay                        # run until stopped
+  ecst relay --drain                # publish everything waiting, then exit 0
+  ecst relay --shards 0,1           # serve only some shards`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			log := a.logger()
+			kopts, err := cfg.Kafka.ClientOpts()
+			if err != nil {
+				return err
+			}
+			var serve []int
+			if shards != "" {
+				for _, s := range strings.Split(shards, ",") {
+					n, err := strconv.Atoi(strings.TrimSpace(s))
+					if err != nil {
+						return fmt.Errorf("--shards: %q is not a shard number", s)
+					}
+					serve = append(serve, n)
+				}
+			}
+			pool, err := connect(ctx, cfg.Database)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			var topics []string
+			for _, n := range cfg.EntityNames() {
+				topics = append(topics, cfg.Entities[n].Topic)
+			}
+			relay, err := outbox.NewRelay(outbox.RelayConfig{
+				Pool:         pool,
+				KafkaOpts:    kopts,
+				Service:      cfg.Service,
+				TotalShards:  cfg.Outbox.Shards,
+				Shards:       serve,
+				Topics:       topics,
+				BatchSize:    cfg.Relay.BatchSize,
+				BatchBytes:   cfg.Relay.BatchBytes,
+				PollMin:      cfg.Relay.PollMin,
+				PollMax:      cfg.Relay.PollMax,
+				LeaseTimeout: cfg.Relay.LeaseTimeout,
+				OnReject:     outbox.RejectPolicy(cfg.Relay.OnReject),
+				Drain:        drain,
+				Logger:       log,
+				Metrics:      outbox.NewRelayMetrics(reg),
+			})
+			if err != nil {
+				return err
+			}
+			if cfg.Relay.MetricsAddr != "" && !drain {
+				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, reg, relay.Ready)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				log.Info("serving /metrics, /healthz, /readyz", "addr", cfg.Relay.MetricsAddr)
+			}
+			log.Info("relay starting", "service", cfg.Service, "shards", cfg.Outbox.Shards, "drain", drain)
+			err = relay.Run(ctx)
+			if err != nil {
+				return err
+			}
+			if drain {
+				fmt.Fprintln(cmd.OutOrStdout(), "outbox drained")
+			}
+			log.Info("relay stopped")
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&drain, "drain", false, "publish everything in the outbox, then exit 0")
+	cmd.Flags().StringVar(&shards, "shards", "", "comma-separated shards to serve (default all of outbox.shards)")
+	return cmd
+}
+
+// serveOps serves /metrics, /healthz and /readyz until the returned stop is
+// called.
+func serveOps(ctx context.Context, addr string, reg *prometheus.Registry, ready func() bool) (func(), error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr %s: %w (set another address, or \"off\")", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = err // the listener is ours; Serve fails only when it closes
+		}
+	}()
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}, nil
+}

@@ -1,0 +1,706 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
+)
+
+// RejectPolicy is what the relay does with a record the broker rejects for
+// good.
+type RejectPolicy string
+
+// Reject policies.
+const (
+	// RejectHalt stops the relay with an error naming the row: nothing is
+	// published past it until an operator acts.
+	RejectHalt RejectPolicy = "halt"
+	// RejectPark moves the row to ecst.outbox_parked, counts it and goes on.
+	// A later full state of the key supersedes it.
+	RejectPark RejectPolicy = "park"
+)
+
+// RelayConfig configures a Relay.
+type RelayConfig struct {
+	// Pool reads and deletes outbox rows.
+	Pool *pgxpool.Pool
+	// KafkaOpts carry seed brokers, TLS and SASL (config.Kafka.ClientOpts).
+	KafkaOpts []kgo.Opt
+	// Service names the transactional ids, ecst-relay.<service>.<shard>:
+	// two outboxes must never share one, or their relays fence each other.
+	Service string
+	// TotalShards is outbox.shards.
+	TotalShards int
+	// Shards are the shards this process serves; empty means all.
+	Shards []int
+	// Topics are checked to exist before anything is published.
+	Topics []string
+
+	BatchSize    int
+	BatchBytes   int
+	PollMin      time.Duration
+	PollMax      time.Duration
+	LeaseTimeout time.Duration
+	OnReject     RejectPolicy
+	// Drain publishes what is in the outbox, then returns.
+	Drain bool
+	// ShutdownGrace bounds how long a stopping relay spends finishing the
+	// batch in flight before it abandons it (the rows stay in the outbox).
+	ShutdownGrace time.Duration
+
+	Logger  *slog.Logger
+	Metrics *RelayMetrics
+
+	// Test hooks, set through export_test.go.
+	noFencing     bool
+	beforeProduce func(shard int, ids []int64)
+}
+
+// Relay publishes outbox rows to Kafka: per shard, one leader reads
+// committed rows in id order, produces them in one Kafka transaction, and
+// deletes them once the transaction commits.
+type Relay struct {
+	cfg     RelayConfig
+	log     *slog.Logger
+	m       *RelayMetrics
+	lockCfg *pgx.ConnConfig
+	ready   atomic.Bool
+}
+
+// Errors callers branch on.
+var (
+	// ErrTopicMissing: a topic does not exist and must be created.
+	ErrTopicMissing = errors.New("topic does not exist: create it with `ecst topics apply`")
+	// errLeaseLost ends a leadership term.
+	errLeaseLost = errors.New("leader lease lost")
+)
+
+// RejectedError is a record the broker rejected for good under RejectHalt.
+type RejectedError struct {
+	ID    int64
+	Topic string
+	Key   string
+	Err   error
+}
+
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("the broker rejected outbox row %d (topic %s, key %q) for good: %v; fix the cause (for a record too large, raise the topic's max.message.bytes) or run the relay with relay.on_reject: park to set it aside", e.ID, e.Topic, e.Key, e.Err)
+}
+
+func (e *RejectedError) Unwrap() error { return e.Err }
+
+// NewRelay validates cfg and fills defaults.
+func NewRelay(cfg RelayConfig) (*Relay, error) {
+	if cfg.Pool == nil {
+		return nil, errors.New("relay: a database pool is required")
+	}
+	if cfg.Service == "" {
+		return nil, errors.New("relay: service is required; it names the relay's Kafka transactional ids (service in ecst.yaml or ECST_SERVICE)")
+	}
+	if cfg.TotalShards <= 0 {
+		cfg.TotalShards = 1
+	}
+	if len(cfg.Shards) == 0 {
+		for s := range cfg.TotalShards {
+			cfg.Shards = append(cfg.Shards, s)
+		}
+	}
+	for _, s := range cfg.Shards {
+		if s < 0 || s >= cfg.TotalShards {
+			return nil, fmt.Errorf("relay: shard %d is outside 0..%d (outbox.shards is %d)", s, cfg.TotalShards-1, cfg.TotalShards)
+		}
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 2000
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = 16 << 20
+	}
+	if cfg.PollMin <= 0 {
+		cfg.PollMin = 5 * time.Millisecond
+	}
+	if cfg.PollMax < cfg.PollMin {
+		cfg.PollMax = max(cfg.PollMin, 500*time.Millisecond)
+	}
+	if cfg.LeaseTimeout <= 0 {
+		cfg.LeaseTimeout = 3 * time.Second
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 10 * time.Second
+	}
+	switch cfg.OnReject {
+	case "":
+		cfg.OnReject = RejectHalt
+	case RejectHalt, RejectPark:
+	default:
+		return nil, fmt.Errorf("relay: on_reject %q is not halt or park", cfg.OnReject)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewRelayMetrics(nil)
+	}
+	lockCfg := cfg.Pool.Config().ConnConfig.Copy()
+	// A leader's session ends when it stops heartbeating (a paused or
+	// partitioned process), which frees its lock for a standby.
+	lockCfg.RuntimeParams["idle_session_timeout"] = strconv.FormatInt(cfg.LeaseTimeout.Milliseconds(), 10)
+	return &Relay{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, lockCfg: lockCfg}, nil
+}
+
+// Ready reports whether the start-up checks passed and the relay is
+// running: what /readyz serves.
+func (r *Relay) Ready() bool { return r.ready.Load() }
+
+// Run relays until ctx is done (or, with Drain, until the outbox is empty)
+// and returns nil, or returns the first fatal error: a missing topic, a
+// record rejected under RejectHalt, a configuration the broker refuses.
+// Transient database and broker errors are retried with backoff.
+func (r *Relay) Run(ctx context.Context) error {
+	if err := CheckMigrated(ctx, r.cfg.Pool); err != nil {
+		return err
+	}
+	if err := r.checkTopics(ctx); err != nil {
+		return err
+	}
+	r.ready.Store(true)
+	defer r.ready.Store(false)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	var first atomic.Pointer[error]
+	for _, shard := range r.cfg.Shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.runShard(ctx, shard); err != nil {
+				if first.CompareAndSwap(nil, &err) {
+					cancel(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if p := first.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (r *Relay) checkTopics(ctx context.Context) error {
+	if len(r.cfg.Topics) == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(r.cfg.KafkaOpts...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	details, err := kadm.NewClient(cl).ListTopics(cctx, r.cfg.Topics...)
+	if err != nil {
+		return fmt.Errorf("connect to Kafka: %w (check ECST_BROKERS, TLS and SASL settings)", explainKafka(err))
+	}
+	var missing []string
+	for _, t := range r.cfg.Topics {
+		if d, ok := details[t]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+			missing = append(missing, t)
+		} else if d.Err != nil {
+			return fmt.Errorf("describe topic %s: %w", t, explainKafka(d.Err))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %v", ErrTopicMissing, missing)
+	}
+	return nil
+}
+
+// runShard alternates between standing by for the shard's lock and leading
+// it, until ctx ends or a fatal error.
+func (r *Relay) runShard(ctx context.Context, shard int) error {
+	log := r.log.With("shard", shard)
+	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	for ctx.Err() == nil {
+		lock, drained, err := r.acquire(ctx, shard)
+		if drained {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.m.errors.WithLabelValues("database").Inc()
+			log.Warn("standby: cannot reach the database", "err", err)
+			bo.sleep(ctx)
+			continue
+		}
+		log.Info("leading shard")
+		r.m.leader.WithLabelValues(strconv.Itoa(shard)).Set(1)
+		done, err := r.lead(ctx, shard, lock, log)
+		r.m.leader.WithLabelValues(strconv.Itoa(shard)).Set(0)
+		lock.Close(context.Background())
+		switch {
+		case done:
+			return nil
+		case errors.Is(err, errLeaseLost):
+			r.m.errors.WithLabelValues("lease_lost").Inc()
+			log.Warn("lost the shard's lease; standing by", "err", err)
+		case err != nil && ctx.Err() == nil:
+			return err
+		}
+	}
+	return nil
+}
+
+// Two-int4 advisory lock space (never colliding with the bigint key locks):
+// class "ecst", object 100 + shard.
+const relayLockBase = 100
+
+// acquire waits for the shard's leader lock on a dedicated connection. In
+// drain mode it gives up, reporting drained, once another leader has
+// emptied the shard.
+func (r *Relay) acquire(ctx context.Context, shard int) (*pgx.Conn, bool, error) {
+	conn, err := pgx.ConnectConfig(ctx, r.lockCfg)
+	if err != nil {
+		return nil, false, fmt.Errorf("connect for the leader lock: %w", err)
+	}
+	tick := min(time.Second, r.cfg.LeaseTimeout/3)
+	for {
+		var got bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", migrateLockClass, relayLockBase+shard).Scan(&got); err != nil {
+			conn.Close(context.Background())
+			return nil, false, fmt.Errorf("take the leader lock: %w", err)
+		}
+		if got {
+			return conn, false, nil
+		}
+		if r.cfg.Drain {
+			var n int64
+			if err := conn.QueryRow(ctx, "SELECT count(*) FROM ecst.outbox WHERE shard = $1", shard).Scan(&n); err == nil && n == 0 {
+				conn.Close(context.Background())
+				return nil, true, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			conn.Close(context.Background())
+			return nil, false, ctx.Err()
+		case <-time.After(tick):
+		}
+	}
+}
+
+// record is an outbox row on its way to Kafka.
+type record struct {
+	id        int64
+	topic     string
+	key       string
+	value     []byte
+	headers   []byte
+	createdAt time.Time
+}
+
+// lead runs one leadership term: read, produce in a Kafka transaction,
+// delete on commit. It returns done in drain mode once the shard is empty.
+func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.Logger) (done bool, err error) {
+	// The term ends when the lease goes (the heartbeat fails) or ctx ends.
+	term, endTerm := context.WithCancelCause(ctx)
+	defer endTerm(nil)
+	go r.heartbeat(term, lock, endTerm)
+	go r.sampleBacklog(term, shard)
+
+	p, err := r.newProducer(shard, log)
+	if err != nil {
+		return false, err
+	}
+	defer func() { p.close() }()
+
+	var acked []int64
+	defer func() {
+		// Whatever ends the term, rows Kafka has committed are deleted, so
+		// that the next leader does not publish them again.
+		if len(acked) > 0 {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ShutdownGrace)
+			defer cancel()
+			if _, err := r.cfg.Pool.Exec(dctx, "DELETE FROM ecst.outbox WHERE shard = $1 AND id = ANY($2)", shard, acked); err != nil {
+				log.Warn("could not delete published rows; the next leader will publish them again", "rows", len(acked), "err", err)
+			}
+		}
+	}()
+
+	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	poll := r.cfg.PollMin
+	for {
+		if term.Err() != nil {
+			return false, leaseOrNil(term)
+		}
+		start := time.Now()
+		rows, err := r.deleteAndRead(term, int16(shard), acked) //nolint:gosec // shard < MaxShards
+		if err != nil {
+			if term.Err() != nil {
+				return false, leaseOrNil(term)
+			}
+			r.m.errors.WithLabelValues("database").Inc()
+			r.m.retries.Inc()
+			log.Warn("read outbox; retrying", "err", err)
+			bo.sleep(term)
+			continue
+		}
+		acked = nil
+		if len(rows) == 0 {
+			if r.cfg.Drain {
+				return true, nil
+			}
+			sleepCtx(term, poll)
+			poll = min(poll*2, r.cfg.PollMax)
+			continue
+		}
+		poll = r.cfg.PollMin
+		if r.cfg.beforeProduce != nil {
+			r.cfg.beforeProduce(shard, ids(rows))
+		}
+		// A batch in flight is finished even when the relay is told to
+		// stop, within ShutdownGrace; a lost lease abandons it at once
+		// (fencing makes its commit fail anyway).
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(term), r.cfg.ShutdownGrace)
+		stopOnLease := context.AfterFunc(term, func() {
+			if errors.Is(context.Cause(term), errLeaseLost) {
+				cancel()
+			}
+		})
+		rejected, err := p.publish(pctx, rows)
+		stopOnLease()
+		cancel()
+		if err == nil {
+			acked = ids(rows)
+			r.m.observeBatch(rows, time.Since(start))
+			bo.reset()
+			continue
+		}
+		if len(rejected) > 0 {
+			if r.cfg.OnReject == RejectHalt {
+				return false, rejected[0]
+			}
+			if err := r.park(term, rejected); err != nil {
+				log.Warn("park rejected rows; retrying", "err", err)
+				bo.sleep(term)
+			}
+			continue
+		}
+		kind, fatal := classifyKafka(err)
+		r.m.errors.WithLabelValues(kind).Inc()
+		if fatal != nil {
+			return false, fatal
+		}
+		if kind == "fenced" {
+			// Another leader took over: this term is over.
+			return false, fmt.Errorf("%w: fenced by a newer leader: %v", errLeaseLost, err)
+		}
+		r.m.retries.Inc()
+		log.Warn("publish batch; retrying", "rows", len(rows), "kind", kind, "err", err)
+		// The producer may be in a state only a fresh one recovers from;
+		// a new InitProducerID also fences anything of ours still pending.
+		p.close()
+		if p, err = r.newProducer(shard, log); err != nil {
+			return false, err
+		}
+		bo.sleep(term)
+	}
+}
+
+func leaseOrNil(term context.Context) error {
+	if c := context.Cause(term); errors.Is(c, errLeaseLost) {
+		return c
+	}
+	return nil
+}
+
+// heartbeat keeps the leader's session busy, and ends the term when the
+// session is gone (the database restarted, or idle_session_timeout fired
+// while this process was paused).
+func (r *Relay) heartbeat(term context.Context, lock *pgx.Conn, endTerm context.CancelCauseFunc) {
+	every := r.cfg.LeaseTimeout / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-term.Done():
+			return
+		case <-t.C:
+			hctx, cancel := context.WithTimeout(term, every)
+			_, err := lock.Exec(hctx, "SELECT 1")
+			cancel()
+			if err != nil && term.Err() == nil {
+				endTerm(fmt.Errorf("%w: %v", errLeaseLost, err))
+				return
+			}
+		}
+	}
+}
+
+func (r *Relay) sampleBacklog(term context.Context, shard int) {
+	label := strconv.Itoa(shard)
+	for {
+		var n int64
+		var age float64
+		err := r.cfg.Pool.QueryRow(term, `SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+			FROM ecst.outbox WHERE shard = $1`, shard).Scan(&n, &age)
+		if err == nil {
+			r.m.backlog.WithLabelValues(label).Set(float64(n))
+			r.m.oldest.WithLabelValues(label).Set(age)
+		}
+		if !sleepCtx(term, 5*time.Second) {
+			return
+		}
+	}
+}
+
+// deleteAndRead deletes the rows of the last committed batch and reads the
+// next one in one round trip. The two statements share an implicit
+// transaction, and the SELECT's snapshot sees the DELETE, so there is no
+// cursor and no exclusion list: the next batch is simply the head of the
+// queue, including any row that committed late with a lower id.
+func (r *Relay) deleteAndRead(ctx context.Context, shard int16, acked []int64) ([]record, error) {
+	b := &pgx.Batch{}
+	if len(acked) > 0 {
+		b.Queue("DELETE FROM ecst.outbox WHERE shard = $1 AND id = ANY($2)", shard, acked)
+	}
+	b.Queue("SELECT id, topic, key, value, headers, created_at FROM ecst.outbox WHERE shard = $1 ORDER BY id LIMIT $2", shard, r.cfg.BatchSize)
+	br := r.cfg.Pool.SendBatch(ctx, b)
+	defer br.Close()
+	if len(acked) > 0 {
+		if _, err := br.Exec(); err != nil {
+			return nil, fmt.Errorf("delete published rows: %w", err)
+		}
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	var out []record
+	var rec record
+	size := 0
+	_, err = pgx.ForEachRow(rows, []any{&rec.id, &rec.topic, &rec.key, &rec.value, &rec.headers, &rec.createdAt}, func() error {
+		size += len(rec.value) + len(rec.headers) + len(rec.key)
+		// Keep at least one row; stop before the batch outgrows its cap.
+		// The rest is the head of the next read.
+		if len(out) > 0 && size > r.cfg.BatchBytes {
+			return nil
+		}
+		out = append(out, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	return out, nil
+}
+
+// park moves rejected rows to ecst.outbox_parked in one transaction.
+func (r *Relay) park(ctx context.Context, rejected []*RejectedError) error {
+	return pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
+		for _, rej := range rejected {
+			_, err := tx.Exec(ctx, `WITH moved AS (DELETE FROM ecst.outbox WHERE id = $1 RETURNING *)
+				INSERT INTO ecst.outbox_parked (id, shard, topic, key, value, headers, created_at, error)
+				SELECT id, shard, topic, key, value, headers, created_at, $2 FROM moved
+				ON CONFLICT (id) DO NOTHING`, rej.ID, rej.Err.Error())
+			if err != nil {
+				return err
+			}
+			r.m.parked.WithLabelValues(rej.Topic).Inc()
+			r.log.Error("parked a record the broker rejected", "id", rej.ID, "topic", rej.Topic, "key", rej.Key, "err", rej.Err)
+		}
+		return nil
+	})
+}
+
+func ids(rows []record) []int64 {
+	out := make([]int64, len(rows))
+	for i, r := range rows {
+		out[i] = r.id
+	}
+	return out
+}
+
+// producer wraps one term's Kafka client.
+type producer struct {
+	cl    *kgo.Client
+	txn   bool
+	shard int
+}
+
+func (r *Relay) newProducer(shard int, log *slog.Logger) (*producer, error) {
+	opts := append(slices.Clone(r.cfg.KafkaOpts),
+		kgo.WithLogger(kslog.New(log)),
+		kgo.MaxBufferedRecords(max(r.cfg.BatchSize*2, 10_000)),
+		kgo.UnknownTopicRetries(2),
+		kgo.RecordRetries(10),
+		kgo.RecordDeliveryTimeout(30*time.Second),
+	)
+	txn := !r.cfg.noFencing
+	if txn {
+		// One transactional id per outbox shard: a new leader's
+		// InitProducerID bumps the epoch and fences the old leader, whose
+		// late writes then fail instead of landing behind newer states.
+		opts = append(opts, kgo.TransactionalID(fmt.Sprintf("ecst-relay.%s.%d", r.cfg.Service, shard)),
+			kgo.TransactionTimeout(60*time.Second))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return &producer{cl: cl, txn: txn, shard: shard}, nil
+}
+
+func (p *producer) close() {
+	if p.txn {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = p.cl.AbortBufferedRecords(ctx)
+		_ = p.cl.EndTransaction(ctx, kgo.TryAbort)
+		cancel()
+	}
+	p.cl.Close()
+}
+
+// publish produces rows in order and commits them as one transaction. On a
+// record the broker rejects for good it aborts and returns the rejects.
+func (p *producer) publish(ctx context.Context, rows []record) ([]*RejectedError, error) {
+	if p.txn {
+		if err := p.cl.BeginTransaction(); err != nil {
+			return nil, err
+		}
+	}
+	errs := make([]error, len(rows))
+	var wg sync.WaitGroup
+	wg.Add(len(rows))
+	for i, row := range rows {
+		hs, err := DecodeHeaders(row.headers)
+		if err != nil {
+			errs[i] = err
+			wg.Done()
+			continue
+		}
+		rec := &kgo.Record{Topic: row.topic, Key: []byte(row.key), Value: row.value}
+		if row.value == nil {
+			rec.Value = nil // a tombstone: null, not empty
+		}
+		rec.Headers = make([]kgo.RecordHeader, len(hs))
+		for j, h := range hs {
+			rec.Headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+		}
+		p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+			errs[i] = err
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	var rejected []*RejectedError
+	var first error
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		if permanent(err) {
+			rejected = append(rejected, &RejectedError{ID: rows[i].id, Topic: rows[i].topic, Key: rows[i].key, Err: err})
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		if p.txn {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_ = p.cl.AbortBufferedRecords(actx)
+			_ = p.cl.EndTransaction(actx, kgo.TryAbort)
+			cancel()
+		}
+		return rejected, first
+	}
+	if p.txn {
+		if err := p.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_ = p.cl.EndTransaction(actx, kgo.TryAbort)
+			cancel()
+			return nil, fmt.Errorf("commit Kafka transaction: %w", err)
+		}
+	}
+	return nil, nil
+}
+
+// permanent reports a record error no retry can fix.
+func permanent(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) ||
+		errors.Is(err, kerr.InvalidRecord) || errors.Is(err, kerr.CorruptMessage) ||
+		errors.Is(err, ErrBadHeaders)
+}
+
+// classifyKafka names an error's kind for metrics, and returns a fatal
+// error (with the fix) for what retrying cannot cure.
+func classifyKafka(err error) (kind string, fatal error) {
+	switch {
+	case errors.Is(err, kerr.ProducerFenced), errors.Is(err, kerr.InvalidProducerEpoch), errors.Is(err, kerr.TransactionalIDNotFound):
+		return "fenced", nil
+	case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.UnknownTopicID):
+		return "unknown_topic", fmt.Errorf("%w (%v)", ErrTopicMissing, err)
+	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.TransactionalIDAuthorizationFailed),
+		errors.Is(err, kerr.ClusterAuthorizationFailed), errors.Is(err, kerr.SaslAuthenticationFailed):
+		return "auth", fmt.Errorf("kafka refused the relay: %w (check the SASL user and its ACLs: it needs Write on the topics and on transactional ids ecst-relay.*)", err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return "timeout", nil
+	}
+	return "kafka", nil
+}
+
+func explainKafka(err error) error {
+	if errors.Is(err, kerr.SaslAuthenticationFailed) {
+		return fmt.Errorf("%w: wrong SASL user name or password (ECST_KAFKA_SASL_USERNAME, ECST_KAFKA_SASL_PASSWORD)", err)
+	}
+	return err
+}
+
+// backoff is exponential with full jitter.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) sleep(ctx context.Context) {
+	if b.cur == 0 {
+		b.cur = b.min
+	}
+	d := time.Duration(rand.Int64N(int64(b.cur))) + b.min/2 //nolint:gosec // jitter
+	b.cur = min(b.cur*2, b.max)
+	sleepCtx(ctx, d)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// sleepCtx sleeps for d or until ctx ends; it reports whether it slept.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,68 @@
+package outbox_test
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestRelayDeliversInOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	stop := e.runRelay(e.relayConfig())
+	log, wait := e.runLoad(context.Background(), 8, 200, 3000)
+	wait()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.drain()
+	if n := e.outboxCount(); n != 0 {
+		t.Fatalf("%d rows left in the outbox after drain", n)
+	}
+	rep := e.check(log)
+	t.Logf("%d events committed, %d records on the topic for %d keys, %d duplicates", log.count(), rep.records, rep.keys, rep.duplicates)
+}
+
+// TestRelaySIGKILL kills the relay process mid-batch, again and again,
+// while writers keep committing; nothing committed may be lost, and every
+// key must end on its newest state.
+func TestRelaySIGKILL(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log, wait := e.runLoad(ctx, 6, 200, 20_000)
+	for round := range 3 {
+		p := e.startRelayProc()
+		p.waitLog(t, `"msg":"leading shard"`, 30*time.Second)
+		// Kill once the relay has published something in this round.
+		before := e.outboxCount()
+		deadline := time.Now().Add(30 * time.Second)
+		for e.outboxCount() >= before && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-p.exited
+		t.Logf("round %d: killed the relay with %d events committed, %d rows in the outbox", round, log.count(), e.outboxCount())
+	}
+	cancel()
+	wait()
+	// A fresh relay, as an operator would run it, finishes the job.
+	p := e.startRelayProc("--drain")
+	select {
+	case <-p.exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("relay --drain did not finish")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("relay --drain exited %d:\n%s", code, p.out.String())
+	}
+	if n := e.outboxCount(); n != 0 {
+		t.Fatalf("%d rows left after drain", n)
+	}
+	rep := e.check(log)
+	t.Logf("%d events committed, %d records, %d keys, %d duplicates after 3 SIGKILLs", log.count(), rep.records, rep.keys, rep.duplicates)
+}

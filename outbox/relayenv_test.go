@@ -1,0 +1,558 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hamba/avro/v2"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+
+	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/examples/customers"
+	"github.com/ecst-io/ecst/internal/kafkatest"
+	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/schemas"
+)
+
+// env is one relay test's world: a database with the customers table, a
+// broker with the test's own topic, a registry, and a publisher.
+type env struct {
+	t        *testing.T
+	dbURL    string
+	pool     *pgxpool.Pool
+	broker   *kafkatest.Broker
+	topic    string
+	service  string // unique per test: transactional ids must not collide
+	reg      *srfake.Registry
+	schemaID int
+	pub      *producer.Publisher
+	schema   avro.Schema
+}
+
+const testPartitions = 3
+
+type envOpts struct {
+	dbURL       string // a database of the test's own choosing
+	restartable bool
+	shards      int
+}
+
+var nameRE = regexp.MustCompile(`[^a-zA-Z0-9]+`)
+
+func newEnv(t *testing.T, o envOpts) *env {
+	t.Helper()
+	ctx := context.Background()
+	e := &env{t: t, dbURL: o.dbURL}
+	if e.dbURL == "" {
+		e.dbURL = pgtest.NewDBURL(t)
+	}
+	var err error
+	if e.pool, err = pgxpool.New(ctx, e.dbURL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.pool.Close)
+	if _, err := e.pool.Exec(ctx, customers.TableSQL+"; CREATE SEQUENCE IF NOT EXISTS ver"); err != nil {
+		t.Fatal(err)
+	}
+	if o.restartable {
+		e.broker = kafkatest.NewRestartable(t)
+	} else {
+		e.broker = kafkatest.New(t)
+	}
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	e.topic = "relay-" + strings.ToLower(nameRE.ReplaceAllString(t.Name(), "-")) + "-" + suffix
+	e.service = "t" + suffix
+	cl := e.client()
+	defer cl.Close()
+	compact := "compact"
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, testPartitions, 1, map[string]*string{"cleanup.policy": &compact}, e.topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("create topic: %v", err)
+	}
+	e.reg = srfake.New()
+	t.Cleanup(e.reg.Close)
+	if e.schemaID, _, err = e.reg.RegisterSchema(e.topic+"-value", sr.Schema{Schema: customers.Schema}); err != nil {
+		t.Fatal(err)
+	}
+	e.schema = avro.MustParse(customers.Schema)
+	reg, err := schemas.NewRegistry(config.Registry{URL: config.SecretURL(e.reg.URL())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pub, err = producer.New(producer.Config{
+		Service:  e.service,
+		Entities: map[string]*config.Entity{"customer": {Name: "customer", Topic: e.topic, SchemaText: customers.Schema}},
+		Registry: reg,
+		Shards:   o.shards,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) client(opts ...kgo.Opt) *kgo.Client {
+	e.t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(e.broker.Seeds...)}, opts...)...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cl
+}
+
+func (e *env) relayConfig() outbox.RelayConfig {
+	return outbox.RelayConfig{
+		Pool:         e.pool,
+		KafkaOpts:    []kgo.Opt{kgo.SeedBrokers(e.broker.Seeds...)},
+		Service:      e.service,
+		Topics:       []string{e.topic},
+		BatchSize:    250,
+		PollMin:      time.Millisecond,
+		PollMax:      20 * time.Millisecond,
+		LeaseTimeout: 2 * time.Second,
+	}
+}
+
+// runRelay runs a relay in process until the test ends or stop is called.
+func (e *env) runRelay(cfg outbox.RelayConfig) (stop func() error) {
+	e.t.Helper()
+	r, err := outbox.NewRelay(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}
+	e.t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// drain runs a relay in drain mode to completion.
+func (e *env) drain() {
+	e.t.Helper()
+	cfg := e.relayConfig()
+	cfg.Drain = true
+	r, err := outbox.NewRelay(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := r.Run(ctx); err != nil {
+		e.t.Fatalf("drain: %v", err)
+	}
+}
+
+func (e *env) outboxCount() int {
+	e.t.Helper()
+	var n int
+	if err := e.pool.QueryRow(context.Background(), "SELECT count(*) FROM ecst.outbox").Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// --- the load generator ---
+
+// event is one committed state change.
+type event struct {
+	key     string
+	version int64
+	deleted bool
+}
+
+// loadLog records what the load generator committed.
+type loadLog struct {
+	mu        sync.Mutex
+	committed []event
+	keys      map[string]bool
+	ambiguous int // commits whose outcome is unknown (the connection broke)
+}
+
+func (l *loadLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.committed)
+}
+
+// runLoad writes concurrently to keys (a few hot) until ctx ends or target
+// events have committed: upserts,
+// and now and then a deletion, each in its own transaction that changes the
+// customers row under its row lock and publishes the full state.
+func (e *env) runLoad(ctx context.Context, writers, keys, target int) (*loadLog, func()) {
+	log := &loadLog{keys: map[string]bool{}}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(w)))
+			for ctx.Err() == nil && log.count() < target {
+				var key string
+				if rng.IntN(3) == 0 {
+					key = fmt.Sprintf("hot-%d", rng.IntN(3))
+				} else {
+					key = fmt.Sprintf("k-%d", rng.IntN(keys))
+				}
+				ev, err := e.write(ctx, key, rng.IntN(10) == 0)
+				switch {
+				case err == nil && ev.key != "":
+					log.mu.Lock()
+					log.committed = append(log.committed, ev)
+					log.keys[key] = true
+					log.mu.Unlock()
+				case err != nil && isAmbiguous(err):
+					log.mu.Lock()
+					log.ambiguous++
+					log.keys[key] = true
+					log.mu.Unlock()
+				case err != nil && ctx.Err() == nil:
+					time.Sleep(20 * time.Millisecond) // the database is restarting: try again
+				}
+			}
+		}()
+	}
+	return log, wg.Wait
+}
+
+// isAmbiguous: a commit that failed in a way that does not say whether it
+// happened.
+func isAmbiguous(err error) bool {
+	var ce *commitError
+	return errors.As(err, &ce)
+}
+
+type commitError struct{ err error }
+
+func (c *commitError) Error() string { return "commit: " + c.err.Error() }
+
+func (e *env) write(ctx context.Context, key string, del bool) (event, error) {
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		return event{}, err
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck
+	var ev event
+	if del {
+		var v int64
+		err := tx.QueryRow(ctx, "DELETE FROM customers WHERE id = $1 RETURNING nextval('ver')", key).Scan(&v)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return event{}, nil
+		}
+		if err != nil {
+			return event{}, err
+		}
+		if err := e.pub.Delete(ctx, tx, "customer", key, v); err != nil {
+			return event{}, err
+		}
+		ev = event{key: key, version: v, deleted: true}
+	} else {
+		var v int64
+		var at time.Time
+		err := tx.QueryRow(ctx, `INSERT INTO customers (id, version, name, email) VALUES ($1, nextval('ver'), 'n', 'e')
+			ON CONFLICT (id) DO UPDATE SET version = nextval('ver'), updated_at = now()
+			RETURNING version, updated_at`, key).Scan(&v, &at)
+		if err != nil {
+			return event{}, err
+		}
+		state := map[string]any{"id": key, "version": v, "name": "n" + strconv.FormatInt(v, 10), "email": "e", "tier": nil, "updated_at": at}
+		if err := e.pub.Publish(ctx, tx, "customer", key, v, state); err != nil {
+			return event{}, err
+		}
+		ev = event{key: key, version: v}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		if ctx.Err() != nil {
+			return event{}, err
+		}
+		return event{}, &commitError{err}
+	}
+	return ev, nil
+}
+
+// --- reading the topic back ---
+
+type topicRecord struct {
+	partition int32
+	offset    int64
+	key       string
+	value     []byte
+	headers   map[string]string
+}
+
+// readTopic reads every committed record of the topic. To know where the
+// end is without guessing from offsets (transaction markers take offsets
+// too), it first appends a sentinel record to every partition, then reads
+// with read_committed until it has seen all of them.
+func (e *env) readTopic() []topicRecord {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sentinel := "__end__" + uuid.NewString()
+	prod := e.client(kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	for p := range int32(testPartitions) {
+		if err := prod.ProduceSync(ctx, &kgo.Record{Topic: e.topic, Partition: p, Key: []byte(sentinel)}).FirstErr(); err != nil {
+			e.t.Fatalf("sentinel: %v", err)
+		}
+	}
+	prod.Close()
+	cons := e.client(kgo.ConsumeTopics(e.topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	defer cons.Close()
+	var out []topicRecord
+	seen := 0
+	for seen < testPartitions {
+		fs := cons.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			e.t.Fatalf("read topic: %v", err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if string(r.Key) == sentinel {
+				seen++
+				return
+			}
+			if strings.HasPrefix(string(r.Key), "__end__") {
+				return // an earlier read's sentinel
+			}
+			h := map[string]string{}
+			for _, x := range r.Headers {
+				h[x.Key] = string(x.Value)
+			}
+			out = append(out, topicRecord{partition: r.Partition, offset: r.Offset, key: string(r.Key), value: r.Value, headers: h})
+		})
+	}
+	return out
+}
+
+// report is what a check of the topic against the source found.
+type report struct {
+	records, duplicates, keys int
+}
+
+// check asserts the relay's guarantees: every committed event reached the
+// topic at least once; for every key the last record is the newest
+// committed state (a tombstone for a deleted key); every record carries the
+// wire contract. It returns counts for the log.
+func (e *env) check(log *loadLog) report {
+	e.t.Helper()
+	ctx := context.Background()
+	recs := e.readTopic()
+	last := map[string]topicRecord{}
+	seen := map[string]int{}
+	for _, r := range recs {
+		e.checkContract(r)
+		last[r.key] = r // partitions are read in offset order, and a key has one partition
+		seen[r.key+"@"+r.headers[producer.HeaderEntityVersion]]++
+	}
+	rep := report{records: len(recs), keys: len(last)}
+	for _, n := range seen {
+		rep.duplicates += n - 1
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for _, ev := range log.committed {
+		if seen[ev.key+"@"+strconv.FormatInt(ev.version, 10)] == 0 {
+			e.t.Errorf("committed event %s v%d (deleted=%v) never reached the topic", ev.key, ev.version, ev.deleted)
+		}
+	}
+	rows, err := e.pool.Query(ctx, "SELECT id, version FROM customers")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	truth := map[string]int64{}
+	var k string
+	var v int64
+	if _, err := pgx.ForEachRow(rows, []any{&k, &v}, func() error { truth[k] = v; return nil }); err != nil {
+		e.t.Fatal(err)
+	}
+	for key := range log.keys {
+		l, ok := last[key]
+		want, exists := truth[key]
+		switch {
+		case !ok && exists:
+			e.t.Errorf("key %s (v%d in the source) has no record in the topic", key, want)
+		case !ok:
+			// Never committed (an ambiguous commit that did not happen).
+		case exists && (l.value == nil || l.headers[producer.HeaderEntityVersion] != strconv.FormatInt(want, 10)):
+			e.t.Errorf("key %s: last record is v%s (tombstone=%v), the source has v%d", key, l.headers[producer.HeaderEntityVersion], l.value == nil, want)
+		case !exists && l.value != nil:
+			e.t.Errorf("key %s is deleted in the source, but its last record is v%s, not a tombstone", key, l.headers[producer.HeaderEntityVersion])
+		}
+	}
+	return rep
+}
+
+func (e *env) checkContract(r topicRecord) {
+	e.t.Helper()
+	h := r.headers
+	if _, err := uuid.Parse(h[producer.HeaderEventID]); err != nil {
+		e.t.Errorf("record %d/%d: bad event id %q", r.partition, r.offset, h[producer.HeaderEventID])
+	}
+	if _, err := time.Parse(time.RFC3339Nano, h[producer.HeaderOccurredAt]); err != nil {
+		e.t.Errorf("record %d/%d: bad occurred-at %q", r.partition, r.offset, h[producer.HeaderOccurredAt])
+	}
+	if h[producer.HeaderSource] != e.service {
+		e.t.Errorf("record %d/%d: source %q", r.partition, r.offset, h[producer.HeaderSource])
+	}
+	wantType := "customer.upserted"
+	if r.value == nil {
+		wantType = "customer.deleted"
+	}
+	if h[producer.HeaderEventType] != wantType {
+		e.t.Errorf("record %d/%d: event type %q, want %q", r.partition, r.offset, h[producer.HeaderEventType], wantType)
+	}
+	if r.value == nil {
+		return
+	}
+	id, payload, err := schemas.DecodeWire(r.value)
+	if err != nil || id != e.schemaID {
+		e.t.Errorf("record %d/%d: wire format id %d, err %v", r.partition, r.offset, id, err)
+		return
+	}
+	var c map[string]any
+	if err := avro.Unmarshal(e.schema, payload, &c); err != nil {
+		e.t.Errorf("record %d/%d: value does not decode: %v", r.partition, r.offset, err)
+		return
+	}
+	if fmt.Sprint(c["version"]) != h[producer.HeaderEntityVersion] || c["id"] != r.key {
+		e.t.Errorf("record %d/%d: value %v disagrees with key %s / version header %s", r.partition, r.offset, c, r.key, h[producer.HeaderEntityVersion])
+	}
+}
+
+// --- the relay as a subprocess ---
+
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// ecstBinary builds cmd/ecst once per test binary.
+func ecstBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ecst-bin-")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "ecst")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, "../cmd/ecst").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
+}
+
+// relayProc is `ecst relay` running as a child process.
+type relayProc struct {
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{}
+}
+
+// startRelayProc starts `ecst relay` on this env with an ecst.yaml of its own.
+func (e *env) startRelayProc(extraArgs ...string) *relayProc {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "schemas"), 0o755)
+	os.WriteFile(filepath.Join(dir, "schemas", "customer.avsc"), []byte(customers.Schema), 0o644)
+	yml := fmt.Sprintf(`service: %s
+relay: {batch_size: 250, poll_min: 1ms, poll_max: 20ms, lease_timeout: 2s, metrics_addr: "off"}
+entities:
+  customer:
+    topic: %s
+    schema: schemas/customer.avsc
+    partitions: %d
+`, e.service, e.topic, testPartitions)
+	cfgPath := filepath.Join(dir, "ecst.yaml")
+	os.WriteFile(cfgPath, []byte(yml), 0o644)
+	args := append([]string{"--config", cfgPath, "--log-format", "json", "relay"}, extraArgs...)
+	cmd := exec.Command(ecstBinary(e.t), args...)
+	cmd.Env = append(os.Environ(), "ECST_DATABASE_URL="+e.dbURL, "ECST_BROKERS="+strings.Join(e.broker.Seeds, ","))
+	p := &relayProc{cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	e.t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		if e.t.Failed() {
+			e.t.Logf("relay pid %d output:\n%s", cmd.Process.Pid, p.out.String())
+		}
+	})
+	return p
+}
+
+// waitLog waits until the process has logged a line matching re.
+func (p *relayProc) waitLog(t *testing.T, re string, timeout time.Duration) time.Time {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if rx.MatchString(p.out.String()) {
+			return time.Now()
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("relay exited before logging %q:\n%s", re, p.out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("relay did not log %q within %v:\n%s", re, timeout, p.out.String())
+	return time.Time{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
