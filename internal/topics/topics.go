@@ -102,7 +102,7 @@ func Create(ctx context.Context, adm *kadm.Client, e *config.Entity) error {
 	for k, v := range e.WantTopicConfig() {
 		cfgs[k] = &v
 	}
-	rf := int16(e.ReplicationFactor) //nolint:gosec // validated small
+	rf := int16(e.ReplicationFactor)                                          //nolint:gosec // validated small
 	resp, err := adm.CreateTopic(ctx, int32(e.Partitions), rf, cfgs, e.Topic) //nolint:gosec // validated small
 	if err == nil {
 		err = resp.Err
