@@ -159,6 +159,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	// A leader's session ends when it stops heartbeating (a paused or
 	// partitioned process), which frees its lock for a standby.
 	lockCfg.RuntimeParams["idle_session_timeout"] = strconv.FormatInt(cfg.LeaseTimeout.Milliseconds(), 10)
+	lockCfg.RuntimeParams["application_name"] = "ecst-relay-lock"
 	return &Relay{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, lockCfg: lockCfg}, nil
 }
 
@@ -306,6 +307,23 @@ func (r *Relay) acquire(ctx context.Context, shard int) (*pgx.Conn, bool, error)
 	}
 }
 
+// lease is the leader's lock session. pgx connections are not safe for
+// concurrent use, and both the heartbeat and the term use it.
+type lease struct {
+	mu   sync.Mutex
+	conn *pgx.Conn
+}
+
+// check proves the session, and so the lock, is still held.
+func (l *lease) check(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, err := l.conn.Exec(ctx, "SELECT 1"); err != nil {
+		return fmt.Errorf("%w: %v", errLeaseLost, err)
+	}
+	return nil
+}
+
 // record is an outbox row on its way to Kafka.
 type record struct {
 	id        int64
@@ -322,14 +340,19 @@ func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.L
 	// The term ends when the lease goes (the heartbeat fails) or ctx ends.
 	term, endTerm := context.WithCancelCause(ctx)
 	defer endTerm(nil)
-	go r.heartbeat(term, lock, endTerm)
+	ls := &lease{conn: lock}
+	go r.heartbeat(term, ls, endTerm)
 	go r.sampleBacklog(term, shard)
 
-	p, err := r.newProducer(shard, log)
+	p, err := r.startProducer(term, shard, ls, log)
 	if err != nil {
 		return false, err
 	}
-	defer func() { p.close() }()
+	defer func() {
+		if p != nil {
+			p.close()
+		}
+	}()
 
 	var acked []int64
 	defer func() {
@@ -417,9 +440,49 @@ func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.L
 		// The producer may be in a state only a fresh one recovers from;
 		// a new InitProducerID also fences anything of ours still pending.
 		p.close()
-		if p, err = r.newProducer(shard, log); err != nil {
+		p = nil
+		bo.sleep(term)
+		if p, err = r.startProducer(term, shard, ls, log); err != nil {
 			return false, err
 		}
+	}
+}
+
+// startProducer creates the term's producer, initializes its producer id
+// (bumping the epoch, which fences any earlier holder of the transactional
+// id), and only then checks that the lease is still held. That order is
+// what makes fencing sound: if the check passes, no newer leader had the
+// lock when our epoch was drawn, so any newer leader draws a higher epoch
+// and fences us. Initializing lazily, at the first produce, would let a
+// leader that stalled before its first batch wake up and fence its
+// successor instead.
+func (r *Relay) startProducer(term context.Context, shard int, ls *lease, log *slog.Logger) (*producer, error) {
+	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	for {
+		p, err := r.newProducer(shard, log)
+		if err != nil {
+			return nil, err
+		}
+		ictx, cancel := context.WithTimeout(term, 30*time.Second)
+		_, _, err = p.cl.ProducerID(ictx)
+		cancel()
+		if err == nil {
+			if err := ls.check(term); err != nil {
+				p.close()
+				return nil, err
+			}
+			return p, nil
+		}
+		p.cl.Close()
+		if term.Err() != nil {
+			return nil, leaseOrNil(term)
+		}
+		kind, fatal := classifyKafka(err)
+		r.m.errors.WithLabelValues(kind).Inc()
+		if fatal != nil {
+			return nil, fatal
+		}
+		log.Warn("initialize the Kafka producer; retrying", "kind", kind, "err", err)
 		bo.sleep(term)
 	}
 }
@@ -434,7 +497,7 @@ func leaseOrNil(term context.Context) error {
 // heartbeat keeps the leader's session busy, and ends the term when the
 // session is gone (the database restarted, or idle_session_timeout fired
 // while this process was paused).
-func (r *Relay) heartbeat(term context.Context, lock *pgx.Conn, endTerm context.CancelCauseFunc) {
+func (r *Relay) heartbeat(term context.Context, ls *lease, endTerm context.CancelCauseFunc) {
 	every := r.cfg.LeaseTimeout / 3
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -444,10 +507,10 @@ func (r *Relay) heartbeat(term context.Context, lock *pgx.Conn, endTerm context.
 			return
 		case <-t.C:
 			hctx, cancel := context.WithTimeout(term, every)
-			_, err := lock.Exec(hctx, "SELECT 1")
+			err := ls.check(hctx)
 			cancel()
 			if err != nil && term.Err() == nil {
-				endTerm(fmt.Errorf("%w: %v", errLeaseLost, err))
+				endTerm(err)
 				return
 			}
 		}
@@ -550,7 +613,8 @@ type producer struct {
 
 func (r *Relay) newProducer(shard int, log *slog.Logger) (*producer, error) {
 	opts := append(slices.Clone(r.cfg.KafkaOpts),
-		kgo.WithLogger(kslog.New(log)),
+		// kgo narrates every transaction at info; keep its warnings.
+		kgo.WithLogger(kslog.New(slog.New(minLevel{slog.LevelWarn, log.Handler()}))),
 		kgo.MaxBufferedRecords(max(r.cfg.BatchSize*2, 10_000)),
 		kgo.UnknownTopicRetries(2),
 		kgo.RecordRetries(10),
@@ -676,6 +740,19 @@ func explainKafka(err error) error {
 	}
 	return err
 }
+
+// minLevel drops records below a level.
+type minLevel struct {
+	min slog.Level
+	slog.Handler
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler { return minLevel{h.min, h.Handler.WithAttrs(as)} }
+func (h minLevel) WithGroup(g string) slog.Handler      { return minLevel{h.min, h.Handler.WithGroup(g)} }
 
 // backoff is exponential with full jitter.
 type backoff struct {

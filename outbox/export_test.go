@@ -1,0 +1,9 @@
+package outbox
+
+// WithBeforeProduce calls f with each batch's row ids after the batch is
+// read and before it is produced: tests stall a leader there.
+func WithBeforeProduce(cfg *RelayConfig, f func(shard int, ids []int64)) { cfg.beforeProduce = f }
+
+// WithoutFencing makes the relay produce without a transactional id, so
+// that a test can show what fencing prevents.
+func WithoutFencing(cfg *RelayConfig) { cfg.noFencing = true }
