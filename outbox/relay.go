@@ -751,8 +751,10 @@ func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= h.min && h.Handler.Enabled(ctx, l)
 }
 
-func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler { return minLevel{h.min, h.Handler.WithAttrs(as)} }
-func (h minLevel) WithGroup(g string) slog.Handler      { return minLevel{h.min, h.Handler.WithGroup(g)} }
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.min, h.Handler.WithAttrs(as)}
+}
+func (h minLevel) WithGroup(g string) slog.Handler { return minLevel{h.min, h.Handler.WithGroup(g)} }
 
 // backoff is exponential with full jitter.
 type backoff struct {
