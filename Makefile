@@ -31,8 +31,9 @@ test: setup
 	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TIMEOUT) ./...
 
 ## test-kafka: the Kafka-touching suites again, against a real Apache Kafka broker
+## (-p 1: one package at a time, since a test restarts the shared broker)
 test-kafka: setup setup-kafka
-	@scripts/test-kafka.sh $(GO) test $(GOFLAGS) -race -count=1 -timeout $(TIMEOUT) $(KAFKA_PKGS)
+	@scripts/test-kafka.sh $(GO) test $(GOFLAGS) -race -count=1 -p 1 -timeout $(TIMEOUT) $(KAFKA_PKGS)
 
 ## check: formatting and vet
 check:

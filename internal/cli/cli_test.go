@@ -150,3 +150,5 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+func newMigratedDB(t *testing.T) string { return pgtest.NewDBURL(t) }

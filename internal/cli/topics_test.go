@@ -1,0 +1,147 @@
+package cli_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ecst-io/ecst/examples/customers"
+	"github.com/ecst-io/ecst/internal/cli"
+	"github.com/ecst-io/ecst/internal/kafkatest"
+)
+
+func topicsConfig(t *testing.T, topic string, partitions int, extra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "schemas"), 0o755)
+	os.WriteFile(filepath.Join(dir, "schemas", "customer.avsc"), []byte(customers.Schema), 0o644)
+	p := filepath.Join(dir, "ecst.yaml")
+	os.WriteFile(p, []byte(fmt.Sprintf(`service: s
+entities:
+  customer:
+    topic: %s
+    schema: schemas/customer.avsc
+    partitions: %d
+    replication_factor: 1
+%s`, topic, partitions, extra)), 0o644)
+	return p
+}
+
+func TestTopicsApply(t *testing.T) {
+	t.Parallel()
+	b := kafkatest.New(t)
+	topic := fmt.Sprintf("cli-topics-%d", time.Now().UnixNano())
+	env := map[string]string{"ECST_BROKERS": strings.Join(b.Seeds, ",")}
+	cfg := topicsConfig(t, topic, 3, "")
+
+	r := run(t, env, "--config", cfg, "topics", "apply", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.out, "would create") {
+		t.Fatalf("dry run: code %d\n%s%s", r.code, r.out, r.err)
+	}
+	ctx := context.Background()
+	// A client per look: kgo caches metadata, and a cached "unknown topic"
+	// would outlive the topic's creation.
+	admin := func() *kadm.Client {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(b.Seeds...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cl.Close)
+		return kadm.NewClient(cl)
+	}
+	if td, _ := admin().ListTopics(ctx, topic); td.Has(topic) {
+		t.Fatal("--dry-run created the topic")
+	}
+	adm := admin()
+
+	r = run(t, env, "--config", cfg, "topics", "apply")
+	if r.code != 0 || !regexp.MustCompile(topic+`\s+\(topic\)\s+3 partitions, compacted\s+-\s+create`).MatchString(r.out) {
+		t.Fatalf("create: code %d\n%s%s", r.code, r.out, r.err)
+	}
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, c := range rcs[0].Configs {
+		if c.Value != nil {
+			got[c.Key] = *c.Value
+		}
+	}
+	if got["cleanup.policy"] != "compact" || got["delete.retention.ms"] != "604800000" || got["segment.ms"] != "86400000" {
+		t.Fatalf("created topic configs = %v", got)
+	}
+	r = run(t, env, "--config", cfg, "topics", "apply")
+	if r.code != 0 || !strings.Contains(r.out, "all topics match") {
+		t.Fatalf("second apply: code %d\n%s%s", r.code, r.out, r.err)
+	}
+
+	// Drift: someone changed a config by hand.
+	v := "3600000"
+	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "delete.retention.ms", Value: &v}}, topic); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, env, "--config", cfg, "topics", "apply")
+	if r.code != cli.ExitProblem || !regexp.MustCompile(`delete.retention.ms\s+604800000\s+3600000\s+drift`).MatchString(r.out) || !strings.Contains(r.err, "--fix") {
+		t.Fatalf("drift: code %d\n%s%s", r.code, r.out, r.err)
+	}
+	r = run(t, env, "--config", cfg, "topics", "apply", "--fix")
+	if r.code != 0 || !strings.Contains(r.out, "fix") {
+		t.Fatalf("fix: code %d\n%s%s", r.code, r.out, r.err)
+	}
+	r = run(t, env, "--config", cfg, "topics", "apply")
+	if r.code != 0 {
+		t.Fatalf("after fix: code %d\n%s%s", r.code, r.out, r.err)
+	}
+
+	// A partition change is refused, with the reason, and not made.
+	r = run(t, env, "--config", topicsConfig(t, topic, 6, ""), "topics", "apply", "--fix")
+	if r.code != cli.ExitProblem || !strings.Contains(r.out, "breaks per-key order") {
+		t.Fatalf("partitions: code %d\n%s%s", r.code, r.out, r.err)
+	}
+	td, err := admin().ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(td[topic].Partitions); n != 3 {
+		t.Fatalf("topic has %d partitions after a refused change (%+v)", n, td)
+	}
+
+	// A non-compacting cleanup policy is a config error.
+	r = run(t, env, "--config", topicsConfig(t, topic, 3, "    topic_config: {cleanup.policy: delete}\n"), "topics", "apply")
+	if r.code != cli.ExitError || !strings.Contains(r.err, "must be compacted") {
+		t.Fatalf("cleanup.policy=delete: code %d\n%s%s", r.code, r.out, r.err)
+	}
+}
+
+func TestRelayDrainCommand(t *testing.T) {
+	t.Parallel()
+	b := kafkatest.New(t)
+	topic := fmt.Sprintf("cli-relay-%d", time.Now().UnixNano())
+	dbURL := newMigratedDB(t)
+	env := map[string]string{"ECST_BROKERS": strings.Join(b.Seeds, ","), "ECST_DATABASE_URL": dbURL, "ECST_METRICS_ADDR": "off"}
+	cfg := topicsConfig(t, topic, 3, "")
+	r := run(t, env, "--config", cfg, "relay", "--drain")
+	if r.code != cli.ExitError || !strings.Contains(r.err, "ecst topics apply") {
+		t.Fatalf("relay before topics exist: code %d\n%s", r.code, r.err)
+	}
+	if r := run(t, env, "--config", cfg, "topics", "apply"); r.code != 0 {
+		t.Fatal(r.err)
+	}
+	r = run(t, env, "--config", cfg, "relay", "--drain")
+	if r.code != 0 || !strings.Contains(r.out, "outbox drained") {
+		t.Fatalf("drain: code %d\n%s%s", r.code, r.out, r.err)
+	}
+	r = run(t, env, "--config", cfg, "relay", "--drain", "--shards", "7")
+	if r.code != cli.ExitError || !strings.Contains(r.err, "shard 7") {
+		t.Fatalf("bad shard: code %d\n%s", r.code, r.err)
+	}
+}
