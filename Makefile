@@ -7,7 +7,7 @@ TIMEOUT  ?= 20m
 # Packages whose tests touch Kafka: they import internal/kafkatest.
 KAFKA_PKGS = $(shell $(GO) list -f '{{.ImportPath}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | awk '{for (i = 2; i <= NF; i++) if ($$i ~ /internal\/kafkatest$$/) {print $$1; break}}')
 
-.PHONY: all build setup setup-kafka demo test test-kafka check bench fuzz clean
+.PHONY: all build setup setup-kafka demo test test-kafka check bench bench-relay fuzz clean
 
 all: check test
 
@@ -43,6 +43,10 @@ check:
 ## bench: benchmarks on a durable (fsync on) Postgres; see docs/benchmarks.md
 bench: setup
 	ECST_TEST_PG_DURABLE=1 $(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./producer/
+
+## bench-relay: the relay against the raw ceiling on a real broker (see docs/benchmarks.md)
+bench-relay: setup setup-kafka build
+	@scripts/test-kafka.sh sh -c 'ECST_BROKERS=$$ECST_TEST_BROKERS bin/ecst bench relay --log-level warn'
 
 ## fuzz: a short fuzzing pass over the decoders
 fuzz:

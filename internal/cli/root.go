@@ -125,6 +125,7 @@ configuration or connection error.`,
 		newMigrateCmd(a),
 		newRelayCmd(a),
 		newTopicsCmd(a),
+		newBenchCmd(a),
 		newConfigCmd(a),
 		newDemoCmd(a),
 	)

@@ -1,0 +1,268 @@
+// Package benchrelay measures the relay: draining a backlog against the raw
+// ceiling of a minimal read-produce-delete loop on the same database and
+// broker, steady-state latency under live writes, and the relay's memory on
+// a large backlog. `ecst bench relay` runs it; docs/benchmarks.md has the
+// figures.
+package benchrelay
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ecst-io/ecst/outbox"
+)
+
+// Env is where a benchmark runs.
+type Env struct {
+	Pool      *pgxpool.Pool
+	KafkaOpts []kgo.Opt
+	Topic     string
+	Service   string
+	Log       *slog.Logger
+}
+
+// CreateTopic creates env's topic with the given partitions.
+func (e *Env) CreateTopic(ctx context.Context, partitions int) error {
+	cl, err := kgo.NewClient(e.KafkaOpts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), -1, nil, e.Topic) //nolint:gosec // small
+	if err == nil {
+		err = resp.Err
+	}
+	return err
+}
+
+// Fill writes rows outbox rows with valueSize-byte values and the five
+// headers of the wire contract, with COPY (the fill is not what is
+// measured).
+func (e *Env) Fill(ctx context.Context, rows, valueSize int) error {
+	value := make([]byte, valueSize)
+	_, _ = rand.Read(value)
+	headers := outbox.EncodeHeaders([]outbox.Header{
+		{Key: "ecst-event-id", Value: []byte("0193a1c2-7f00-7000-8000-000000000000")},
+		{Key: "ecst-entity-version", Value: []byte("12")},
+		{Key: "ecst-event-type", Value: []byte("customer.upserted")},
+		{Key: "ecst-occurred-at", Value: []byte("2026-11-24T10:00:00.123456Z")},
+		{Key: "ecst-source", Value: []byte("bench")},
+	})
+	const chunk = 50_000
+	for done := 0; done < rows; done += chunk {
+		n := min(chunk, rows-done)
+		src := pgx.CopyFromSlice(n, func(i int) ([]any, error) {
+			return []any{int16(0), e.Topic, "customer-" + strconv.Itoa((done+i)%100_000), value, headers}, nil
+		})
+		if _, err := e.Pool.CopyFrom(ctx, pgx.Identifier{"ecst", "outbox"}, []string{"shard", "topic", "key", "value", "headers"}, src); err != nil {
+			return fmt.Errorf("fill outbox: %w", err)
+		}
+	}
+	_, err := e.Pool.Exec(ctx, "VACUUM ANALYZE ecst.outbox")
+	return err
+}
+
+// Ceiling drains the outbox with the least a relay can do: read a batch in
+// id order, produce it (idempotent, no transaction, no headers), wait for
+// the acks, delete it. No leader election, fencing, encoding or metrics.
+func (e *Env) Ceiling(ctx context.Context, batch int) (int, time.Duration, error) {
+	cl, err := kgo.NewClient(append(e.KafkaOpts, kgo.MaxBufferedRecords(batch*2))...)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cl.Close()
+	start := time.Now()
+	total := 0
+	for {
+		rows, err := e.Pool.Query(ctx, "SELECT id, key, value FROM ecst.outbox WHERE shard = 0 ORDER BY id LIMIT $1", batch)
+		if err != nil {
+			return total, 0, err
+		}
+		var ids []int64
+		var id int64
+		var key string
+		var value []byte
+		var wg sync.WaitGroup
+		var failed atomic.Pointer[error]
+		_, err = pgx.ForEachRow(rows, []any{&id, &key, &value}, func() error {
+			ids = append(ids, id)
+			wg.Add(1)
+			cl.Produce(ctx, &kgo.Record{Topic: e.Topic, Key: []byte(key), Value: value}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					failed.CompareAndSwap(nil, &err)
+				}
+				wg.Done()
+			})
+			return nil
+		})
+		if err != nil {
+			return total, 0, err
+		}
+		wg.Wait()
+		if p := failed.Load(); p != nil {
+			return total, 0, *p
+		}
+		if len(ids) == 0 {
+			return total, time.Since(start), nil
+		}
+		if _, err := e.Pool.Exec(ctx, "DELETE FROM ecst.outbox WHERE shard = 0 AND id = ANY($1)", ids); err != nil {
+			return total, 0, err
+		}
+		total += len(ids)
+	}
+}
+
+// Relay drains the outbox with ecst's relay.
+func (e *Env) Relay(ctx context.Context, batch int) (int, time.Duration, error) {
+	var before int
+	if err := e.Pool.QueryRow(ctx, "SELECT count(*) FROM ecst.outbox").Scan(&before); err != nil {
+		return 0, 0, err
+	}
+	r, err := outbox.NewRelay(outbox.RelayConfig{
+		Pool: e.Pool, KafkaOpts: e.KafkaOpts, Service: e.Service, Topics: []string{e.Topic},
+		BatchSize: batch, Drain: true, Logger: e.Log,
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	if err := r.Run(ctx); err != nil {
+		return 0, 0, err
+	}
+	return before, time.Since(start), nil
+}
+
+// Latency is a steady-state measurement.
+type Latency struct {
+	Rate     int // rows/s offered
+	Achieved float64
+	P50, P99 time.Duration
+}
+
+// Steady writes rate rows/s for d with the relay running, and reports the
+// quantiles of ecst_relay_commit_to_ack_seconds: from each row's insert to
+// the Kafka commit of its batch.
+func (e *Env) Steady(ctx context.Context, rate int, d time.Duration, valueSize int) (Latency, error) {
+	reg := prometheus.NewRegistry()
+	r, err := outbox.NewRelay(outbox.RelayConfig{
+		Pool: e.Pool, KafkaOpts: e.KafkaOpts, Service: e.Service, Topics: []string{e.Topic},
+		Logger: e.Log, Metrics: outbox.NewRelayMetrics(reg),
+	})
+	if err != nil {
+		return Latency{}, err
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+
+	value := make([]byte, valueSize)
+	_, _ = rand.Read(value)
+	hs := []outbox.Header{{Key: "ecst-event-type", Value: []byte("customer.upserted")}}
+	// Writers each commit one row per tick, as services do: one event per
+	// business transaction.
+	const writers = 8
+	per := time.Duration(float64(time.Second) * writers / float64(rate))
+	var written atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(d)
+	var werr atomic.Pointer[error]
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(per)
+			defer t.Stop()
+			for i := 0; time.Now().Before(deadline); i++ {
+				<-t.C
+				key := "k-" + strconv.Itoa(w) + "-" + strconv.Itoa(i%1000)
+				err := pgx.BeginFunc(ctx, e.Pool, func(tx pgx.Tx) error {
+					return outbox.Insert(ctx, tx, outbox.Row{Topic: e.Topic, Key: key, Value: value, Headers: hs})
+				})
+				if err != nil {
+					werr.CompareAndSwap(nil, &err)
+					return
+				}
+				written.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := werr.Load(); p != nil {
+		stop()
+		<-done
+		return Latency{}, *p
+	}
+	// Let the relay finish what was written.
+	for {
+		var n int
+		if err := e.Pool.QueryRow(ctx, "SELECT count(*) FROM ecst.outbox").Scan(&n); err != nil || n == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		return Latency{}, err
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return Latency{}, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "ecst_relay_commit_to_ack_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		var bounds []float64
+		var counts []uint64
+		for _, b := range h.GetBucket() {
+			bounds = append(bounds, b.GetUpperBound())
+			counts = append(counts, b.GetCumulativeCount())
+		}
+		return Latency{
+			Rate:     rate,
+			Achieved: float64(written.Load()) / d.Seconds(),
+			P50:      quantile(0.5, bounds, counts, h.GetSampleCount()),
+			P99:      quantile(0.99, bounds, counts, h.GetSampleCount()),
+		}, nil
+	}
+	return Latency{}, errors.New("no latency histogram")
+}
+
+// quantile interpolates linearly within the bucket, as PromQL's
+// histogram_quantile does.
+func quantile(q float64, bounds []float64, cum []uint64, total uint64) time.Duration {
+	if total == 0 {
+		return 0
+	}
+	rank := q * float64(total)
+	i := sort.Search(len(cum), func(i int) bool { return float64(cum[i]) >= rank })
+	if i >= len(bounds) {
+		return time.Duration(bounds[len(bounds)-1] * float64(time.Second))
+	}
+	lo, prev := 0.0, 0.0
+	if i > 0 {
+		lo, prev = bounds[i-1], float64(cum[i-1])
+	}
+	hi := bounds[i]
+	if math.IsInf(hi, 1) {
+		return time.Duration(lo * float64(time.Second))
+	}
+	frac := (rank - prev) / (float64(cum[i]) - prev)
+	return time.Duration((lo + (hi-lo)*frac) * float64(time.Second))
+}
