@@ -42,7 +42,7 @@ check:
 
 ## bench: benchmarks on a durable (fsync on) Postgres; see docs/benchmarks.md
 bench: setup
-	ECST_TEST_PG_DURABLE=1 $(GO) test -run '^$$' -bench . -benchtime 3s -count 3 ./producer/
+	ECST_TEST_PG_DURABLE=1 $(GO) test -run '^$$' -bench . -benchtime 2s -count 1 ./producer/
 
 ## bench-relay: the relay against the raw ceiling on a real broker (see docs/benchmarks.md)
 bench-relay: setup setup-kafka build

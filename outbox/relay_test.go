@@ -66,3 +66,13 @@ func TestRelaySIGKILL(t *testing.T) {
 	rep := e.check(log)
 	t.Logf("%d events committed, %d records, %d keys, %d duplicates after 3 SIGKILLs", log.count(), rep.records, rep.keys, rep.duplicates)
 }
+
+// TestRelayOverSASL runs the relay against a broker that requires SASL.
+func TestRelayOverSASL(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{sasl: true})
+	log, wait := e.runLoad(context.Background(), 4, 50, 500)
+	wait()
+	e.drain()
+	e.check(log)
+}

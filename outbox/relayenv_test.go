@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
@@ -40,6 +42,7 @@ type env struct {
 	dbURL    string
 	pool     *pgxpool.Pool
 	broker   *kafkatest.Broker
+	kopts    []kgo.Opt // seeds, and SASL when the broker needs it
 	topic    string
 	service  string // unique per test: transactional ids must not collide
 	reg      *srfake.Registry
@@ -54,6 +57,7 @@ type envOpts struct {
 	dbURL       string // a database of the test's own choosing
 	restartable bool
 	shards      int
+	sasl        bool // a broker that requires SASL (SCRAM-SHA-512)
 }
 
 var nameRE = regexp.MustCompile(`[^a-zA-Z0-9]+`)
@@ -73,11 +77,16 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if _, err := e.pool.Exec(ctx, customers.TableSQL+"; CREATE SEQUENCE IF NOT EXISTS ver"); err != nil {
 		t.Fatal(err)
 	}
-	if o.restartable {
+	switch {
+	case o.sasl:
+		e.broker = kafkatest.NewSASL(t)
+		e.kopts = []kgo.Opt{kgo.SASL(scram.Auth{User: kafkatest.SASLUser, Pass: kafkatest.SASLPassword}.AsSha512Mechanism())}
+	case o.restartable:
 		e.broker = kafkatest.NewRestartable(t)
-	} else {
+	default:
 		e.broker = kafkatest.New(t)
 	}
+	e.kopts = append(e.kopts, kgo.SeedBrokers(e.broker.Seeds...))
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	e.topic = "relay-" + strings.ToLower(nameRE.ReplaceAllString(t.Name(), "-")) + "-" + suffix
 	e.service = "t" + suffix
@@ -115,7 +124,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 
 func (e *env) client(opts ...kgo.Opt) *kgo.Client {
 	e.t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(e.broker.Seeds...)}, opts...)...)
+	cl, err := kgo.NewClient(append(slices.Clone(e.kopts), opts...)...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -125,7 +134,7 @@ func (e *env) client(opts ...kgo.Opt) *kgo.Client {
 func (e *env) relayConfig() outbox.RelayConfig {
 	return outbox.RelayConfig{
 		Pool:         e.pool,
-		KafkaOpts:    []kgo.Opt{kgo.SeedBrokers(e.broker.Seeds...)},
+		KafkaOpts:    e.kopts,
 		Service:      e.service,
 		Topics:       []string{e.topic},
 		BatchSize:    250,
