@@ -3,6 +3,9 @@ package cli_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -143,5 +146,78 @@ func TestRelayDrainCommand(t *testing.T) {
 	r = run(t, env, "--config", cfg, "relay", "--drain", "--shards", "7")
 	if r.code != cli.ExitError || !strings.Contains(r.err, "shard 7") {
 		t.Fatalf("bad shard: code %d\n%s", r.code, r.err)
+	}
+}
+
+// TestRelayServesOps runs `ecst relay` until cancelled and checks its
+// operational endpoints, then that it stops cleanly with exit 0.
+func TestRelayServesOps(t *testing.T) {
+	t.Parallel()
+	b := kafkatest.New(t)
+	topic := fmt.Sprintf("cli-ops-%d", time.Now().UnixNano())
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	env := map[string]string{"ECST_BROKERS": strings.Join(b.Seeds, ","), "ECST_DATABASE_URL": newMigratedDB(t), "ECST_METRICS_ADDR": addr}
+	cfg := topicsConfig(t, topic, 3, "")
+	if r := run(t, env, "--config", cfg, "topics", "apply"); r.code != 0 {
+		t.Fatal(r.err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var out, errb strings.Builder
+	go func() {
+		done <- cli.Run(ctx, []string{"--config", cfg, "relay"}, cli.IO{In: strings.NewReader(""), Out: &out, Err: &errb,
+			Env: func(k string) string { return env[k] }})
+	}()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, ""
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := get("/readyz"); code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("never ready; log:\n%s", errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK || !strings.Contains(body, "ok") {
+		t.Fatalf("/healthz = %d %q", code, body)
+	}
+	for time.Now().Before(deadline) {
+		if _, body := get("/metrics"); strings.Contains(body, `ecst_relay_leader{shard="0"} 1`) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	code, body := get("/metrics")
+	for _, want := range []string{`ecst_relay_leader{shard="0"} 1`, "ecst_relay_batch_duration_seconds", "go_goroutines", "process_resident_memory_bytes"} {
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("relay exited %d on cancel:\n%s", code, errb.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("relay did not stop")
+	}
+	if code, _ := get("/healthz"); code != 0 {
+		t.Error("the ops server outlived the relay")
 	}
 }
