@@ -409,7 +409,7 @@ func (e *Entity) loadSchema(dir string) error {
 		}
 		return fmt.Errorf("read %s: %w", p, err)
 	}
-	s, err := avro.ParseBytes(data)
+	s, err := avro.ParseWithCache(string(data), "", &avro.SchemaCache{}) // a cache of its own: see schemas.Parse
 	if err != nil {
 		return fmt.Errorf("%s is not a valid Avro schema: %w", p, err)
 	}

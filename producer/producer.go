@@ -141,7 +141,7 @@ func New(cfg Config) (*Publisher, error) {
 		if e.SchemaText == "" {
 			return nil, fmt.Errorf("producer: entity %s has no schema loaded (validate the config with Finish first)", name)
 		}
-		s, err := avro.Parse(e.SchemaText)
+		s, err := schemas.Parse(e.SchemaText)
 		if err != nil {
 			return nil, fmt.Errorf("producer: entity %s: parse schema %s: %w", name, e.SchemaPath, err)
 		}

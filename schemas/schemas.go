@@ -77,7 +77,7 @@ func (r *Registry) SchemaByID(ctx context.Context, id int) (avro.Schema, error) 
 	if err != nil {
 		return nil, classify(fmt.Sprintf("fetch schema id %d", id), err)
 	}
-	parsed, err := avro.Parse(s.Schema)
+	parsed, err := Parse(s.Schema)
 	if err != nil {
 		return nil, fmt.Errorf("schema id %d does not parse as Avro: %w", id, err)
 	}
@@ -132,4 +132,12 @@ func DecodeWire(b []byte) (id int, payload []byte, err error) {
 		return 0, nil, ErrNotWireFormat
 	}
 	return int(binary.BigEndian.Uint32(b[1:5])), b[wireHeaderLen:], nil
+}
+
+// Parse parses an Avro schema with a cache of its own. hamba/avro's default
+// cache is process-wide and keyed by full name, so two versions of one
+// record (or two entities that share a record name) would see each other's
+// definitions.
+func Parse(text string) (avro.Schema, error) {
+	return avro.ParseWithCache(text, "", &avro.SchemaCache{})
 }

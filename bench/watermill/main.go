@@ -17,7 +17,8 @@
 // what an application doing the outbox the documented Watermill way writes.
 // The timer starts before the Kafka publisher, the SQL subscriber and the
 // Forwarder are built, and stops when the Kafka topic's end offsets add up to
-// -rows. Afterwards every record is consumed back and checked: count, unique
+// -rows and the subscriber has committed the last row's offset (as ecst's
+// relay is timed until its last batch is deleted). Afterwards every record is consumed back and checked: count, unique
 // message UUIDs, key == the entity id carried in the metadata, value size,
 // one partition per key, and per-key order.
 //
@@ -37,12 +38,20 @@
 // per-batch cost without changing delivery guarantees:
 //
 // SQL subscriber (sql.SubscriberConfig / sql.DefaultPostgreSQLSchema):
-//   - SubscribeBatchSize (-batch, default 1000; Watermill's default is 100):
+//   - SubscribeBatchSize (-batch, default 2000; Watermill's default is 100):
 //     rows per SELECT/ack transaction. The schema's doc comment says a higher
 //     value helps "when consuming a lot of messages" at the cost of more
-//     re-delivery after a crash, which is the trade ecst's relay batch makes
-//     too. Measured on this machine (200k rows, kfake): see the report in
-//     bench/watermill/README.md; 1000 was the best or tied-best value.
+//     re-delivery after a crash. 2000 is ecst's relay batch (outbox.RelayConfig
+//     BatchSize default, and `ecst bench relay -batch`), so both sides expose
+//     the same number of rows to re-delivery. On a backlog this setting
+//     dominates Watermill's throughput: DefaultPostgreSQLSchema.SelectQuery
+//     wraps the query in a sub-select (on purpose, against a planner
+//     mis-estimate, per its comment), so PostgreSQL bitmap-scans *every*
+//     remaining row and top-N sorts them on each SELECT: EXPLAIN ANALYZE
+//     showed 75 ms per SELECT with 200k rows left, 19 ms with 50k left. The
+//     drain is therefore quadratic in the backlog divided by the batch size:
+//     200k rows on kfake took 89 s at batch 100 and 17 s at 1000 (see
+//     README.md for the full sweep).
 //   - PollInterval (-poll, 100ms; default 1s): only used when a SELECT finds
 //     nothing. A backlog drain never waits on it (the first query runs at
 //     once); lowered anyway so an idle gap can never add a second.
@@ -136,7 +145,7 @@ func main() {
 	flag.IntVar(&c.valueSize, "value-size", 300, "payload bytes per row (random)")
 	flag.IntVar(&c.keys, "keys", 100_000, "distinct entity ids (Kafka keys)")
 	flag.IntVar(&c.partitions, "partitions", 6, "partitions of the Kafka topic")
-	flag.IntVar(&c.batch, "batch", 1000, "SQL subscriber SubscribeBatchSize (Watermill default 100)")
+	flag.IntVar(&c.batch, "batch", 2000, "SQL subscriber SubscribeBatchSize (Watermill default 100; 2000 = ecst relay batch)")
 	flag.DurationVar(&c.poll, "poll", 100*time.Millisecond, "SQL subscriber PollInterval (idle only)")
 	flag.StringVar(&c.acks, "acks", "all", "Kafka acks: all (idempotent, as ecst) or leader (Watermill/sarama default)")
 	flag.IntVar(&c.fillBatch, "fill-batch", 5000, "messages per INSERT while filling (not measured)")
@@ -258,6 +267,10 @@ func run(ctx context.Context, c config) error {
 		return fmt.Errorf("vacuum: %w", err)
 	}
 	logf("filled %d rows in %.1f s", c.rows, time.Since(fillStart).Seconds())
+	var maxOffset int64
+	if err := db.QueryRowContext(ctx, `SELECT max("offset") FROM `+schema.MessagesTable(sqlTopic)).Scan(&maxOffset); err != nil {
+		return fmt.Errorf("max offset: %w", err)
+	}
 
 	// --- Measure ---
 	start := time.Now()
@@ -271,13 +284,14 @@ func run(ctx context.Context, c config) error {
 	var shutdownOnce sync.Once
 	shutdown := func() {
 		shutdownOnce.Do(func() {
-			stopRun()
+			// Close first (the router lets the handler finish), cancel after.
 			_ = fwd.Close()
 			select {
 			case <-runDone:
 			case <-time.After(40 * time.Second):
 				logf("forwarder did not stop within 40s")
 			}
+			stopRun()
 			closeAll()
 		})
 	}
@@ -310,7 +324,27 @@ func run(ctx context.Context, c config) error {
 			logf("%d/%d rows in Kafka after %.0f s (%.0f rows/s)", n, c.rows, el, float64(n)/el)
 		}
 	}
+	inKafkaAt := time.Since(start)
+	// The drain is done when the last batch's offset is committed too, as
+	// ecst's relay is timed until its last batch is deleted: one more
+	// UPSERT+COMMIT, a few milliseconds.
+	for {
+		var acked int64
+		err := db.QueryRowContext(ctx, "SELECT offset_acked FROM "+offsets.MessagesOffsetsTable(sqlTopic)+" WHERE consumer_group = ''").Scan(&acked)
+		if err != nil {
+			return fmt.Errorf("read watermill offsets after %d rows reached Kafka: %w", c.rows, err)
+		}
+		if acked >= maxOffset {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("all %d rows in Kafka after %.2f s, but the last offset was not committed (acked %d, last %d)", c.rows, inKafkaAt.Seconds(), acked, maxOffset)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 	elapsed := time.Since(start)
+	logf("all rows in Kafka after %.3f s, last offset committed after %.3f s", inKafkaAt.Seconds(), elapsed.Seconds())
 	shutdown()
 	if inKafka != int64(c.rows) {
 		return fmt.Errorf("%d records in Kafka, want %d (duplicates?)", inKafka, c.rows)

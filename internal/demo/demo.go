@@ -215,7 +215,10 @@ func (n *narrator) showOutbox(ctx context.Context, pool *pgxpool.Pool) error {
 	if err != nil {
 		return err
 	}
-	schema := avro.MustParse(customers.Schema)
+	schema, err := schemas.Parse(customers.Schema)
+	if err != nil {
+		return err
+	}
 	var id int64
 	var key string
 	var value, hb []byte
