@@ -24,16 +24,6 @@ func customer(id string, version int64) map[string]any {
 	}
 }
 
-// Customer is a typed state, the shape avrogen generates.
-type Customer struct {
-	ID        string    `avro:"id"`
-	Version   int64     `avro:"version"`
-	Name      string    `avro:"name"`
-	Email     string    `avro:"email"`
-	Tier      *string   `avro:"tier"`
-	UpdatedAt time.Time `avro:"updated_at"`
-}
-
 func TestPublishCommitted(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -118,7 +108,7 @@ func TestPublishTypedAndGenericEncodeAlike(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	tier := "gold"
 	m := customer("c1", 1)
-	typed := Customer{ID: "c1", Version: 1, Name: m["name"].(string), Email: m["email"].(string), Tier: &tier, UpdatedAt: m["updated_at"].(time.Time)}
+	typed := customers.Customer{ID: "c1", Version: 1, Name: m["name"].(string), Email: m["email"].(string), Tier: &tier, UpdatedAt: m["updated_at"].(time.Time)}
 	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
 		if err := f.pub.Publish(ctx, tx, "customer", "c1", 1, m); err != nil {
 			return err

@@ -19,3 +19,5 @@ var Config string
 //
 //go:embed customers.sql
 var TableSQL string
+
+//go:generate go tool avrogen -pkg customers -o customer_gen.go -tags json:snake schemas/customer.avsc
