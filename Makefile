@@ -48,9 +48,12 @@ bench: setup
 bench-relay: setup setup-kafka build
 	@scripts/test-kafka.sh sh -c 'ECST_BROKERS=$$ECST_TEST_BROKERS bin/ecst bench relay --log-level warn'
 
-## fuzz: a short fuzzing pass over the decoders
+## fuzz: a short fuzzing pass over the decoders and the schema checker
+FUZZTIME ?= 15s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecodeHeaders -fuzztime 20s ./outbox/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeHeaders$$' -fuzztime $(FUZZTIME) ./outbox/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeWire$$' -fuzztime $(FUZZTIME) ./schemas/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./schemas/
 
 clean:
 	rm -rf bin

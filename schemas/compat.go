@@ -30,6 +30,9 @@ type Version struct {
 	// Label names the version in messages: "v3", or "git:main".
 	Label  string
 	Schema avro.Schema
+	// ID and Text are the registry's id and schema text, when from one.
+	ID   int
+	Text string
 }
 
 // Problem is one reason a new schema breaks a compatibility level.

@@ -213,3 +213,34 @@ func TestAgreesWithHamba(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCheck feeds arbitrary schema text through the parser and the
+// checker: no panics, and every schema is compatible with itself at every
+// level.
+func FuzzCheck(f *testing.F) {
+	for _, c := range changes {
+		f.Add(c.old, c.new)
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		sa, err := schemas.Parse(a)
+		if err != nil {
+			return
+		}
+		for _, level := range schemas.Levels {
+			p, err := schemas.Check(level, sa, []schemas.Version{{Label: "v1", Schema: sa}})
+			if err != nil || len(p) > 0 {
+				t.Fatalf("%s: a schema is incompatible with itself: %v %v\n%s", level, err, p, a)
+			}
+		}
+		sb, err := schemas.Parse(b)
+		if err != nil {
+			return
+		}
+		for _, level := range schemas.Levels {
+			if _, err := schemas.Check(level, sb, []schemas.Version{{Label: "v1", Schema: sa}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = schemas.Diff(sa, sb)
+	})
+}

@@ -6,6 +6,7 @@ package schemas
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -97,10 +98,16 @@ func classify(what string, err error) error {
 			return fmt.Errorf("%s: %w (%s)", what, ErrNotRegistered, re.Message)
 		case re.StatusCode == http.StatusConflict || re.ErrorCode == 409:
 			return fmt.Errorf("%s: %w: %s", what, ErrIncompatible, re.Message)
+		case re.StatusCode == http.StatusUnprocessableEntity:
+			return fmt.Errorf("%s: the registry rejected the schema as invalid (HTTP 422, code %d): %s", what, re.ErrorCode, re.Message)
 		}
 		return fmt.Errorf("%s: registry answered HTTP %d: %s", what, re.StatusCode, re.Error())
 	}
-	return &redactedError{msg: what + ": " + userinfoRE.ReplaceAllString(err.Error(), "://$1:xxxxx@"), err: err}
+	msg := what + ": " + userinfoRE.ReplaceAllString(err.Error(), "://$1:xxxxx@")
+	if !errors.Is(err, context.Canceled) {
+		msg += " (check ECST_SCHEMA_REGISTRY_URL and that the registry is reachable)"
+	}
+	return &redactedError{msg: msg, err: err}
 }
 
 // userinfoRE finds user:password@ in URLs quoted by transport errors.
@@ -140,4 +147,91 @@ func DecodeWire(b []byte) (id int, payload []byte, err error) {
 // definitions.
 func Parse(text string) (avro.Schema, error) {
 	return avro.ParseWithCache(text, "", &avro.SchemaCache{})
+}
+
+// Versions returns every registered version of subject, oldest first,
+// parsed. A subject that does not exist has none.
+func (r *Registry) Versions(ctx context.Context, subject string) ([]Version, error) {
+	vs, err := r.cl.SubjectVersions(ctx, subject)
+	if err != nil {
+		err = classify("list versions of "+subject, err)
+		if errors.Is(err, ErrNotRegistered) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	out := make([]Version, 0, len(vs))
+	for _, v := range vs {
+		ss, err := r.cl.SchemaByVersion(ctx, subject, v)
+		if err != nil {
+			return nil, classify(fmt.Sprintf("fetch %s version %d", subject, v), err)
+		}
+		parsed, err := Parse(ss.Schema.Schema)
+		if err != nil {
+			return nil, fmt.Errorf("%s version %d does not parse as Avro: %w", subject, v, err)
+		}
+		out = append(out, Version{Version: v, Label: fmt.Sprintf("v%d", v), Schema: parsed, ID: ss.ID, Text: ss.Schema.Schema})
+	}
+	return out, nil
+}
+
+// SetCompatibility sets subject's compatibility level.
+func (r *Registry) SetCompatibility(ctx context.Context, subject, level string) error {
+	var l sr.CompatibilityLevel
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("compatibility level %q: %w", level, err)
+	}
+	for _, res := range r.cl.SetCompatibility(ctx, sr.SetCompatibility{Level: l}, subject) {
+		if res.Err != nil {
+			return classify("set compatibility of "+subject, res.Err)
+		}
+	}
+	return nil
+}
+
+// Compatibility returns subject's own compatibility level, or "" when the
+// subject uses the registry's global default.
+func (r *Registry) Compatibility(ctx context.Context, subject string) (string, error) {
+	for _, res := range r.cl.Compatibility(ctx, subject) {
+		if res.Err != nil {
+			err := classify("get compatibility of "+subject, res.Err)
+			if errors.Is(err, ErrNotRegistered) || isNotFound(res.Err) {
+				return "", nil
+			}
+			return "", err
+		}
+		return res.Level.String(), nil
+	}
+	return "", nil
+}
+
+func isNotFound(err error) bool {
+	var re *sr.ResponseError
+	return errors.As(err, &re) && re.StatusCode == http.StatusNotFound
+}
+
+// VersionOf returns the version under which schema is registered in subject.
+func (r *Registry) VersionOf(ctx context.Context, subject, schema string) (int, error) {
+	ss, err := r.cl.LookupSchema(ctx, subject, sr.Schema{Schema: schema, Type: sr.TypeAvro})
+	if err != nil {
+		return 0, classify("look up schema in subject "+subject, err)
+	}
+	return ss.Version, nil
+}
+
+// SameText reports whether two schema texts are the same JSON, whatever the
+// white space and key order.
+func SameText(a, b string) bool {
+	na, errA := normalizeJSON(a)
+	nb, errB := normalizeJSON(b)
+	return errA == nil && errB == nil && na == nb
+}
+
+func normalizeJSON(s string) (string, error) {
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(v)
+	return string(b), err
 }

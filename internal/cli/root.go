@@ -126,6 +126,7 @@ configuration or connection error.`,
 		newRelayCmd(a),
 		newTopicsCmd(a),
 		newBenchCmd(a),
+		newSchemaCmd(a),
 		newConfigCmd(a),
 		newDemoCmd(a),
 	)

@@ -44,6 +44,11 @@ func Main(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	if fuzzWorker() {
+		// A fuzzing worker runs only the fuzz target, which needs no
+		// database: don't start a cluster per worker.
+		return m.Run()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := setUp(ctx); err != nil {
@@ -59,6 +64,15 @@ func run(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+func fuzzWorker() bool {
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzzworker") {
+			return true
+		}
+	}
+	return false
 }
 
 func setUp(ctx context.Context) error {
