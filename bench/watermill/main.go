@@ -98,6 +98,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -137,6 +138,7 @@ type config struct {
 	fillBatch  int
 	timeout    time.Duration
 	verify     bool
+	workMem    string
 }
 
 func main() {
@@ -151,6 +153,7 @@ func main() {
 	flag.IntVar(&c.fillBatch, "fill-batch", 5000, "messages per INSERT while filling (not measured)")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "abort the whole run after this long")
 	flag.BoolVar(&c.verify, "verify", true, "consume the topic afterwards and check every record")
+	flag.StringVar(&c.workMem, "work-mem", "", "PostgreSQL work_mem for the benchmark's sessions, e.g. 64MB (default: the server's, 4MB)")
 	flag.Parse()
 	if c.rows <= 0 || c.valueSize <= 0 || c.keys <= 0 || c.partitions <= 0 || c.batch <= 0 || c.fillBatch <= 0 || c.fillBatch > 20_000 {
 		fmt.Fprintln(os.Stderr, "watermill: bad flags (rows, value-size, keys, partitions, batch > 0; 0 < fill-batch <= 20000)")
@@ -197,6 +200,16 @@ func run(ctx context.Context, c config) error {
 		defer func() { _ = pg.Stop() }()
 		dbURL = pg.URL("postgres")
 	}
+	if c.workMem != "" {
+		u, err := url.Parse(dbURL)
+		if err != nil {
+			return fmt.Errorf("-work-mem needs a URL-form database address: %w", err)
+		}
+		q := u.Query()
+		q.Set("work_mem", c.workMem) // pgx sends unknown URL parameters as session settings
+		u.RawQuery = q.Encode()
+		dbURL = u.String()
+	}
 	db, err := sql.Open("pgx", dbURL)
 	if err != nil {
 		return err
@@ -205,8 +218,9 @@ func run(ctx context.Context, c config) error {
 	if err := db.PingContext(ctx); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	var pgVersion string
+	var pgVersion, workMem string
 	_ = db.QueryRowContext(ctx, "SHOW server_version").Scan(&pgVersion)
+	_ = db.QueryRowContext(ctx, "SHOW work_mem").Scan(&workMem)
 	schema := wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: c.batch}
 	offsets := wsql.DefaultPostgreSQLOffsetsAdapter{}
 	defer func() {
@@ -358,8 +372,8 @@ func run(ctx context.Context, c config) error {
 		logf("verified %d records (count, unique uuids, keys, value size, one partition per key, per-key order) in %.1f s", c.rows, time.Since(vstart).Seconds())
 	}
 
-	logf("settings: SubscribeBatchSize=%d PollInterval=%s acks=%s idempotent=%v, DefaultPostgreSQLSchema/OffsetsAdapter, pgx stdlib, sarama SyncProducer, 1 forwarder",
-		c.batch, c.poll, c.acks, c.acks == "all")
+	logf("settings: SubscribeBatchSize=%d PollInterval=%s acks=%s idempotent=%v work_mem=%s, DefaultPostgreSQLSchema/OffsetsAdapter, pgx stdlib, sarama SyncProducer, 1 forwarder",
+		c.batch, c.poll, c.acks, c.acks == "all", workMem)
 	fmt.Printf("watermill: %d rows in %.2f s = %.0f rows/s\n", c.rows, elapsed.Seconds(), float64(c.rows)/elapsed.Seconds())
 	fmt.Printf("versions: %s\n", versions())
 	return nil
