@@ -26,6 +26,8 @@ var (
 	ErrUnauthorized = errors.New("schema registry refused the credentials (HTTP 401/403): check ECST_SCHEMA_REGISTRY_USERNAME and ECST_SCHEMA_REGISTRY_PASSWORD")
 	// ErrIncompatible: the registry rejected a schema under the subject's compatibility level.
 	ErrIncompatible = errors.New("schema is incompatible with the subject's registered versions")
+	// ErrBadSchema: a registered schema that does not parse as Avro.
+	ErrBadSchema = errors.New("registered schema does not parse as Avro")
 	// ErrNotWireFormat: bytes that do not start with the Confluent wire-format header.
 	ErrNotWireFormat = errors.New("not Confluent wire format (magic byte 0, 4-byte schema id)")
 )
@@ -80,7 +82,7 @@ func (r *Registry) SchemaByID(ctx context.Context, id int) (avro.Schema, error) 
 	}
 	parsed, err := Parse(s.Schema)
 	if err != nil {
-		return nil, fmt.Errorf("schema id %d does not parse as Avro: %w", id, err)
+		return nil, fmt.Errorf("schema id %d: %w: %v", id, ErrBadSchema, err)
 	}
 	return parsed, nil
 }

@@ -38,20 +38,31 @@
 // per-batch cost without changing delivery guarantees:
 //
 // SQL subscriber (sql.SubscriberConfig / sql.DefaultPostgreSQLSchema):
-//   - SubscribeBatchSize (-batch, default 2000; Watermill's default is 100):
+//   - SubscribeBatchSize (-batch, default 10000; Watermill's default is 100):
 //     rows per SELECT/ack transaction. The schema's doc comment says a higher
 //     value helps "when consuming a lot of messages" at the cost of more
-//     re-delivery after a crash. 2000 is ecst's relay batch (outbox.RelayConfig
-//     BatchSize default, and `ecst bench relay -batch`), so both sides expose
-//     the same number of rows to re-delivery. On a backlog this setting
-//     dominates Watermill's throughput: DefaultPostgreSQLSchema.SelectQuery
-//     wraps the query in a sub-select (on purpose, against a planner
-//     mis-estimate, per its comment), so PostgreSQL bitmap-scans *every*
-//     remaining row and top-N sorts them on each SELECT: EXPLAIN ANALYZE
-//     showed 75 ms per SELECT with 200k rows left, 19 ms with 50k left. The
-//     drain is therefore quadratic in the backlog divided by the batch size:
-//     200k rows on kfake took 89 s at batch 100 and 17 s at 1000 (see
-//     README.md for the full sweep).
+//     re-delivery after a crash (here: up to 10000 rows, against ecst's relay
+//     batch of 2000), and each batch holds one REPEATABLE READ transaction
+//     with the group's offsets row locked FOR UPDATE while its messages are
+//     published (a few seconds at most). On a backlog this setting dominates
+//     Watermill's throughput: DefaultPostgreSQLSchema.SelectQuery wraps the
+//     query in a sub-select (on purpose, against a planner mis-estimate, per
+//     its comment), so PostgreSQL bitmap-scans *every* remaining row and
+//     sorts them on each SELECT. EXPLAIN ANALYZE, 200k rows left: LIMIT 1000
+//     is a top-N heapsort in 1 MB, ~75-115 ms; from LIMIT 2000 on the sort no
+//     longer fits the default work_mem (4MB) and becomes an external merge of
+//     the whole backlog (129 MB on disk), ~250 ms per SELECT. The drain is
+//     thus quadratic in the backlog divided by the batch size, and 2000
+//     (ecst's batch) is a bad spot. Measured on kfake, 200k rows: 100 → 2.2k
+//     rows/s, 1000 → 10-12k, 2000 → 8-9k, 5000 → 14k, 10000 → 15k, 20000 and
+//     50000 → 17k (the one-message-at-a-time Kafka path is then the limit). So
+//     10000 is taken as the tuned value: near the plateau while keeping the
+//     re-delivery window and transaction length bounded. -batch 2000 gives
+//     ecst's batch size, -batch 100 Watermill's default; bench/watermill/
+//     README.md has all runs.
+//   - work_mem: the server's default (4MB), the same server settings ecst is
+//     measured with. -work-mem 64MB sets it for the benchmark's sessions
+//     (the forwarder's SELECTs then top-N sort in memory): +15-20% on kfake.
 //   - PollInterval (-poll, 100ms; default 1s): only used when a SELECT finds
 //     nothing. A backlog drain never waits on it (the first query runs at
 //     once); lowered anyway so an idle gap can never add a second.
@@ -147,7 +158,7 @@ func main() {
 	flag.IntVar(&c.valueSize, "value-size", 300, "payload bytes per row (random)")
 	flag.IntVar(&c.keys, "keys", 100_000, "distinct entity ids (Kafka keys)")
 	flag.IntVar(&c.partitions, "partitions", 6, "partitions of the Kafka topic")
-	flag.IntVar(&c.batch, "batch", 2000, "SQL subscriber SubscribeBatchSize (Watermill default 100; 2000 = ecst relay batch)")
+	flag.IntVar(&c.batch, "batch", 10_000, "SQL subscriber SubscribeBatchSize (Watermill default 100; ecst relay batch 2000)")
 	flag.DurationVar(&c.poll, "poll", 100*time.Millisecond, "SQL subscriber PollInterval (idle only)")
 	flag.StringVar(&c.acks, "acks", "all", "Kafka acks: all (idempotent, as ecst) or leader (Watermill/sarama default)")
 	flag.IntVar(&c.fillBatch, "fill-batch", 5000, "messages per INSERT while filling (not measured)")

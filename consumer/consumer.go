@@ -1,0 +1,459 @@
+// Package consumer keeps read models of state topics: it replays a
+// compacted topic from offset 0 (or from stored offsets), applies each full
+// state as an upsert and each tombstone as a deletion, reports readiness
+// once it has caught up, and handles poison records by policy.
+//
+//	c, err := consumer.New(consumer.Config[customers.Customer]{
+//		Name: "billing", Topic: "customers.state", KafkaOpts: opts, Registry: reg,
+//		ReaderSchema: customers.Schema, Store: store,
+//	})
+//	go c.Run(ctx)
+//	err = c.WaitReady(ctx) // the model has caught up with the topic as it was at start
+//
+// Stores: Memory (a concurrent map, rebuilt from the topic on every start)
+// and Postgres (rows and offsets committed in one transaction: the
+// exactly-once effect; resumes from its offsets).
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ecst-io/ecst/schemas"
+)
+
+// PoisonPolicy is what a consumer does with a record it cannot apply.
+type PoisonPolicy string
+
+// Poison policies.
+const (
+	// Halt stops the consumer with an error naming topic, partition,
+	// offset and cause. The default: nothing is silently dropped.
+	Halt PoisonPolicy = "halt"
+	// Skip records the record in ecst.consumer_skipped (with its bytes)
+	// and goes on.
+	Skip PoisonPolicy = "skip"
+	// DeadLetter produces the record to <topic>.dlq with its key, value and
+	// headers plus error headers, and goes on.
+	DeadLetter PoisonPolicy = "dead-letter"
+)
+
+// Change is one record to apply.
+type Change[T any] struct {
+	Key       string
+	State     T // the zero value for a deletion
+	Deleted   bool
+	Partition int32
+	Offset    int64
+	Headers   []kgo.RecordHeader
+	// Schema is the writer's schema (nil for a deletion).
+	Schema avro.Schema
+}
+
+// Skipped is a poison record passed over under the Skip policy.
+type Skipped struct {
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []kgo.RecordHeader
+	Err       error
+}
+
+// Batch is what one poll applies, all or nothing.
+type Batch[T any] struct {
+	Topic   string
+	Changes []Change[T]
+	Skipped []Skipped
+	// From and Next are each partition's next offset before and after the
+	// batch.
+	From, Next map[int32]int64
+}
+
+// Store is where a read model lives.
+type Store[T any] interface {
+	// Offsets returns the next offset to read per partition; an empty map
+	// replays the topic from the start.
+	Offsets(ctx context.Context, consumer, topic string) (map[int32]int64, error)
+	// Apply applies a batch together with its offsets, all or nothing. It
+	// returns ErrOffsetsMoved if the stored offsets are no longer the
+	// batch's From (a rebuild swapped the model underneath).
+	Apply(ctx context.Context, consumer string, b *Batch[T]) error
+}
+
+// ErrOffsetsMoved: the store's offsets changed under the consumer; it
+// reloads them and goes on from there.
+var ErrOffsetsMoved = errors.New("stored offsets moved")
+
+// ErrNotReady is returned by reads of a model that has not caught up.
+var ErrNotReady = errors.New("read model not ready: still catching up with the topic")
+
+// Config configures a Consumer.
+type Config[T any] struct {
+	// Name identifies the consumer: its offsets, its skipped records.
+	Name  string
+	Topic string
+	// KafkaOpts carry seed brokers, TLS and SASL.
+	KafkaOpts []kgo.Opt
+	Registry  *schemas.Registry
+	// ReaderSchema is the schema to decode into (the one T was generated
+	// from); each writer schema is resolved to it. Empty decodes with the
+	// writer's schema, for a map[string]any model.
+	ReaderSchema string
+	Store        Store[T]
+	Poison       PoisonPolicy
+	// MaxBatch bounds the records one Apply carries.
+	MaxBatch int
+	Logger   *slog.Logger
+	// Registerer receives the consumer's metrics (nil: none).
+	Registerer prometheus.Registerer
+}
+
+// Consumer follows one state topic into a Store.
+type Consumer[T any] struct {
+	cfg   Config[T]
+	dec   *decoder[T]
+	log   *slog.Logger
+	ready chan struct{}
+	once  sync.Once
+	isRdy atomic.Bool
+
+	lag      *prometheus.GaugeVec
+	applied  prometheus.Counter
+	poisoned *prometheus.CounterVec
+}
+
+// New validates cfg.
+func New[T any](cfg Config[T]) (*Consumer[T], error) {
+	if cfg.Name == "" || cfg.Topic == "" {
+		return nil, errors.New("consumer: Name and Topic are required")
+	}
+	if cfg.Store == nil || cfg.Registry == nil {
+		return nil, errors.New("consumer: a Store and a Registry are required")
+	}
+	switch cfg.Poison {
+	case "":
+		cfg.Poison = Halt
+	case Halt, Skip, DeadLetter:
+	default:
+		return nil, fmt.Errorf("consumer: poison policy %q is not halt, skip or dead-letter", cfg.Poison)
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 5000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	dec, err := newDecoder[T](cfg.Registry, cfg.ReaderSchema)
+	if err != nil {
+		return nil, err
+	}
+	c := &Consumer[T]{
+		cfg: cfg, dec: dec, log: cfg.Logger.With("consumer", cfg.Name, "topic", cfg.Topic), ready: make(chan struct{}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ecst_consumer_lag_records", Help: "Records between the consumer's position and the partition's end.",
+			ConstLabels: prometheus.Labels{"consumer": cfg.Name, "topic": cfg.Topic},
+		}, []string{"partition"}),
+		applied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ecst_consumer_applied_total", Help: "Records applied to the read model.",
+			ConstLabels: prometheus.Labels{"consumer": cfg.Name, "topic": cfg.Topic},
+		}),
+		poisoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ecst_consumer_poison_total", Help: "Poison records, by what was done with them.",
+			ConstLabels: prometheus.Labels{"consumer": cfg.Name, "topic": cfg.Topic},
+		}, []string{"action"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(c.lag, c.applied, c.poisoned)
+	}
+	return c, nil
+}
+
+// Ready reports whether the model has caught up with the topic as it was
+// when the consumer started: every partition read up to the end offset
+// (last stable offset) seen at start.
+func (c *Consumer[T]) Ready() bool { return c.isRdy.Load() }
+
+// WaitReady blocks until the model is ready or ctx ends.
+func (c *Consumer[T]) WaitReady(ctx context.Context) error {
+	select {
+	case <-c.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Consumer[T]) markReady() {
+	c.once.Do(func() {
+		c.isRdy.Store(true)
+		close(c.ready)
+		c.log.Info("read model caught up")
+	})
+}
+
+// Run follows the topic until ctx ends (nil) or a fatal error: a poison
+// record under Halt, a missing topic. Broker and database errors are
+// retried.
+func (c *Consumer[T]) Run(ctx context.Context) error {
+	return c.run(ctx, false)
+}
+
+// CatchUp applies everything up to the end offsets seen at start, then
+// returns nil: `ecst mirror --once`.
+func (c *Consumer[T]) CatchUp(ctx context.Context) error {
+	return c.run(ctx, true)
+}
+
+func (c *Consumer[T]) run(ctx context.Context, once bool) error {
+	var missingSince time.Time
+	for {
+		err := c.session(ctx, once)
+		switch {
+		case err == nil || ctx.Err() != nil:
+			return nil
+		case errors.Is(err, errCaughtUp):
+			return nil
+		case errors.Is(err, ErrOffsetsMoved):
+			c.log.Info("stored offsets moved (a rebuild swapped the model in); resuming from them")
+			continue
+		case errors.Is(err, kerr.UnknownTopicOrPartition):
+			// A topic just created can be unknown to a broker for a moment;
+			// one that stays unknown is a configuration error.
+			if missingSince.IsZero() {
+				missingSince = time.Now()
+			} else if time.Since(missingSince) > 30*time.Second {
+				return err
+			}
+		case errors.Is(err, ErrPoison), errors.Is(err, errFatal):
+			return err
+		}
+		c.log.Warn("consumer session failed; retrying", "err", err)
+		if !sleepCtx(ctx, time.Second) {
+			return nil
+		}
+	}
+}
+
+var (
+	errCaughtUp = errors.New("caught up")
+	errFatal    = errors.New("fatal")
+)
+
+// session reads from the stored offsets until an error.
+func (c *Consumer[T]) session(ctx context.Context, once bool) error {
+	stored, err := c.cfg.Store.Offsets(ctx, c.cfg.Name, c.cfg.Topic)
+	if err != nil {
+		return fmt.Errorf("load offsets: %w", err)
+	}
+	admCl, err := kgo.NewClient(c.cfg.KafkaOpts...)
+	if err != nil {
+		return fmt.Errorf("%w: kafka client: %v", errFatal, err)
+	}
+	adm := kadm.NewClient(admCl)
+	ends, err := adm.ListCommittedOffsets(ctx, c.cfg.Topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		admCl.Close()
+		if errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return fmt.Errorf("topic %s: %w (create it with `ecst topics apply`)", c.cfg.Topic, err)
+		}
+		return fmt.Errorf("list end offsets of %s: %w", c.cfg.Topic, err)
+	}
+	if c.cfg.Poison == DeadLetter {
+		if err := c.ensureDLQ(ctx, adm, len(ends[c.cfg.Topic])); err != nil {
+			admCl.Close()
+			return err
+		}
+	}
+	admCl.Close()
+	targets := map[int32]int64{}
+	start := map[int32]kgo.Offset{}
+	pos := map[int32]int64{}
+	for p, o := range ends[c.cfg.Topic] {
+		targets[p] = o.Offset
+		if next, ok := stored[p]; ok {
+			start[p] = kgo.NewOffset().At(next)
+			pos[p] = next
+		} else {
+			start[p] = kgo.NewOffset().AtStart()
+			pos[p] = -1 // unknown until the first record
+		}
+	}
+	caughtUp := func() bool {
+		for p, t := range targets {
+			if t > 0 && pos[p] < t {
+				return false
+			}
+		}
+		return true
+	}
+	if caughtUp() {
+		c.markReady()
+		if once {
+			return errCaughtUp
+		}
+	}
+	cl, err := kgo.NewClient(append(slices.Clone(c.cfg.KafkaOpts),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.cfg.Topic: start}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Transaction markers take offsets: keeping them lets the position
+		// reach the end offset that readiness waits for.
+		kgo.KeepControlRecords(),
+	)...)
+	if err != nil {
+		return fmt.Errorf("%w: kafka client: %v", errFatal, err)
+	}
+	defer cl.Close()
+	for {
+		fs := cl.PollRecords(ctx, c.cfg.MaxBatch)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := fs.Err0(); err != nil {
+			var fe *kgo.ErrFirstReadEOF
+			if !errors.As(err, &fe) {
+				return fmt.Errorf("fetch: %w", err)
+			}
+		}
+		b := &Batch[T]{Topic: c.cfg.Topic, From: map[int32]int64{}, Next: map[int32]int64{}}
+		var poisonErr error
+		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if poisonErr != nil {
+				return
+			}
+			for _, r := range fp.Records {
+				if _, ok := b.From[r.Partition]; !ok {
+					b.From[r.Partition] = pos[r.Partition]
+				}
+				b.Next[r.Partition] = r.Offset + 1
+				if r.Attrs.IsControl() {
+					continue
+				}
+				if err := c.add(ctx, cl, b, r); err != nil {
+					poisonErr = err
+					return
+				}
+			}
+			c.lag.WithLabelValues(strconv.Itoa(int(fp.Partition))).Set(float64(max(fp.HighWatermark-b.Next[fp.Partition], 0)))
+		})
+		if poisonErr != nil {
+			return poisonErr
+		}
+		if len(b.Next) == 0 {
+			continue
+		}
+		if err := c.cfg.Store.Apply(ctx, c.cfg.Name, b); err != nil {
+			return fmt.Errorf("apply batch: %w", err)
+		}
+		c.applied.Add(float64(len(b.Changes)))
+		for p, n := range b.Next {
+			pos[p] = n
+		}
+		if caughtUp() {
+			c.markReady()
+			if once {
+				return errCaughtUp
+			}
+		}
+	}
+}
+
+// add decodes r into the batch, applying the poison policy.
+func (c *Consumer[T]) add(ctx context.Context, cl *kgo.Client, b *Batch[T], r *kgo.Record) error {
+	ch := Change[T]{Key: string(r.Key), Partition: r.Partition, Offset: r.Offset, Headers: r.Headers}
+	if r.Value == nil {
+		ch.Deleted = true
+		b.Changes = append(b.Changes, ch)
+		return nil
+	}
+	state, schema, err := c.dec.decode(ctx, r.Value)
+	if err == nil {
+		ch.State, ch.Schema = state, schema
+		b.Changes = append(b.Changes, ch)
+		return nil
+	}
+	var pe *PoisonError
+	if !errors.As(err, &pe) {
+		return err // the registry is unreachable: retry the session
+	}
+	pe.Topic, pe.Partition, pe.Offset, pe.Key = r.Topic, r.Partition, r.Offset, string(r.Key)
+	switch c.cfg.Poison {
+	case Skip:
+		c.poisoned.WithLabelValues("skipped").Inc()
+		c.log.Warn("skipping a poison record", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", pe.Err)
+		b.Skipped = append(b.Skipped, Skipped{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Headers: r.Headers, Err: pe.Err})
+		return nil
+	case DeadLetter:
+		if err := c.deadLetter(ctx, cl, r, pe); err != nil {
+			return fmt.Errorf("dead-letter: %w", err)
+		}
+		c.poisoned.WithLabelValues("dead_lettered").Inc()
+		c.log.Warn("dead-lettered a poison record", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", pe.Err)
+		return nil
+	}
+	c.poisoned.WithLabelValues("halted").Inc()
+	return pe
+}
+
+// DLQ header names.
+const (
+	HeaderDLQError     = "ecst-dlq-error"
+	HeaderDLQTopic     = "ecst-dlq-topic"
+	HeaderDLQPartition = "ecst-dlq-partition"
+	HeaderDLQOffset    = "ecst-dlq-offset"
+	HeaderDLQConsumer  = "ecst-dlq-consumer"
+)
+
+func (c *Consumer[T]) deadLetter(ctx context.Context, cl *kgo.Client, r *kgo.Record, pe *PoisonError) error {
+	hs := slices.Clone(r.Headers)
+	hs = append(hs,
+		kgo.RecordHeader{Key: HeaderDLQError, Value: []byte(pe.Err.Error())},
+		kgo.RecordHeader{Key: HeaderDLQTopic, Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		kgo.RecordHeader{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		kgo.RecordHeader{Key: HeaderDLQConsumer, Value: []byte(c.cfg.Name)},
+	)
+	dlq := &kgo.Record{Topic: c.cfg.Topic + ".dlq", Key: r.Key, Value: r.Value, Headers: hs}
+	return cl.ProduceSync(ctx, dlq).FirstErr()
+}
+
+// ensureDLQ creates <topic>.dlq (delete policy, not compacted: every
+// poison record is kept) if it does not exist.
+func (c *Consumer[T]) ensureDLQ(ctx context.Context, adm *kadm.Client, partitions int) error {
+	name := c.cfg.Topic + ".dlq"
+	resp, err := adm.CreateTopic(ctx, int32(max(partitions, 1)), -1, nil, name) //nolint:gosec // small
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("%w: create dead-letter topic %s: %v", errFatal, name, err)
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

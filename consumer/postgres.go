@@ -1,0 +1,137 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Projection maps an entity's full states to rows of a table. The table is
+// a parameter so that a rebuild can write a shadow table and swap it in.
+type Projection[T any] interface {
+	// CreateTable returns the DDL that creates an empty table named table.
+	CreateTable(table string) string
+	// Upsert queues the statements that write key's full state.
+	Upsert(b *pgx.Batch, table, key string, state T, c *Change[T])
+	// Delete queues the statements that remove key.
+	Delete(b *pgx.Batch, table, key string)
+}
+
+// Preparer is an optional Projection hook, called in the apply transaction
+// before anything is queued: `ecst mirror` adds columns there when a new
+// compatible schema version appears.
+type Preparer[T any] interface {
+	Prepare(ctx context.Context, tx pgx.Tx, table string, changes []Change[T]) error
+}
+
+// Postgres is a read model in a PostgreSQL table. Each batch's rows and
+// the consumer's offsets commit in one transaction, so a crash at any
+// point neither loses nor repeats an effect, and the consumer resumes from
+// its offsets.
+type Postgres[T any] struct {
+	Pool       *pgxpool.Pool
+	Table      string
+	Projection Projection[T]
+}
+
+// Offsets reads the consumer's offsets from ecst.consumer_offsets.
+func (s *Postgres[T]) Offsets(ctx context.Context, consumer, topic string) (map[int32]int64, error) {
+	rows, err := s.Pool.Query(ctx, "SELECT partition, next_offset FROM ecst.consumer_offsets WHERE consumer = $1 AND topic = $2", consumer, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int32]int64{}
+	var p int32
+	var o int64
+	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
+	return out, err
+}
+
+// Apply writes the batch and its offsets in one transaction. The stored
+// offsets are locked and compared with the batch's From first: if a
+// rebuild swapped the table and its offsets in meanwhile, it returns
+// ErrOffsetsMoved and writes nothing.
+func (s *Postgres[T]) Apply(ctx context.Context, consumer string, b *Batch[T]) error {
+	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		if err := checkOffsets(ctx, tx, consumer, b.Topic, b.From); err != nil {
+			return err
+		}
+		latest := lastPerKey(b.Changes)
+		if p, ok := s.Projection.(Preparer[T]); ok {
+			if err := p.Prepare(ctx, tx, s.Table, latest); err != nil {
+				return err
+			}
+		}
+		q := &pgx.Batch{}
+		for i := range latest {
+			c := &latest[i]
+			if c.Deleted {
+				s.Projection.Delete(q, s.Table, c.Key)
+			} else {
+				s.Projection.Upsert(q, s.Table, c.Key, c.State, c)
+			}
+		}
+		queueSkipped(q, consumer, b)
+		queueOffsets(q, consumer, b.Topic, b.Next)
+		return tx.SendBatch(ctx, q).Close()
+	})
+}
+
+// lastPerKey keeps each key's last change: states are full, so the
+// earlier ones in a batch have no effect of their own.
+func lastPerKey[T any](cs []Change[T]) []Change[T] {
+	last := make(map[string]int, len(cs))
+	for i, c := range cs {
+		last[c.Key] = i
+	}
+	out := make([]Change[T], 0, len(last))
+	for i, c := range cs {
+		if last[c.Key] == i {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func checkOffsets(ctx context.Context, tx pgx.Tx, consumer, topic string, from map[int32]int64) error {
+	rows, err := tx.Query(ctx, "SELECT partition, next_offset FROM ecst.consumer_offsets WHERE consumer = $1 AND topic = $2 FOR UPDATE", consumer, topic)
+	if err != nil {
+		return err
+	}
+	stored := map[int32]int64{}
+	var p int32
+	var o int64
+	if _, err := pgx.ForEachRow(rows, []any{&p, &o}, func() error { stored[p] = o; return nil }); err != nil {
+		return err
+	}
+	for p, f := range from {
+		if got, ok := stored[p]; ok && got != f {
+			return fmt.Errorf("%w: partition %d is at %d, the batch starts at %d", ErrOffsetsMoved, p, got, f)
+		}
+	}
+	return nil
+}
+
+func queueOffsets(q *pgx.Batch, consumer, topic string, next map[int32]int64) {
+	for p, o := range next {
+		q.Queue(`INSERT INTO ecst.consumer_offsets (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
+			consumer, topic, p, o)
+	}
+}
+
+func queueSkipped[T any](q *pgx.Batch, consumer string, b *Batch[T]) {
+	for _, sk := range b.Skipped {
+		hs := map[string]string{}
+		for _, h := range sk.Headers {
+			hs[h.Key] = string(h.Value)
+		}
+		hj, _ := json.Marshal(hs)
+		q.Queue(`INSERT INTO ecst.consumer_skipped (consumer, topic, partition, "offset", key, value, headers, error)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
+			consumer, b.Topic, sk.Partition, sk.Offset, sk.Key, sk.Value, hj, sk.Err.Error())
+	}
+}
