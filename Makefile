@@ -7,7 +7,7 @@ TIMEOUT  ?= 20m
 # Packages whose tests touch Kafka: they import internal/kafkatest.
 KAFKA_PKGS = $(shell $(GO) list -f '{{.ImportPath}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | awk '{for (i = 2; i <= NF; i++) if ($$i ~ /internal\/kafkatest$$/) {print $$1; break}}')
 
-.PHONY: all build setup setup-kafka demo test test-kafka check bench bench-relay fuzz clean
+.PHONY: all build setup setup-kafka setup-registry demo test test-kafka test-registry check bench bench-relay fuzz clean
 
 all: check test
 
@@ -34,6 +34,14 @@ test: setup
 ## (-p 1: one package at a time, since a test restarts the shared broker)
 test-kafka: setup setup-kafka
 	@scripts/test-kafka.sh $(GO) test $(GOFLAGS) -race -count=1 -p 1 -timeout $(TIMEOUT) $(KAFKA_PKGS)
+
+## test-registry: the schema suites again, against a real Confluent-compatible registry (Apicurio)
+test-registry: setup-registry
+	@scripts/test-registry.sh $(GO) test $(GOFLAGS) -race -count=1 -timeout $(TIMEOUT) ./schemas/
+
+## setup-registry: install Java and Maven if missing, fetch the registry
+setup-registry:
+	@scripts/setup.sh registry
 
 ## check: formatting and vet
 check:

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"time"
 
 	"github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/sr"
@@ -34,21 +35,27 @@ var (
 
 // Registry is a Schema Registry client for ecst's subjects.
 type Registry struct {
-	cl *sr.Client
+	cl     *sr.Client
+	httpcl *http.Client
 }
 
 // NewRegistry connects nothing yet; it builds the client from config.
+// Close releases its idle connections.
 func NewRegistry(cfg config.Registry) (*Registry, error) {
 	opts, err := cfg.ClientOpts()
 	if err != nil {
 		return nil, err
 	}
-	cl, err := sr.NewClient(opts...)
+	httpcl := &http.Client{Timeout: 15 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	cl, err := sr.NewClient(append([]sr.ClientOpt{sr.HTTPClient(httpcl)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("schema registry client: %w", err)
 	}
-	return &Registry{cl: cl}, nil
+	return &Registry{cl: cl, httpcl: httpcl}, nil
 }
+
+// Close closes idle connections to the registry.
+func (r *Registry) Close() { r.httpcl.CloseIdleConnections() }
 
 // Client exposes the underlying franz-go client for calls the wrapper does
 // not cover.

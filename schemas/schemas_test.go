@@ -60,6 +60,7 @@ func newRegistry(t *testing.T, url string, user, pass string) *schemas.Registry 
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(r.Close)
 	return r
 }
 
@@ -115,5 +116,15 @@ func TestRegistryFaults(t *testing.T) {
 	_, err = newRegistry(t, "http://ecst:hunter2@127.0.0.1:1", "", "").Lookup(ctx, "c-value", customer)
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("unreachable registry: %v", err)
+	}
+}
+
+func TestRegisterInvalidSchema(t *testing.T) {
+	t.Parallel()
+	fake := srfake.New()
+	defer fake.Close()
+	_, err := newRegistry(t, fake.URL(), "", "").Register(context.Background(), "c-value", `{"type":`)
+	if err == nil || !strings.Contains(err.Error(), "422") || !strings.Contains(err.Error(), "invalid") {
+		t.Fatalf("err = %v", err)
 	}
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/setup.sh postgres|kafka: installs what the tests and the demo need, when it is
+# scripts/setup.sh postgres|kafka|registry: installs what the tests and the demo need, when it is
 # missing. Idempotent and quick when everything is there. Uses Debian's apt as root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +43,7 @@ postgres() {
   log "PostgreSQL installed"
 }
 
-kafka() {
+java_maven() {
   local need=()
   command -v java >/dev/null || need+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || need+=(maven)
@@ -51,11 +51,21 @@ kafka() {
     log "installing ${need[*]}"
     apt_install "${need[@]}"
   fi
+}
+
+kafka() {
+  java_maven
   scripts/kafka.sh fetch
+}
+
+registry() {
+  java_maven
+  scripts/registry.sh fetch
 }
 
 case "${1:-}" in
   postgres) postgres ;;
   kafka) kafka ;;
-  *) echo "usage: scripts/setup.sh postgres|kafka" >&2; exit 2 ;;
+  registry) registry ;;
+  *) echo "usage: scripts/setup.sh postgres|kafka|registry" >&2; exit 2 ;;
 esac

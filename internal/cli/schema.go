@@ -73,6 +73,7 @@ config or registry error.`,
 			if err != nil {
 				return err
 			}
+			defer reg.Close()
 			ents, err := selectEntities(cfg, args)
 			if err != nil {
 				return err
@@ -173,6 +174,9 @@ readers or writers break, how to fix it. --format json prints one JSON object;
 			switch {
 			case against == "":
 				cfg, reg, err = a.registry()
+				if err == nil {
+					defer reg.Close()
+				}
 			case fromGit && ref != "":
 				cfg, err = a.loadConfig()
 			default:
@@ -321,6 +325,7 @@ func newSchemaListCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer reg.Close()
 			ents, err := selectEntities(cfg, nil)
 			if err != nil {
 				return err
@@ -372,6 +377,7 @@ compatibility.`,
 			if err != nil {
 				return err
 			}
+			defer reg.Close()
 			e, err := cfg.Entity(args[0])
 			if err != nil {
 				return err
