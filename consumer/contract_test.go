@@ -86,11 +86,23 @@ func (w *world) write(recs ...*kgo.Record) {
 	if err := w.prod.BeginTransaction(); err != nil {
 		w.t.Fatal(err)
 	}
+	var failed error
+	var mu sync.Mutex
 	for _, r := range recs {
 		r.Topic = w.topic
-		if err := w.prod.ProduceSync(ctx, r).FirstErr(); err != nil {
-			w.t.Fatal(err)
-		}
+		w.prod.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				failed = err
+				mu.Unlock()
+			}
+		})
+	}
+	if err := w.prod.Flush(ctx); err != nil {
+		w.t.Fatal(err)
+	}
+	if failed != nil {
+		w.t.Fatal(failed)
 	}
 	if err := w.prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		w.t.Fatal(err)

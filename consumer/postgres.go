@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -56,6 +57,9 @@ func (s *Postgres[T]) Offsets(ctx context.Context, consumer, topic string) (map[
 // ErrOffsetsMoved and writes nothing.
 func (s *Postgres[T]) Apply(ctx context.Context, consumer string, b *Batch[T]) error {
 	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		if err := lockModel(ctx, tx, consumer, b.Topic); err != nil {
+			return err
+		}
 		if err := checkOffsets(ctx, tx, consumer, b.Topic, b.From); err != nil {
 			return err
 		}
@@ -95,6 +99,24 @@ func lastPerKey[T any](cs []Change[T]) []Change[T] {
 	}
 	return out
 }
+
+// lockModel serializes a consumer's transactions with a rebuild's swap.
+// It must be a statement of its own: in READ COMMITTED the next statement
+// then takes its snapshot after the lock is held, so it sees offsets a swap
+// committed while this transaction waited. (A row lock alone would not:
+// a waiting SELECT ... FOR UPDATE skips rows the swap deleted and cannot
+// see the ones it inserted.)
+func lockModel(ctx context.Context, tx pgx.Tx, consumer, topic string) error {
+	h := fnv.New32a()
+	h.Write([]byte(consumer))
+	h.Write([]byte{0})
+	h.Write([]byte(topic))
+	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, $2)", modelLockClass, int32(h.Sum32())) //nolint:gosec // a wrapping hash
+	return err
+}
+
+// modelLockClass is the two-int4 advisory lock class of read models: "ecsm".
+const modelLockClass = 0x6563736d
 
 func checkOffsets(ctx context.Context, tx pgx.Tx, consumer, topic string, from map[int32]int64) error {
 	rows, err := tx.Query(ctx, "SELECT partition, next_offset FROM ecst.consumer_offsets WHERE consumer = $1 AND topic = $2 FOR UPDATE", consumer, topic)

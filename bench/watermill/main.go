@@ -53,16 +53,18 @@
 //     longer fits the default work_mem (4MB) and becomes an external merge of
 //     the whole backlog (129 MB on disk), ~250 ms per SELECT. The drain is
 //     thus quadratic in the backlog divided by the batch size, and 2000
-//     (ecst's batch) is a bad spot. Measured on kfake, 200k rows: 100 → 2.2k
-//     rows/s, 1000 → 10-12k, 2000 → 8-9k, 5000 → 14k, 10000 → 15k, 20000 and
-//     50000 → 17k (the one-message-at-a-time Kafka path is then the limit). So
+//     (ecst's batch) is a bad spot. Measured on kfake, 200k rows: 100 → 2.1k
+//     rows/s, 1000 → 10-12k, 2000 → 8-10k, 5000 → 14k, 10000 → 15-16.6k,
+//     20000 and 50000 → 17k (the one-message-at-a-time Kafka path is then the
+//     limit). So
 //     10000 is taken as the tuned value: near the plateau while keeping the
 //     re-delivery window and transaction length bounded. -batch 2000 gives
 //     ecst's batch size, -batch 100 Watermill's default; bench/watermill/
 //     README.md has all runs.
 //   - work_mem: the server's default (4MB), the same server settings ecst is
 //     measured with. -work-mem 64MB sets it for the benchmark's sessions
-//     (the forwarder's SELECTs then top-N sort in memory): +15-20% on kfake.
+//     (the forwarder's SELECTs then top-N sort in memory): 0-15% more on
+//     kfake, ~2% on the real broker, at batch 10000.
 //   - PollInterval (-poll, 100ms; default 1s): only used when a SELECT finds
 //     nothing. A backlog drain never waits on it (the first query runs at
 //     once); lowered anyway so an idle gap can never add a second.
