@@ -120,6 +120,10 @@ type Config[T any] struct {
 	Logger   *slog.Logger
 	// Registerer receives the consumer's metrics (nil: none).
 	Registerer prometheus.Registerer
+	// Progress, if set, is called after each applied batch with how far
+	// the consumer is towards the end offsets seen at start: records
+	// (offsets) read so far and in all.
+	Progress func(done, total int64)
 }
 
 // Consumer follows one state topic into a Store.
@@ -364,6 +368,14 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 		c.applied.Add(float64(len(b.Changes)))
 		for p, n := range b.Next {
 			pos[p] = n
+		}
+		if c.cfg.Progress != nil {
+			var done, total int64
+			for p, t := range targets {
+				total += t
+				done += min(max(pos[p], 0), t)
+			}
+			c.cfg.Progress(done, total)
 		}
 		if caughtUp() {
 			c.markReady()

@@ -133,6 +133,34 @@ func (m *Mirror) Upsert(b *pgx.Batch, table, key string, state map[string]any, c
 	b.Queue(sql, args...)
 }
 
+// CopyColumns lists the key column and the writer schema's fields.
+func (m *Mirror) CopyColumns(c *Change[map[string]any]) []string {
+	cols := []string{KeyColumn}
+	for _, f := range m.fields(c) {
+		cols = append(cols, f.Name())
+	}
+	return cols
+}
+
+// CopyValues converts a state for CopyColumns.
+func (m *Mirror) CopyValues(key string, state map[string]any, c *Change[map[string]any]) []any {
+	fields := m.fields(c)
+	vals := make([]any, 0, len(fields)+1)
+	vals = append(vals, key)
+	for _, f := range fields {
+		_, conv := sqlType(f.Type())
+		vals = append(vals, conv(state[f.Name()]))
+	}
+	return vals
+}
+
+func (m *Mirror) fields(c *Change[map[string]any]) []*avro.Field {
+	if rec, ok := c.Schema.(*avro.RecordSchema); ok {
+		return rec.Fields()
+	}
+	return m.schema.(*avro.RecordSchema).Fields()
+}
+
 // Delete removes key's row.
 func (m *Mirror) Delete(b *pgx.Batch, table, key string) {
 	b.Queue(fmt.Sprintf("DELETE FROM %s WHERE %s = $1", quoteTable(table), pgx.Identifier{KeyColumn}.Sanitize()), key)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -27,6 +28,19 @@ type Projection[T any] interface {
 type Preparer[T any] interface {
 	Prepare(ctx context.Context, tx pgx.Tx, table string, changes []Change[T]) error
 }
+
+// Copier is an optional Projection fast path for large batches (a replay,
+// a rebuild): the states are COPYed into a staging table and merged with
+// one INSERT ... ON CONFLICT, instead of a statement each.
+type Copier[T any] interface {
+	// CopyColumns lists the columns a change fills, its key column first.
+	CopyColumns(c *Change[T]) []string
+	// CopyValues returns the values for CopyColumns.
+	CopyValues(key string, state T, c *Change[T]) []any
+}
+
+// copyThreshold is the batch size from which a Copier is used.
+const copyThreshold = 256
 
 // Postgres is a read model in a PostgreSQL table. Each batch's rows and
 // the consumer's offsets commit in one transaction, so a crash at any
@@ -70,18 +84,83 @@ func (s *Postgres[T]) Apply(ctx context.Context, consumer string, b *Batch[T]) e
 			}
 		}
 		q := &pgx.Batch{}
-		for i := range latest {
-			c := &latest[i]
-			if c.Deleted {
-				s.Projection.Delete(q, s.Table, c.Key)
-			} else {
-				s.Projection.Upsert(q, s.Table, c.Key, c.State, c)
+		copier, canCopy := s.Projection.(Copier[T])
+		if canCopy && len(latest) >= copyThreshold {
+			if err := s.copyIn(ctx, tx, copier, latest); err != nil {
+				return err
+			}
+		} else {
+			for i := range latest {
+				c := &latest[i]
+				if c.Deleted {
+					s.Projection.Delete(q, s.Table, c.Key)
+				} else {
+					s.Projection.Upsert(q, s.Table, c.Key, c.State, c)
+				}
 			}
 		}
 		queueSkipped(q, consumer, b)
 		queueOffsets(q, consumer, b.Topic, b.Next)
 		return tx.SendBatch(ctx, q).Close()
 	})
+}
+
+// copyIn writes upserts through a staging table, one COPY per column set,
+// and deletes with one statement.
+func (s *Postgres[T]) copyIn(ctx context.Context, tx pgx.Tx, cp Copier[T], changes []Change[T]) error {
+	var deleted []string
+	groups := map[string][][]any{}
+	colsOf := map[string][]string{}
+	var order []string
+	for i := range changes {
+		c := &changes[i]
+		if c.Deleted {
+			deleted = append(deleted, c.Key)
+			continue
+		}
+		cols := cp.CopyColumns(c)
+		k := strings.Join(cols, ",")
+		if _, ok := colsOf[k]; !ok {
+			colsOf[k] = cols
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], cp.CopyValues(c.Key, c.State, c))
+	}
+	table := quoteTable(s.Table)
+	for gi, k := range order {
+		cols := colsOf[k]
+		stage := fmt.Sprintf("ecst_stage_%d", gi)
+		if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (LIKE %s INCLUDING DEFAULTS) ON COMMIT DROP", stage, table)); err != nil {
+			return fmt.Errorf("staging table: %w", err)
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{stage}, cols, pgx.CopyFromRows(groups[k])); err != nil {
+			return fmt.Errorf("copy into staging: %w", err)
+		}
+		quoted := make([]string, len(cols))
+		sets := make([]string, 0, len(cols)-1)
+		for i, c := range cols {
+			quoted[i] = pgx.Identifier{c}.Sanitize()
+			if i > 0 {
+				sets = append(sets, quoted[i]+" = EXCLUDED."+quoted[i])
+			}
+		}
+		sql := fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s ON CONFLICT (%s) DO ", table, strings.Join(quoted, ", "), strings.Join(quoted, ", "), stage, quoted[0])
+		if len(sets) == 0 {
+			sql += "NOTHING"
+		} else {
+			sql += "UPDATE SET " + strings.Join(sets, ", ")
+		}
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("merge staged rows: %w", err)
+		}
+	}
+	if len(deleted) > 0 {
+		cols := cp.CopyColumns(&Change[T]{})
+		if _, err := tx.Exec(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s = ANY($1)", table, pgx.Identifier{cols[0]}.Sanitize()), deleted); err != nil {
+			return fmt.Errorf("delete: %w", err)
+		}
+	}
+	return nil
 }
 
 // lastPerKey keeps each key's last change: states are full, so the

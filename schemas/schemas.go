@@ -244,3 +244,15 @@ func normalizeJSON(s string) (string, error) {
 	b, err := json.Marshal(v)
 	return string(b), err
 }
+
+// DecodeAny decodes an Avro payload with s into generic values. A payload
+// that does not fit is an error, never a panic.
+func DecodeAny(s avro.Schema, payload []byte) (v any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("avro decode: %v", r)
+		}
+	}()
+	err = avro.Unmarshal(s, payload, &v)
+	return v, err
+}

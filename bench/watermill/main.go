@@ -127,12 +127,15 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/components/forwarder"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ecst-io/ecst/internal/benchrelay"
 	"github.com/ecst-io/ecst/internal/pgcluster"
+	"github.com/ecst-io/ecst/outbox"
 )
 
 const (
@@ -152,6 +155,7 @@ type config struct {
 	timeout    time.Duration
 	verify     bool
 	workMem    string
+	peers      bool
 }
 
 func main() {
@@ -166,6 +170,7 @@ func main() {
 	flag.IntVar(&c.fillBatch, "fill-batch", 5000, "messages per INSERT while filling (not measured)")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Minute, "abort the whole run after this long")
 	flag.BoolVar(&c.verify, "verify", true, "consume the topic afterwards and check every record")
+	flag.BoolVar(&c.peers, "peers", true, "also drain the same backlog with the raw ceiling loop and ecst's relay, same database and broker, and print ratios")
 	flag.StringVar(&c.workMem, "work-mem", "", "PostgreSQL work_mem for the benchmark's sessions, e.g. 64MB (default: the server's, 4MB)")
 	flag.Parse()
 	if c.rows <= 0 || c.valueSize <= 0 || c.keys <= 0 || c.partitions <= 0 || c.batch <= 0 || c.fillBatch <= 0 || c.fillBatch > 20_000 {
@@ -387,8 +392,48 @@ func run(ctx context.Context, c config) error {
 
 	logf("settings: SubscribeBatchSize=%d PollInterval=%s acks=%s idempotent=%v work_mem=%s, DefaultPostgreSQLSchema/OffsetsAdapter, pgx stdlib, sarama SyncProducer, 1 forwarder",
 		c.batch, c.poll, c.acks, c.acks == "all", workMem)
-	fmt.Printf("watermill: %d rows in %.2f s = %.0f rows/s\n", c.rows, elapsed.Seconds(), float64(c.rows)/elapsed.Seconds())
+	wm := float64(c.rows) / elapsed.Seconds()
+	fmt.Printf("watermill: %d rows in %.2f s = %.0f rows/s\n", c.rows, elapsed.Seconds(), wm)
 	fmt.Printf("versions: %s\n", versions())
+	if c.peers {
+		return peers(ctx, c, dbURL, brokers, kafkaTopic, runID, wm)
+	}
+	return nil
+}
+
+// peers drains the same backlog on the same database and broker, in the
+// same run, with the raw ceiling loop and with ecst's relay, and prints
+// the ratios.
+func peers(ctx context.Context, c config, dbURL string, brokers []string, kafkaTopic, runID string, wm float64) error {
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if _, err := outbox.Migrate(ctx, pool); err != nil {
+		return err
+	}
+	env := &benchrelay.Env{Pool: pool, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Topic: kafkaTopic + "-ecst", Service: "bench-" + runID}
+	if err := env.CreateTopic(ctx, c.partitions); err != nil {
+		return err
+	}
+	if err := env.Fill(ctx, c.rows, c.valueSize); err != nil {
+		return err
+	}
+	n, took, err := env.Ceiling(ctx, 2000)
+	if err != nil {
+		return fmt.Errorf("ceiling: %w", err)
+	}
+	ceiling := float64(n) / took.Seconds()
+	if err := env.Fill(ctx, c.rows, c.valueSize); err != nil {
+		return err
+	}
+	n, took, err = env.Relay(ctx, 2000)
+	if err != nil {
+		return fmt.Errorf("ecst relay: %w", err)
+	}
+	ecst := float64(n) / took.Seconds()
+	fmt.Printf("ceiling: %.0f rows/s\necst relay: %.0f rows/s\necst/ceiling: %.2f\necst/watermill: %.1f\n", ceiling, ecst, ecst/ceiling, ecst/wm)
 	return nil
 }
 
