@@ -153,7 +153,8 @@ exits 0; without, it keeps following, serving /metrics and /readyz.`,
 }
 
 func newRebuildCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var poison string
+	cmd := &cobra.Command{
 		Use:   "rebuild CONSUMER",
 		Short: "Rebuild a mirror from offset 0 into a shadow table, then swap it in",
 		Long: `Replays the consumer's topic from offset 0 into a shadow table (<table>` + consumer.RebuildSuffix + `)
@@ -192,7 +193,7 @@ they are the consumers in ecst.consumer_offsets), or just the table.`,
 			if entity == nil {
 				return fmt.Errorf("no entity in the config has topic %s, which %s mirrors", topic, mirrorConsumer(table))
 			}
-			s, err := a.mirrorSetup(ctx, cfg, entity, table, "halt")
+			s, err := a.mirrorSetup(ctx, cfg, entity, table, poison)
 			if err != nil {
 				return err
 			}
@@ -212,6 +213,8 @@ they are the consumers in ecst.consumer_offsets), or just the table.`,
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&poison, "poison", "halt", "what to do with a record that cannot be applied: halt, skip or dead-letter")
+	return cmd
 }
 
 func quoteIdent(t string) string {
