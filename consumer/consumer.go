@@ -135,9 +135,10 @@ type Consumer[T any] struct {
 	once  sync.Once
 	isRdy atomic.Bool
 
-	lag      *prometheus.GaugeVec
-	applied  prometheus.Counter
-	poisoned *prometheus.CounterVec
+	lag       *prometheus.GaugeVec
+	applied   prometheus.Counter
+	poisoned  *prometheus.CounterVec
+	staleRisk prometheus.Gauge
 }
 
 // New validates cfg.
@@ -179,9 +180,13 @@ func New[T any](cfg Config[T]) (*Consumer[T], error) {
 			Name: "ecst_consumer_poison_total", Help: "Poison records, by what was done with them.",
 			ConstLabels: prometheus.Labels{"consumer": cfg.Name, "topic": cfg.Topic},
 		}, []string{"action"}),
+		staleRisk: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ecst_consumer_tombstone_risk", Help: "1 when the model was last updated longer ago than the topic's delete.retention.ms: deletions may be missing.",
+			ConstLabels: prometheus.Labels{"consumer": cfg.Name, "topic": cfg.Topic},
+		}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(c.lag, c.applied, c.poisoned)
+		cfg.Registerer.MustRegister(c.lag, c.applied, c.poisoned, c.staleRisk)
 	}
 	return c, nil
 }
@@ -285,6 +290,9 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 			return err
 		}
 	}
+	if len(stored) > 0 {
+		c.checkRetention(ctx, adm)
+	}
 	admCl.Close()
 	targets := map[int32]int64{}
 	start := map[int32]kgo.Offset{}
@@ -335,7 +343,7 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 				return fmt.Errorf("fetch: %w", err)
 			}
 		}
-		b := &Batch[T]{Topic: c.cfg.Topic, From: map[int32]int64{}, Next: map[int32]int64{}}
+		b := &Batch[T]{Topic: c.cfg.Topic, From: map[int32]int64{}, Next: map[int32]int64{}, Changes: make([]Change[T], 0, fs.NumRecords())}
 		var poisonErr error
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if poisonErr != nil {
@@ -383,6 +391,43 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 				return errCaughtUp
 			}
 		}
+	}
+}
+
+// AppliedAter is an optional Store interface: when the model last applied
+// a batch of the topic.
+type AppliedAter interface {
+	AppliedAt(ctx context.Context, consumer, topic string) (time.Time, error)
+}
+
+// checkRetention warns when the model was last updated longer ago than the
+// topic keeps tombstones (delete.retention.ms): a key deleted meanwhile
+// may have had its tombstone compacted away, and would stay in the model.
+func (c *Consumer[T]) checkRetention(ctx context.Context, adm *kadm.Client) {
+	aa, ok := c.cfg.Store.(AppliedAter)
+	if !ok {
+		return
+	}
+	at, err := aa.AppliedAt(ctx, c.cfg.Name, c.cfg.Topic)
+	if err != nil || at.IsZero() {
+		return
+	}
+	rcs, err := adm.DescribeTopicConfigs(ctx, c.cfg.Topic)
+	if err != nil || len(rcs) == 0 {
+		return
+	}
+	retention := 24 * time.Hour // Kafka's default delete.retention.ms
+	for _, cfg := range rcs[0].Configs {
+		if cfg.Key == "delete.retention.ms" && cfg.Value != nil {
+			if ms, err := strconv.ParseInt(*cfg.Value, 10, 64); err == nil {
+				retention = time.Duration(ms) * time.Millisecond
+			}
+		}
+	}
+	if age := time.Since(at); age > retention {
+		c.staleRisk.Set(1)
+		c.log.Warn("the read model was last updated longer ago than the topic keeps tombstones: keys deleted meanwhile may still be in it; rebuild it (ecst rebuild) or check it (ecst verify)",
+			"last_applied", at, "age", age.Round(time.Second), "delete.retention.ms", retention.Milliseconds())
 	}
 }
 

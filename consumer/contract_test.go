@@ -34,7 +34,7 @@ const partitions = 3
 // world is a topic with the customer schema registered, and a way to
 // write states to it the way the relay does: in Kafka transactions.
 type world struct {
-	t        *testing.T
+	t        testing.TB
 	broker   *kafkatest.Broker
 	topic    string
 	reg      *srfake.Registry
@@ -47,7 +47,7 @@ type world struct {
 	produced int
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	w := &world{t: t, broker: kafkatest.New(t), expected: map[string]map[string]any{}}
 	w.topic = fmt.Sprintf("consumer-%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), time.Now().UnixNano())

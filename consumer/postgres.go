@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -63,6 +64,16 @@ func (s *Postgres[T]) Offsets(ctx context.Context, consumer, topic string) (map[
 	var o int64
 	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
 	return out, err
+}
+
+// AppliedAt is when the consumer last applied a batch of topic.
+func (s *Postgres[T]) AppliedAt(ctx context.Context, consumer, topic string) (time.Time, error) {
+	var at *time.Time
+	err := s.Pool.QueryRow(ctx, "SELECT max(updated_at) FROM ecst.consumer_offsets WHERE consumer = $1 AND topic = $2", consumer, topic).Scan(&at)
+	if err != nil || at == nil {
+		return time.Time{}, err
+	}
+	return *at, nil
 }
 
 // Apply writes the batch and its offsets in one transaction. The stored

@@ -1,0 +1,92 @@
+package consumer_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/ecst-io/ecst/consumer"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestTombstoneRetentionGuard: a Postgres model last updated longer ago
+// than the topic keeps tombstones may have missed deletions (their
+// tombstones compacted away while it was offline). The consumer says so at
+// start, in its log and in a metric.
+func TestTombstoneRetentionGuard(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newWorld(t)
+	v := "60000" // one minute
+	if _, err := kadm.NewClient(w.prod).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "delete.retention.ms", Value: &v}}, w.topic); err != nil {
+		t.Fatal(err)
+	}
+	w.write(w.upsert("k", 1))
+	m := stores[1].make(t, w)
+	run := func(logs *syncBuf, reg *prometheus.Registry) {
+		c := w.consumer(t, m, "retention", func(cfg *consumer.Config[map[string]any]) {
+			cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			cfg.Registerer = reg
+		})
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := c.CatchUp(cctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := &syncBuf{}
+	run(fresh, prometheus.NewRegistry())
+	if strings.Contains(fresh.String(), "tombstones") {
+		t.Fatalf("a fresh model was warned about:\n%s", fresh.String())
+	}
+	// The model sat unused for an hour; meanwhile k was deleted.
+	if _, err := m.pool.Exec(ctx, "UPDATE ecst.consumer_offsets SET updated_at = now() - interval '1 hour'"); err != nil {
+		t.Fatal(err)
+	}
+	w.write(w.tombstone("k"))
+	stale := &syncBuf{}
+	reg := prometheus.NewRegistry()
+	run(stale, reg)
+	if !strings.Contains(stale.String(), "longer ago than the topic keeps tombstones") || !strings.Contains(stale.String(), "ecst rebuild") {
+		t.Fatalf("no warning for a stale model:\n%s", stale.String())
+	}
+	if got := gauge(t, reg, "ecst_consumer_tombstone_risk"); got != 1 {
+		t.Fatalf("ecst_consumer_tombstone_risk = %v", got)
+	}
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
