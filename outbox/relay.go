@@ -253,9 +253,8 @@ func (r *Relay) runShard(ctx context.Context, shard int) error {
 		}
 		log.Info("leading shard")
 		r.m.leader.WithLabelValues(strconv.Itoa(shard)).Set(1)
-		done, err := r.lead(ctx, shard, lock, log)
+		done, err := r.lead(ctx, shard, lock, log) // closes lock
 		r.m.leader.WithLabelValues(strconv.Itoa(shard)).Set(0)
-		lock.Close(context.Background())
 		switch {
 		case done:
 			return nil
@@ -338,11 +337,21 @@ type record struct {
 // delete on commit. It returns done in drain mode once the shard is empty.
 func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.Logger) (done bool, err error) {
 	// The term ends when the lease goes (the heartbeat fails) or ctx ends.
+	// Its goroutines are waited for before the lock connection closes:
+	// a pgx connection must never be closed while another goroutine uses it.
 	term, endTerm := context.WithCancelCause(ctx)
-	defer endTerm(nil)
 	ls := &lease{conn: lock}
-	go r.heartbeat(term, ls, endTerm)
-	go r.sampleBacklog(term, shard)
+	var bg sync.WaitGroup
+	defer func() {
+		endTerm(nil)
+		bg.Wait()
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		lock.Close(cctx)
+	}()
+	bg.Add(2)
+	go func() { defer bg.Done(); r.heartbeat(term, ls, endTerm) }()
+	go func() { defer bg.Done(); r.sampleBacklog(term, shard) }()
 
 	p, err := r.startProducer(term, shard, ls, log)
 	if err != nil {

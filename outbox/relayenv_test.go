@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -49,6 +50,7 @@ type env struct {
 	schemaID int
 	pub      *producer.Publisher
 	schema   avro.Schema
+	relayLog *syncBuffer
 }
 
 const testPartitions = 3
@@ -132,7 +134,16 @@ func (e *env) client(opts ...kgo.Opt) *kgo.Client {
 }
 
 func (e *env) relayConfig() outbox.RelayConfig {
+	if e.relayLog == nil {
+		e.relayLog = &syncBuffer{}
+		e.t.Cleanup(func() {
+			if e.t.Failed() {
+				e.t.Logf("in-process relay log:\n%s", e.relayLog.String())
+			}
+		})
+	}
 	return outbox.RelayConfig{
+		Logger:       slog.New(slog.NewTextHandler(e.relayLog, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Pool:         e.pool,
 		KafkaOpts:    e.kopts,
 		Service:      e.service,
