@@ -83,16 +83,21 @@ and prints entities/s and each as a ratio of raw.`,
 			rawRate := float64(entities) / raw.Seconds()
 			fmt.Fprintf(out, "raw consumption:  %8.0f entities/s\n", rawRate)
 
-			mem := consumer.NewMemory[map[string]any]()
-			memTook, err := benchCatchUp(ctx, consumer.Config[map[string]any]{Name: "bench-memory", Topic: topic, KafkaOpts: kopts, Registry: reg, Store: mem, MaxBatch: 10_000})
+			mem := consumer.NewMemory[customers.Customer]()
+			memCons, err := consumer.New(consumer.Config[customers.Customer]{Name: "bench-memory", Topic: topic, KafkaOpts: kopts, Registry: reg, Store: mem, MaxBatch: 10_000, ReaderSchema: customers.Schema})
 			if err != nil {
 				return err
 			}
+			memStart := time.Now()
+			if err := memCons.CatchUp(ctx); err != nil {
+				return err
+			}
+			memTook := time.Since(memStart)
 			if mem.Len() != entities {
 				return fmt.Errorf("memory model holds %d entities, want %d", mem.Len(), entities)
 			}
 			memRate := float64(entities) / memTook.Seconds()
-			fmt.Fprintf(out, "memory model:     %8.0f entities/s  (%.2f x raw)\n", memRate, memRate/rawRate)
+			fmt.Fprintf(out, "memory model (generated type): %8.0f entities/s  (%.2f x raw)\n", memRate, memRate/rawRate)
 
 			cluster, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
 			if err != nil {
