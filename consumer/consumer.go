@@ -120,6 +120,11 @@ type Config[T any] struct {
 	Logger   *slog.Logger
 	// Registerer receives the consumer's metrics (nil: none).
 	Registerer prometheus.Registerer
+	// Group, if set, makes the consumer a member of this consumer group:
+	// the topic's partitions are spread over the group's instances
+	// (partitioned mode), and each holds only its partitions' keys. Empty:
+	// replicated mode, every instance reads every partition.
+	Group string
 	// Progress, if set, is called after each applied batch with how far
 	// the consumer is towards the end offsets seen at start: records
 	// (offsets) read so far and in all.
@@ -294,44 +299,39 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 		c.checkRetention(ctx, adm)
 	}
 	admCl.Close()
-	targets := map[int32]int64{}
-	start := map[int32]kgo.Offset{}
-	pos := map[int32]int64{}
-	for p, o := range ends[c.cfg.Topic] {
-		targets[p] = o.Offset
-		if next, ok := stored[p]; ok {
-			start[p] = kgo.NewOffset().At(next)
-			pos[p] = next
-		} else {
-			start[p] = kgo.NewOffset().AtStart()
-			pos[p] = -1 // unknown until the first record
+	tr := &tracker{targets: map[int32]int64{}, pos: map[int32]int64{}}
+	opts := append(slices.Clone(c.cfg.KafkaOpts),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Transaction markers take offsets: keeping them lets the position
+		// reach the end offset that readiness waits for.
+		kgo.KeepControlRecords(),
+	)
+	if c.cfg.Group == "" {
+		start := map[int32]kgo.Offset{}
+		for p, o := range ends[c.cfg.Topic] {
+			start[p] = tr.assign(p, o.Offset, stored)
 		}
+		tr.assigned = true
+		opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.cfg.Topic: start}))
+	} else {
+		opts = append(opts, c.groupOpts(tr)...)
 	}
-	caughtUp := func() bool {
-		for p, t := range targets {
-			if t > 0 && pos[p] < t {
-				return false
-			}
-		}
-		return true
-	}
-	if caughtUp() {
+	if tr.caughtUp() {
 		c.markReady()
 		if once {
 			return errCaughtUp
 		}
 	}
-	cl, err := kgo.NewClient(append(slices.Clone(c.cfg.KafkaOpts),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.cfg.Topic: start}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Transaction markers take offsets: keeping them lets the position
-		// reach the end offset that readiness waits for.
-		kgo.KeepControlRecords(),
-	)...)
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("%w: kafka client: %v", errFatal, err)
 	}
-	defer cl.Close()
+	defer func() {
+		// With BlockRebalanceOnPoll, leaving the group waits for the
+		// rebalance that the last poll blocked.
+		cl.AllowRebalance()
+		cl.Close()
+	}()
 	for {
 		fs := cl.PollRecords(ctx, c.cfg.MaxBatch)
 		if ctx.Err() != nil {
@@ -351,7 +351,7 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 			}
 			for _, r := range fp.Records {
 				if _, ok := b.From[r.Partition]; !ok {
-					b.From[r.Partition] = pos[r.Partition]
+					b.From[r.Partition] = tr.position(r.Partition)
 				}
 				b.Next[r.Partition] = r.Offset + 1
 				if r.Attrs.IsControl() {
@@ -368,30 +368,184 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 			return poisonErr
 		}
 		if len(b.Next) == 0 {
+			cl.AllowRebalance()
 			continue
 		}
 		if err := c.cfg.Store.Apply(ctx, c.cfg.Name, b); err != nil {
 			return fmt.Errorf("apply batch: %w", err)
 		}
 		c.applied.Add(float64(len(b.Changes)))
-		for p, n := range b.Next {
-			pos[p] = n
-		}
+		tr.advance(b.Next)
+		// In a group, partitions move only between applied batches.
+		cl.AllowRebalance()
 		if c.cfg.Progress != nil {
-			var done, total int64
-			for p, t := range targets {
-				total += t
-				done += min(max(pos[p], 0), t)
-			}
-			c.cfg.Progress(done, total)
+			c.cfg.Progress(tr.progress())
 		}
-		if caughtUp() {
+		if tr.caughtUp() {
 			c.markReady()
 			if once {
 				return errCaughtUp
 			}
 		}
 	}
+}
+
+// tracker holds the partitions a session reads: each one's end offset at
+// assignment (what readiness waits for) and its next offset to apply.
+type tracker struct {
+	mu       sync.Mutex
+	targets  map[int32]int64
+	pos      map[int32]int64
+	assigned bool // the first assignment happened (groups start with none)
+}
+
+// assign starts reading p and returns where to start.
+func (t *tracker) assign(p int32, end int64, stored map[int32]int64) kgo.Offset {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.targets[p] = end
+	if next, ok := stored[p]; ok {
+		t.pos[p] = next
+		return kgo.NewOffset().At(next)
+	}
+	t.pos[p] = -1 // unknown until the first record
+	return kgo.NewOffset().AtStart()
+}
+
+func (t *tracker) revoke(ps []int32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, p := range ps {
+		delete(t.targets, p)
+		delete(t.pos, p)
+	}
+}
+
+func (t *tracker) position(p int32) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.pos[p]
+}
+
+func (t *tracker) advance(next map[int32]int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for p, n := range next {
+		if _, ok := t.pos[p]; ok {
+			t.pos[p] = n
+		}
+	}
+}
+
+func (t *tracker) caughtUp() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.assigned {
+		return false
+	}
+	for p, end := range t.targets {
+		if end > 0 && t.pos[p] < end {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *tracker) progress() (done, total int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for p, end := range t.targets {
+		total += end
+		done += min(max(t.pos[p], 0), end)
+	}
+	return done, total
+}
+
+// Revoker is an optional Store interface for partitioned mode: drop what
+// came from partitions this instance no longer owns (a Memory model holds
+// only its own partitions' keys).
+type Revoker interface {
+	Revoke(partitions []int32)
+}
+
+// groupOpts consumes as a member of cfg.Group: partitions are spread over
+// the group's instances (partitioned mode). Offsets come from the store,
+// never from Kafka: a Postgres model's offsets commit with its rows.
+func (c *Consumer[T]) groupOpts(tr *tracker) []kgo.Opt {
+	topic := c.cfg.Topic
+	onRevoke := func(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+		ps := revoked[topic]
+		tr.revoke(ps)
+		if r, ok := c.cfg.Store.(Revoker); ok {
+			r.Revoke(ps)
+		}
+		c.log.Info("partitions revoked", "partitions", ps)
+	}
+	return []kgo.Opt{
+		kgo.ConsumerGroup(c.cfg.Group),
+		kgo.ConsumeTopics(topic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.AdjustFetchOffsetsFn(func(ctx context.Context, offs map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+			ps := make([]int32, 0, len(offs[topic]))
+			for p := range offs[topic] {
+				ps = append(ps, p)
+			}
+			stored, err := c.cfg.Store.Offsets(ctx, c.cfg.Name, topic)
+			if err != nil {
+				return nil, err
+			}
+			ends, err := c.ends(ctx, ps)
+			if err != nil {
+				return nil, err
+			}
+			out := map[int32]kgo.Offset{}
+			for _, p := range ps {
+				out[p] = tr.assign(p, ends[p], stored)
+			}
+			tr.mu.Lock()
+			tr.assigned = true
+			tr.mu.Unlock()
+			if tr.caughtUp() { // nothing to catch up on: no records may ever come
+				c.markReady()
+			}
+			c.log.Info("partitions assigned", "partitions", ps)
+			return map[string]map[int32]kgo.Offset{topic: out}, nil
+		}),
+		kgo.OnPartitionsAssigned(func(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+			if len(assigned[topic]) == 0 {
+				tr.mu.Lock()
+				tr.assigned = true // more members than partitions: nothing to catch up on
+				tr.mu.Unlock()
+			}
+			if tr.caughtUp() {
+				c.markReady()
+			}
+		}),
+		kgo.OnPartitionsRevoked(onRevoke),
+		kgo.OnPartitionsLost(onRevoke),
+	}
+}
+
+// ends lists the last stable offsets of some partitions.
+func (c *Consumer[T]) ends(ctx context.Context, ps []int32) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(c.cfg.KafkaOpts...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	offs, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, c.cfg.Topic)
+	if err == nil {
+		err = offs.Error()
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[int32]int64{}
+	for _, p := range ps {
+		out[p] = offs[c.cfg.Topic][p].Offset
+	}
+	return out, nil
 }
 
 // AppliedAter is an optional Store interface: when the model last applied

@@ -11,13 +11,14 @@ import (
 type Memory[T any] struct {
 	mu      sync.RWMutex
 	m       map[string]T
+	part    map[string]int32 // the partition each key came from
 	offsets map[int32]int64
 	ready   func() bool
 }
 
 // NewMemory returns an empty model.
 func NewMemory[T any]() *Memory[T] {
-	return &Memory[T]{m: map[string]T{}, offsets: map[int32]int64{}}
+	return &Memory[T]{m: map[string]T{}, part: map[string]int32{}, offsets: map[int32]int64{}}
 }
 
 // Bind makes reads refuse with ErrNotReady until ready reports true
@@ -39,12 +40,32 @@ func (s *Memory[T]) Apply(_ context.Context, _ string, b *Batch[T]) error {
 	for _, c := range b.Changes {
 		if c.Deleted {
 			delete(s.m, c.Key)
+			delete(s.part, c.Key)
 		} else {
 			s.m[c.Key] = c.State
+			s.part[c.Key] = c.Partition
 		}
 	}
 	maps.Copy(s.offsets, b.Next)
 	return nil
+}
+
+// Revoke drops the keys and offsets of partitions this instance no longer
+// owns (partitioned mode): if they come back, they are replayed.
+func (s *Memory[T]) Revoke(partitions []int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gone := map[int32]bool{}
+	for _, p := range partitions {
+		gone[p] = true
+		delete(s.offsets, p)
+	}
+	for k, p := range s.part {
+		if gone[p] {
+			delete(s.m, k)
+			delete(s.part, k)
+		}
+	}
 }
 
 // Get returns the state of key.

@@ -33,7 +33,7 @@ func (s *mirrorSetup) close() {
 	s.reg.Close()
 }
 
-func (a *app) mirrorSetup(ctx context.Context, cfg *config.Config, entity *config.Entity, table, poison string) (*mirrorSetup, error) {
+func (a *app) mirrorSetup(ctx context.Context, cfg *config.Config, entity *config.Entity, table, poison, group string) (*mirrorSetup, error) {
 	kopts, err := cfg.Kafka.ClientOpts()
 	if err != nil {
 		return nil, err
@@ -66,14 +66,14 @@ func (a *app) mirrorSetup(ctx context.Context, cfg *config.Config, entity *confi
 	return &mirrorSetup{
 		cfg: consumer.Config[map[string]any]{
 			Name: mirrorConsumer(table), Topic: entity.Topic, KafkaOpts: kopts, Registry: reg,
-			Store: store, Poison: consumer.PoisonPolicy(poison), Logger: a.logger(),
+			Store: store, Poison: consumer.PoisonPolicy(poison), Logger: a.logger(), Group: group,
 		},
 		store: store, pool: pool, reg: reg, entity: entity,
 	}, nil
 }
 
 func newMirrorCmd(a *app) *cobra.Command {
-	var table, poison string
+	var table, poison, group string
 	var once bool
 	cmd := &cobra.Command{
 		Use:   "mirror ENTITY",
@@ -109,7 +109,10 @@ exits 0; without, it keeps following, serving /metrics and /readyz.`,
 				table = entity.Name + "_mirror"
 			}
 			ctx := cmd.Context()
-			s, err := a.mirrorSetup(ctx, cfg, entity, table, poison)
+			if once && group != "" {
+				return errors.New("--once and --group do not go together: a group member catches up on the partitions it is given, not the topic")
+			}
+			s, err := a.mirrorSetup(ctx, cfg, entity, table, poison, group)
 			if err != nil {
 				return err
 			}
@@ -149,6 +152,7 @@ exits 0; without, it keeps following, serving /metrics and /readyz.`,
 	cmd.Flags().StringVar(&table, "table", "", "table to mirror into, optionally schema-qualified (default <entity>_mirror)")
 	cmd.Flags().StringVar(&poison, "poison", "halt", "what to do with a record that cannot be applied: halt, skip (kept in ecst.consumer_skipped) or dead-letter (<topic>.dlq)")
 	cmd.Flags().BoolVar(&once, "once", false, "catch up to the end of the topic, then exit 0")
+	cmd.Flags().StringVar(&group, "group", "", "share the table among the instances of this consumer group, each applying its own partitions (partitioned mode)")
 	return cmd
 }
 
@@ -193,7 +197,7 @@ they are the consumers in ecst.consumer_offsets), or just the table.`,
 			if entity == nil {
 				return fmt.Errorf("no entity in the config has topic %s, which %s mirrors", topic, mirrorConsumer(table))
 			}
-			s, err := a.mirrorSetup(ctx, cfg, entity, table, poison)
+			s, err := a.mirrorSetup(ctx, cfg, entity, table, poison, "")
 			if err != nil {
 				return err
 			}
