@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/internal/benchrelay"
 	"github.com/ecst-io/ecst/internal/pgcluster"
 	"github.com/ecst-io/ecst/outbox"
@@ -50,22 +51,11 @@ Figures are for comparing with each other; machines differ and are noisy.`,
 			if err != nil {
 				return err
 			}
-			var kopts []kgo.Opt
-			brokerName := "kfake (in process)"
-			if len(cfg.Kafka.Brokers) > 0 {
-				if kopts, err = cfg.Kafka.ClientOpts(); err != nil {
-					return err
-				}
-				brokerName = "Kafka at " + strings.Join(cfg.Kafka.Brokers, ",")
-			} else {
-				fake, err := kfake.NewCluster(kfake.NumBrokers(1))
-				if err != nil {
-					return err
-				}
-				defer fake.Close()
-				cfg.Kafka.Brokers = fake.ListenAddrs()
-				kopts = []kgo.Opt{kgo.SeedBrokers(fake.ListenAddrs()...)}
+			kopts, brokerName, stopBroker, err := benchBroker(cfg)
+			if err != nil {
+				return err
 			}
+			defer stopBroker()
 			fmt.Fprintf(out, "starting a throwaway PostgreSQL (fsync on)...\n")
 			cluster, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
 			if err != nil {
@@ -172,4 +162,20 @@ func relayRSS(ctx context.Context, dbURL string, brokers []string, service strin
 		return 0, 0, fmt.Errorf("no rusage on this platform")
 	}
 	return float64(ru.Maxrss) / 1024, time.Since(start), nil
+}
+
+// benchBroker returns client options for the configured brokers, or for an
+// in-process kfake broker (whose address it writes into cfg) when none is
+// configured; stop releases the kfake broker.
+func benchBroker(cfg *config.Config) (kopts []kgo.Opt, name string, stop func(), err error) {
+	if len(cfg.Kafka.Brokers) > 0 {
+		kopts, err = cfg.Kafka.ClientOpts()
+		return kopts, "Kafka at " + strings.Join(cfg.Kafka.Brokers, ","), func() {}, err
+	}
+	fake, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		return nil, "", nil, err
+	}
+	cfg.Kafka.Brokers = fake.ListenAddrs()
+	return []kgo.Opt{kgo.SeedBrokers(fake.ListenAddrs()...)}, "kfake (in process)", fake.Close, nil
 }

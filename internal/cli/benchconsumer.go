@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
@@ -45,21 +43,11 @@ and prints entities/s and each as a ratio of raw.`,
 			if err != nil {
 				return err
 			}
-			kopts := []kgo.Opt{}
-			broker := "kfake (in process)"
-			if len(cfg.Kafka.Brokers) > 0 {
-				if kopts, err = cfg.Kafka.ClientOpts(); err != nil {
-					return err
-				}
-				broker = "Kafka at " + strings.Join(cfg.Kafka.Brokers, ",")
-			} else {
-				fake, err := kfake.NewCluster(kfake.NumBrokers(1))
-				if err != nil {
-					return err
-				}
-				defer fake.Close()
-				kopts = []kgo.Opt{kgo.SeedBrokers(fake.ListenAddrs()...)}
+			kopts, broker, stopBroker, err := benchBroker(cfg)
+			if err != nil {
+				return err
 			}
+			defer stopBroker()
 			fakeReg := srfake.New()
 			defer fakeReg.Close()
 			topic := fmt.Sprintf("bench-consumer-%d", time.Now().UnixNano())

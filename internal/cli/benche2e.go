@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
@@ -48,21 +47,11 @@ the model applied it: p50, p99 and max, exact (every event is timed).`,
 			if err != nil {
 				return err
 			}
-			var kopts []kgo.Opt
-			broker := "kfake (in process)"
-			if len(cfg.Kafka.Brokers) > 0 {
-				if kopts, err = cfg.Kafka.ClientOpts(); err != nil {
-					return err
-				}
-				broker = "Kafka at " + strings.Join(cfg.Kafka.Brokers, ",")
-			} else {
-				fake, err := kfake.NewCluster(kfake.NumBrokers(1))
-				if err != nil {
-					return err
-				}
-				defer fake.Close()
-				kopts = []kgo.Opt{kgo.SeedBrokers(fake.ListenAddrs()...)}
+			kopts, broker, stopBroker, err := benchBroker(cfg)
+			if err != nil {
+				return err
 			}
+			defer stopBroker()
 			cluster, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
 			if err != nil {
 				return err
