@@ -142,9 +142,16 @@ func (e *env) relayConfig() outbox.RelayConfig {
 			}
 		})
 	}
+	// A pool of its own, as a relay process has: the writers and the test's
+	// own queries must not starve it (or it them).
+	pool, err := pgxpool.New(context.Background(), e.dbURL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(pool.Close)
 	return outbox.RelayConfig{
 		Logger:       slog.New(slog.NewTextHandler(e.relayLog, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Pool:         e.pool,
+		Pool:         pool,
 		KafkaOpts:    e.kopts,
 		Service:      e.service,
 		Topics:       []string{e.topic},
