@@ -64,3 +64,9 @@ func Insert(ctx context.Context, tx pgx.Tx, r Row) error {
 	}
 	return nil
 }
+
+// Queue adds r's insert, under its key lock, to a batch the caller sends in
+// its transaction.
+func Queue(b *pgx.Batch, r Row) {
+	b.Queue(insertSQL, r.Shard, r.Topic, r.Key, r.Value, EncodeHeaders(r.Headers), KeyLock(r.Topic, r.Key))
+}

@@ -105,8 +105,8 @@ type Publisher struct {
 	autoRegister bool
 	shards       int
 	entities     map[string]*entity
-	// insert is outbox.Insert; a test swaps it to show what the key lock
-	// is for.
+	// insert is outbox.Insert, wrapped; a test swaps it to show what the
+	// key lock is for.
 	insert func(context.Context, pgx.Tx, outbox.Row) error
 }
 
@@ -135,7 +135,12 @@ func New(cfg Config) (*Publisher, error) {
 		autoRegister: cfg.AutoRegister,
 		shards:       max(cfg.Shards, 1),
 		entities:     make(map[string]*entity, len(cfg.Entities)),
-		insert:       outbox.Insert,
+		insert: func(ctx context.Context, tx pgx.Tx, r outbox.Row) error {
+			if err := outbox.Insert(ctx, tx, r); err != nil {
+				return fmt.Errorf("publish %q: %w", r.Key, err)
+			}
+			return nil
+		},
 	}
 	for name, e := range cfg.Entities {
 		if e.SchemaText == "" {
@@ -193,31 +198,71 @@ func Republish(runID string) Option { return func(e *event) { e.republish = runI
 // Publish writes the full state of entity key at version inside tx. state
 // is a map[string]any or a struct with avro tags (the generated types).
 func (p *Publisher) Publish(ctx context.Context, tx pgx.Tx, entityName, key string, version int64, state any, opts ...Option) error {
-	e, err := p.check(entityName, key)
+	row, err := p.upsertRow(ctx, entityName, key, version, state, opts)
 	if err != nil {
 		return err
 	}
-	payload, err := avro.Marshal(e.schema, state)
-	if err != nil {
-		return &EncodeError{Entity: entityName, Key: key, Field: fieldOf(err), Err: err}
-	}
-	id, err := p.schemaID(ctx, e)
-	if err != nil {
-		return err
-	}
-	value := make([]byte, 0, 5+len(payload))
-	value = append(schemas.AppendWire(value, id), payload...)
-	return p.write(ctx, tx, e, key, version, value, e.upserted, opts)
+	return p.insert(ctx, tx, row)
 }
 
 // Delete writes a tombstone for entity key inside tx: a null value that
 // compaction eventually removes, and the <entity>.deleted event type.
 func (p *Publisher) Delete(ctx context.Context, tx pgx.Tx, entityName, key string, version int64, opts ...Option) error {
-	e, err := p.check(entityName, key)
+	row, err := p.deleteRow(entityName, key, version, opts)
 	if err != nil {
 		return err
 	}
-	return p.write(ctx, tx, e, key, version, nil, e.deleted, opts)
+	return p.insert(ctx, tx, row)
+}
+
+// Queue is Publish for callers that send their statements as a pgx.Batch:
+// it validates and encodes now (returning the same errors as Publish, with
+// nothing queued), and adds the outbox insert to b, which the caller sends
+// inside its transaction (tx.SendBatch). The event then costs the business
+// transaction no round trip of its own.
+func (p *Publisher) Queue(ctx context.Context, b *pgx.Batch, entityName, key string, version int64, state any, opts ...Option) error {
+	row, err := p.upsertRow(ctx, entityName, key, version, state, opts)
+	if err != nil {
+		return err
+	}
+	outbox.Queue(b, row)
+	return nil
+}
+
+// QueueDelete is Delete for a pgx.Batch, as Queue is for Publish.
+func (p *Publisher) QueueDelete(b *pgx.Batch, entityName, key string, version int64, opts ...Option) error {
+	row, err := p.deleteRow(entityName, key, version, opts)
+	if err != nil {
+		return err
+	}
+	outbox.Queue(b, row)
+	return nil
+}
+
+func (p *Publisher) upsertRow(ctx context.Context, entityName, key string, version int64, state any, opts []Option) (outbox.Row, error) {
+	e, err := p.check(entityName, key)
+	if err != nil {
+		return outbox.Row{}, err
+	}
+	payload, err := avro.Marshal(e.schema, state)
+	if err != nil {
+		return outbox.Row{}, &EncodeError{Entity: entityName, Key: key, Field: fieldOf(err), Err: err}
+	}
+	id, err := p.schemaID(ctx, e)
+	if err != nil {
+		return outbox.Row{}, err
+	}
+	value := make([]byte, 0, 5+len(payload))
+	value = append(schemas.AppendWire(value, id), payload...)
+	return p.row(e, key, version, value, e.upserted, opts)
+}
+
+func (p *Publisher) deleteRow(entityName, key string, version int64, opts []Option) (outbox.Row, error) {
+	e, err := p.check(entityName, key)
+	if err != nil {
+		return outbox.Row{}, err
+	}
+	return p.row(e, key, version, nil, e.deleted, opts)
 }
 
 func (p *Publisher) check(entityName, key string) (*entity, error) {
@@ -234,7 +279,8 @@ func (p *Publisher) check(entityName, key string) (*entity, error) {
 	return e, nil
 }
 
-func (p *Publisher) write(ctx context.Context, tx pgx.Tx, e *entity, key string, version int64, value, eventType []byte, opts []Option) error {
+// row builds the outbox row with the headers of the wire contract.
+func (p *Publisher) row(e *entity, key string, version int64, value, eventType []byte, opts []Option) (outbox.Row, error) {
 	ev := event{}
 	for _, o := range opts {
 		o(&ev)
@@ -244,7 +290,7 @@ func (p *Publisher) write(ctx context.Context, tx pgx.Tx, e *entity, key string,
 	}
 	eventID, err := uuid.NewV7()
 	if err != nil {
-		return fmt.Errorf("event id: %w", err)
+		return outbox.Row{}, fmt.Errorf("event id: %w", err)
 	}
 	hs := make([]outbox.Header, 0, 7)
 	hs = append(hs,
@@ -260,11 +306,7 @@ func (p *Publisher) write(ctx context.Context, tx pgx.Tx, e *entity, key string,
 	if ev.traceParent != "" {
 		hs = append(hs, outbox.Header{Key: HeaderTraceParent, Value: []byte(ev.traceParent)})
 	}
-	row := outbox.Row{Shard: outbox.Shard(e.cfg.Topic, key, p.shards), Topic: e.cfg.Topic, Key: key, Value: value, Headers: hs}
-	if err := p.insert(ctx, tx, row); err != nil {
-		return fmt.Errorf("publish %s %q: %w", e.cfg.Name, key, err)
-	}
-	return nil
+	return outbox.Row{Shard: outbox.Shard(e.cfg.Topic, key, p.shards), Topic: e.cfg.Topic, Key: key, Value: value, Headers: hs}, nil
 }
 
 // schemaID resolves the entity's schema id by content, once. Failures are

@@ -343,3 +343,44 @@ func TestVersionHeaderIsDecimal(t *testing.T) {
 		t.Fatalf("version header %q", got)
 	}
 }
+
+func TestQueueInTheCallersBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, fixtureOpts{})
+	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue("INSERT INTO customers (id, version, name, email) VALUES ('c1', 4, 'Ada', 'a@x')")
+		if err := f.pub.Queue(ctx, b, "customer", "c1", 4, customer("c1", 4)); err != nil {
+			return err
+		}
+		if err := f.pub.QueueDelete(b, "customer", "c2", 9); err != nil {
+			return err
+		}
+		// Invalid input is refused at once and queues nothing.
+		n := b.Len()
+		bad := customer("c3", 1)
+		delete(bad, "email")
+		if err := f.pub.Queue(ctx, b, "customer", "c3", 1, bad); !errors.Is(err, producer.ErrInvalidState) {
+			t.Errorf("Queue of a bad state = %v", err)
+		}
+		if err := f.pub.QueueDelete(b, "customer", "", 1); !errors.Is(err, producer.ErrEmptyKey) {
+			t.Errorf("QueueDelete of an empty key = %v", err)
+		}
+		if b.Len() != n {
+			t.Errorf("refused events were queued: %d statements, want %d", b.Len(), n)
+		}
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := f.rows(t)
+	if len(rows) != 2 || rows[0].Key != "c1" || rows[0].Headers[producer.HeaderEntityVersion] != "4" ||
+		rows[1].Key != "c2" || rows[1].Value != nil || rows[1].Headers[producer.HeaderEventType] != "customer.deleted" {
+		t.Fatalf("rows = %+v", rows)
+	}
+	if id, _, err := schemas.DecodeWire(rows[0].Value); err != nil || id != f.id {
+		t.Fatalf("wire id %d, %v", id, err)
+	}
+}
