@@ -32,6 +32,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/schemas"
 )
 
@@ -256,7 +257,7 @@ func (c *Consumer[T]) run(ctx context.Context, once bool) error {
 			return err
 		}
 		c.log.Warn("consumer session failed; retrying", "err", err)
-		if !sleepCtx(ctx, time.Second) {
+		if !wait.Sleep(ctx, time.Second) {
 			return nil
 		}
 	}
@@ -656,15 +657,4 @@ func (c *Consumer[T]) ensureDLQ(ctx context.Context, adm *kadm.Client, partition
 		return fmt.Errorf("%w: create dead-letter topic %s: %v", errFatal, name, err)
 	}
 	return nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 // RejectPolicy is what the relay does with a record the broker rejects for
@@ -399,7 +401,7 @@ func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.L
 			if r.cfg.Drain {
 				return true, nil
 			}
-			sleepCtx(term, poll)
+			wait.Sleep(term, poll)
 			poll = min(poll*2, r.cfg.PollMax)
 			continue
 		}
@@ -537,7 +539,7 @@ func (r *Relay) sampleBacklog(term context.Context, shard int) {
 			r.m.backlog.WithLabelValues(label).Set(float64(n))
 			r.m.oldest.WithLabelValues(label).Set(age)
 		}
-		if !sleepCtx(term, 5*time.Second) {
+		if !wait.Sleep(term, 5*time.Second) {
 			return
 		}
 	}
@@ -776,19 +778,7 @@ func (b *backoff) sleep(ctx context.Context) {
 	}
 	d := time.Duration(rand.Int64N(int64(b.cur))) + b.min/2 //nolint:gosec // jitter
 	b.cur = min(b.cur*2, b.max)
-	sleepCtx(ctx, d)
+	wait.Sleep(ctx, d)
 }
 
 func (b *backoff) reset() { b.cur = 0 }
-
-// sleepCtx sleeps for d or until ctx ends; it reports whether it slept.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

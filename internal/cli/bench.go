@@ -57,19 +57,11 @@ Figures are for comparing with each other; machines differ and are noisy.`,
 			}
 			defer stopBroker()
 			fmt.Fprintf(out, "starting a throwaway PostgreSQL (fsync on)...\n")
-			cluster, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
+			dbURL, pool, stopDB, err := benchDatabase(ctx, 0)
 			if err != nil {
 				return err
 			}
-			defer cluster.Stop() //nolint:errcheck
-			pool, err := pgxpool.New(ctx, cluster.URL("postgres"))
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			if _, err := outbox.Migrate(ctx, pool); err != nil {
-				return err
-			}
+			defer stopDB()
 			suffix := fmt.Sprint(time.Now().UnixNano())
 			env := &benchrelay.Env{Pool: pool, KafkaOpts: kopts, Topic: "bench-relay-" + suffix, Service: "bench-" + suffix, Log: a.logger()}
 			if err := env.CreateTopic(ctx, 6); err != nil {
@@ -113,7 +105,7 @@ Figures are for comparing with each other; machines differ and are noisy.`,
 				if err := env.Fill(ctx, rssRows, valueSize); err != nil {
 					return err
 				}
-				rss, took, err := relayRSS(ctx, cluster.URL("postgres"), cfg.Kafka.Brokers, env.Service, out)
+				rss, took, err := relayRSS(ctx, dbURL, cfg.Kafka.Brokers, env.Service, out)
 				if err != nil {
 					return err
 				}
@@ -178,4 +170,35 @@ func benchBroker(cfg *config.Config) (kopts []kgo.Opt, name string, stop func(),
 	}
 	cfg.Kafka.Brokers = fake.ListenAddrs()
 	return []kgo.Opt{kgo.SeedBrokers(fake.ListenAddrs()...)}, "kfake (in process)", fake.Close, nil
+}
+
+// benchDatabase starts a throwaway durable PostgreSQL cluster (fsync on, as
+// in production), migrates it, and returns its URL and a pool of maxConns
+// connections (0: pgxpool's default); stop removes it all.
+func benchDatabase(ctx context.Context, maxConns int) (url string, pool *pgxpool.Pool, stop func(), err error) {
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
+	if err != nil {
+		return "", nil, nil, err
+	}
+	url = cluster.URL("postgres")
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err == nil && maxConns > 0 {
+		pcfg.MaxConns = int32(maxConns) //nolint:gosec // small
+	}
+	if err == nil {
+		pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+	}
+	if err != nil {
+		_ = cluster.Stop()
+		return "", nil, nil, err
+	}
+	stop = func() {
+		pool.Close()
+		_ = cluster.Stop()
+	}
+	if _, err := outbox.Migrate(ctx, pool); err != nil {
+		stop()
+		return "", nil, nil, err
+	}
+	return url, pool, stop, nil
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hamba/avro/v2"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -20,8 +19,6 @@ import (
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
-	"github.com/ecst-io/ecst/internal/pgcluster"
-	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/schemas"
 )
 
@@ -87,19 +84,11 @@ and prints entities/s and each as a ratio of raw.`,
 			memRate := float64(entities) / memTook.Seconds()
 			fmt.Fprintf(out, "memory model (generated type): %8.0f entities/s  (%.2f x raw)\n", memRate, memRate/rawRate)
 
-			cluster, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
+			_, pool, stopDB, err := benchDatabase(ctx, 0)
 			if err != nil {
 				return err
 			}
-			defer cluster.Stop() //nolint:errcheck
-			pool, err := pgxpool.New(ctx, cluster.URL("postgres"))
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			if _, err := outbox.Migrate(ctx, pool); err != nil {
-				return err
-			}
+			defer stopDB()
 			s, _ := schemas.Parse(customers.Schema)
 			mirror, _ := consumer.NewMirror(s)
 			if _, err := pool.Exec(ctx, mirror.CreateTable("bench_mirror")); err != nil {

@@ -20,7 +20,6 @@ import (
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
-	"github.com/ecst-io/ecst/internal/pgcluster"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/schemas"
@@ -52,24 +51,11 @@ the model applied it: p50, p99 and max, exact (every event is timed).`,
 				return err
 			}
 			defer stopBroker()
-			cluster, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
+			_, pool, stopDB, err := benchDatabase(ctx, writers+8)
 			if err != nil {
 				return err
 			}
-			defer cluster.Stop() //nolint:errcheck
-			pcfg, err := pgxpool.ParseConfig(cluster.URL("postgres"))
-			if err != nil {
-				return err
-			}
-			pcfg.MaxConns = int32(writers + 8) //nolint:gosec // small
-			pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			if _, err := outbox.Migrate(ctx, pool); err != nil {
-				return err
-			}
+			defer stopDB()
 			fakeReg := srfake.New()
 			defer fakeReg.Close()
 			fmt.Fprintf(out, "commit -> read model applied, %s, durable PostgreSQL, %d writers, 2 cores\n\n", broker, writers)
