@@ -209,29 +209,48 @@ func (r *Relay) checkTopics(ctx context.Context) error {
 	if len(r.cfg.Topics) == 0 {
 		return nil
 	}
+	// A topic created a moment ago can still be unknown to the broker that
+	// answers; one still unknown after the grace is missing.
+	deadline := time.Now().Add(topicGrace)
+	for {
+		missing, err := r.missingTopics(ctx)
+		if err != nil || len(missing) == 0 {
+			return err
+		}
+		if time.Now().After(deadline) || !wait.Sleep(ctx, 250*time.Millisecond) {
+			return fmt.Errorf("%w: %v", ErrTopicMissing, missing)
+		}
+	}
+}
+
+// topicGrace is how long a topic may be unknown at start before it counts
+// as missing.
+const topicGrace = 5 * time.Second
+
+// missingTopics lists the configured topics the cluster does not know. It
+// uses a client of its own each time: kgo caches metadata, and a cached
+// "unknown topic" would outlive the topic's creation.
+func (r *Relay) missingTopics(ctx context.Context) ([]string, error) {
 	cl, err := kgo.NewClient(r.cfg.KafkaOpts...)
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	defer cl.Close()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	details, err := kadm.NewClient(cl).ListTopics(cctx, r.cfg.Topics...)
 	if err != nil {
-		return fmt.Errorf("connect to Kafka: %w (check ECST_BROKERS, TLS and SASL settings)", explainKafka(err))
+		return nil, fmt.Errorf("connect to Kafka: %w (check ECST_BROKERS, TLS and SASL settings)", explainKafka(err))
 	}
 	var missing []string
 	for _, t := range r.cfg.Topics {
 		if d, ok := details[t]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
 			missing = append(missing, t)
 		} else if d.Err != nil {
-			return fmt.Errorf("describe topic %s: %w", t, explainKafka(d.Err))
+			return nil, fmt.Errorf("describe topic %s: %w", t, explainKafka(d.Err))
 		}
 	}
-	if len(missing) > 0 {
-		return fmt.Errorf("%w: %v", ErrTopicMissing, missing)
-	}
-	return nil
+	return missing, nil
 }
 
 // runShard alternates between standing by for the shard's lock and leading
