@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -69,4 +70,41 @@ func Insert(ctx context.Context, tx pgx.Tx, r Row) error {
 // its transaction.
 func Queue(b *pgx.Batch, r Row) {
 	b.Queue(insertSQL, r.Shard, r.Topic, r.Key, r.Value, EncodeHeaders(r.Headers), KeyLock(r.Topic, r.Key))
+}
+
+// LockKeys takes the key locks of topic's keys inside tx, in ascending lock
+// order so that two bulk writers never deadlock on each other. A single-key
+// writer (Insert) may still meet a bulk writer in the other order only if it
+// locks more keys later in its own transaction; Postgres then aborts one of
+// them with a deadlock error, which the bulk writer retries.
+func LockKeys(ctx context.Context, tx pgx.Tx, topic string, keys []string) error {
+	locks := make([]int64, len(keys))
+	for i, k := range keys {
+		locks[i] = KeyLock(topic, k)
+	}
+	slices.Sort(locks)
+	locks = slices.Compact(locks)
+	// unnest yields the array in order and the function scan evaluates
+	// pg_advisory_xact_lock row by row, so the locks are taken in order.
+	if _, err := tx.Exec(ctx, `SELECT count(pg_advisory_xact_lock(l)) FROM unnest($1::bigint[]) AS l`, locks); err != nil {
+		return fmt.Errorf("lock %d keys of %s: %w", len(keys), topic, err)
+	}
+	return nil
+}
+
+// CopyRows writes rows with COPY, the bulk path. The caller must hold every
+// row's key lock in tx (LockKeys): COPY does not take them.
+func CopyRows(ctx context.Context, tx pgx.Tx, rows []Row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"ecst", "outbox"}, []string{"shard", "topic", "key", "value", "headers"},
+		pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+			r := rows[i]
+			return []any{r.Shard, r.Topic, r.Key, r.Value, EncodeHeaders(r.Headers)}, nil
+		}))
+	if err != nil {
+		return fmt.Errorf("copy %d outbox rows: %w", len(rows), err)
+	}
+	return nil
 }

@@ -239,6 +239,19 @@ func (p *Publisher) QueueDelete(b *pgx.Batch, entityName, key string, version in
 	return nil
 }
 
+// Event validates and encodes the full state of entity key, like Publish,
+// and returns the outbox row instead of writing it. Bulk writers (republish)
+// take the rows' key locks themselves (outbox.LockKeys) and copy them in with
+// outbox.CopyRows.
+func (p *Publisher) Event(ctx context.Context, entityName, key string, version int64, state any, opts ...Option) (outbox.Row, error) {
+	return p.upsertRow(ctx, entityName, key, version, state, opts)
+}
+
+// DeleteEvent is Event for a deletion: the tombstone row.
+func (p *Publisher) DeleteEvent(entityName, key string, version int64, opts ...Option) (outbox.Row, error) {
+	return p.deleteRow(entityName, key, version, opts)
+}
+
 func (p *Publisher) upsertRow(ctx context.Context, entityName, key string, version int64, state any, opts []Option) (outbox.Row, error) {
 	e, err := p.check(entityName, key)
 	if err != nil {

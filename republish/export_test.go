@@ -1,0 +1,9 @@
+package republish
+
+// ReadBeforeLock makes every batch read its rows before it takes their key
+// locks, pausing in between: the ordering bug the live-traffic test must
+// catch.
+func ReadBeforeLock(o *Options, pause func()) {
+	o.readFirst = true
+	o.beforeLock = pause
+}
