@@ -1,0 +1,865 @@
+// Package verify finds drift between an entity's source of truth, its
+// topic and a read model, by comparing a content hash of each key's state
+// in the canonical Avro encoding under the entity's schema. `ecst verify` is
+// a thin shell around Run; a service can expose Run on its admin endpoint.
+//
+// What counts as drift, per key:
+//   - missing: the source has the key; the topic's latest record for it is a
+//     tombstone, or there is none;
+//   - extra: the topic's latest record is a full state; the source lacks it;
+//   - stale: both have it, with different content.
+//
+// Nothing in flight is drift. The source and the outbox are read in one
+// snapshot, then the topic up to its end offsets listed after that
+// snapshot: a change committed before the snapshot is then either still in
+// the outbox (in flight) or on the topic below those ends. Two things can
+// still make a key look drifted for a moment: a change committed after the
+// snapshot that reaches the topic before the ends are listed, and a Kafka
+// transaction the relay saw committed whose markers are not yet written (its
+// records are not yet below the last stable offset). So every key found
+// drifted is checked again, in a new snapshot with the topic read on to its
+// new ends, up to three times; only a key drifted every time is reported.
+package verify
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/internal/pgavro"
+	"github.com/ecst-io/ecst/internal/source"
+	"github.com/ecst-io/ecst/internal/topicscan"
+	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/republish"
+	"github.com/ecst-io/ecst/schemas"
+)
+
+// Config is what a verification needs.
+type Config struct {
+	Pool     *pgxpool.Pool
+	Registry *schemas.Registry
+	Entity   *config.Entity
+	Kafka    []kgo.Opt
+	Logger   *slog.Logger
+	// Publisher is needed by Repair only.
+	Publisher *producer.Publisher
+}
+
+// Options choose what to compare and whether to repair.
+type Options struct {
+	// Mirror is an `ecst mirror` table to compare with the topic too.
+	Mirror string
+	// Samples is how many keys to list per kind of drift (default 10);
+	// Diffs how many stale keys get a field-level diff (default 3).
+	Samples, Diffs int
+	// Repair republishes the drifted keys (tombstoning the extra ones),
+	// waits for the relay (and the mirror) to catch up, and verifies again.
+	Repair bool
+	// Wait bounds a repair's wait for the relay and the mirror (default 2m).
+	Wait time.Duration
+	// Progress, if set, reports the phases of a long verification.
+	Progress func(phase string, done int64)
+	// afterSnapshot, a test hook, runs between a snapshot and the topic
+	// read that follows it.
+	afterSnapshot func()
+}
+
+// Report is a verification's outcome.
+type Report struct {
+	Entity     string `json:"entity"`
+	Topic      string `json:"topic"`
+	SourceKeys int64  `json:"source_keys"`
+	TopicKeys  int64  `json:"topic_keys"` // keys whose latest record is a full state
+	InFlight   int64  `json:"in_flight"`  // keys with rows still in the outbox
+	Missing    int64  `json:"missing"`
+	Extra      int64  `json:"extra"`
+	Stale      int64  `json:"stale"`
+	Samples    Sample `json:"samples"`
+	Diffs      []Diff `json:"diffs,omitempty"`
+	// Mirror compares the topic with a read model table.
+	Mirror *MirrorReport `json:"mirror,omitempty"`
+	// Repair is set when Options.Repair ran; its After is the verification
+	// that followed it.
+	Repair  *RepairReport `json:"repair,omitempty"`
+	Elapsed string        `json:"elapsed"`
+
+	missing, extra, stale []string
+}
+
+// Sample lists some keys of each kind of drift.
+type Sample struct {
+	Missing []string `json:"missing"`
+	Extra   []string `json:"extra"`
+	Stale   []string `json:"stale"`
+}
+
+// MirrorReport compares a mirror table with the topic.
+type MirrorReport struct {
+	Table   string `json:"table"`
+	Rows    int64  `json:"rows"`
+	Lagging int64  `json:"lagging"` // keys whose latest record the mirror has not consumed yet
+	Missing int64  `json:"missing"`
+	Extra   int64  `json:"extra"`
+	Stale   int64  `json:"stale"`
+	Samples Sample `json:"samples"`
+	Diffs   []Diff `json:"diffs,omitempty"`
+
+	missing, extra, stale []string
+}
+
+// Diff is a field-level difference of one stale key.
+type Diff struct {
+	Key    string      `json:"key"`
+	Fields []FieldDiff `json:"fields"`
+}
+
+// FieldDiff is one field that differs. Want is the source's value (the
+// topic's for a mirror), Got the topic's (the mirror's).
+type FieldDiff struct {
+	Field string `json:"field"`
+	Want  any    `json:"want"`
+	Got   any    `json:"got"`
+}
+
+// RepairReport says what a repair did.
+type RepairReport struct {
+	RunID       int64   `json:"run_id"`
+	Republished int64   `json:"republished"`
+	Tombstoned  int64   `json:"tombstoned"`
+	After       *Report `json:"after"`
+}
+
+// InSync reports whether nothing drifted (after a repair: whether the
+// verification after it found nothing).
+func (r *Report) InSync() bool {
+	if r.Repair != nil && r.Repair.After != nil {
+		return r.Repair.After.InSync()
+	}
+	ok := r.Missing == 0 && r.Extra == 0 && r.Stale == 0
+	if r.Mirror != nil {
+		ok = ok && r.Mirror.Missing == 0 && r.Mirror.Extra == 0 && r.Mirror.Stale == 0
+	}
+	return ok
+}
+
+type hash [16]byte
+
+// topicEntry is the latest record of a key.
+type topicEntry struct {
+	h         hash
+	partition int32
+	offset    int64
+	alive     bool
+}
+
+// verifier holds one verification's state.
+type verifier struct {
+	cfg    Config
+	opts   Options
+	src    *source.Source
+	schema avro.Schema
+	canon  *canon
+
+	topic map[string]topicEntry
+	ends  map[int32]int64
+}
+
+// Run verifies the entity, and repairs it when asked.
+func Run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
+	if opts.Samples <= 0 {
+		opts.Samples = 10
+	}
+	if opts.Diffs <= 0 {
+		opts.Diffs = 3
+	}
+	if opts.Wait <= 0 {
+		opts.Wait = 2 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	rep, err := run(ctx, cfg, opts)
+	if err != nil || !opts.Repair || rep.InSync() {
+		return rep, err
+	}
+	rr, err := repair(ctx, cfg, opts, rep)
+	rep.Repair = rr
+	return rep, err
+}
+
+func run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
+	start := time.Now()
+	e := cfg.Entity
+	schema, err := schemas.Parse(e.SchemaText)
+	if err != nil {
+		return nil, err
+	}
+	v := &verifier{cfg: cfg, opts: opts, schema: schema, canon: newCanon(cfg.Registry, schema), topic: map[string]topicEntry{}}
+	conn, err := cfg.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the database: %w", err)
+	}
+	defer conn.Release()
+	if v.src, err = source.Plan(ctx, conn.Conn(), e); err != nil {
+		return nil, err
+	}
+	var mirror *mirrorPlan
+	if opts.Mirror != "" {
+		if mirror, err = planMirror(ctx, conn.Conn(), schema, opts.Mirror); err != nil {
+			return nil, err
+		}
+	}
+
+	// Pass 1: the source, the outbox and the mirror in one snapshot, then
+	// the topic to the ends listed after it.
+	snap, err := v.snapshot(ctx, conn.Conn(), nil, mirror)
+	if err != nil {
+		return nil, err
+	}
+	if opts.afterSnapshot != nil {
+		opts.afterSnapshot()
+	}
+	v.progress("topic", 0)
+	if err := v.scan(ctx); err != nil {
+		return nil, err
+	}
+	rep := &Report{Entity: e.Name, Topic: e.Topic, SourceKeys: int64(len(snap.source))}
+	for _, t := range v.topic {
+		if t.alive {
+			rep.TopicKeys++
+		}
+	}
+	rep.InFlight = int64(len(snap.inFlight))
+	missing, extra, stale := v.compareSource(snap)
+	var mm, me, ms []string
+	var lagging int64
+	if mirror != nil {
+		mm, me, ms, lagging = v.compareMirror(snap)
+	}
+
+	// Look again at every key found drifted, up to three times: a key
+	// changed while it was being compared looks drifted once, rarely twice.
+	for pass := 0; pass < 3 && len(missing)+len(extra)+len(stale)+len(mm)+len(me)+len(ms) > 0; pass++ {
+		keys := slices.Concat(missing, extra, stale, mm, me, ms)
+		slices.Sort(keys)
+		keys = slices.Compact(keys)
+		snap2, err := v.snapshot(ctx, conn.Conn(), keys, mirror)
+		if err != nil {
+			return nil, err
+		}
+		if err := v.scanOn(ctx); err != nil {
+			return nil, err
+		}
+		m2, e2, s2 := v.compareSource(snap2)
+		missing, extra, stale = intersect(missing, m2), intersect(extra, e2), intersect(stale, s2)
+		if mirror != nil {
+			a, b, c, _ := v.compareMirror(snap2)
+			mm, me, ms = intersect(mm, a), intersect(me, b), intersect(ms, c)
+		}
+	}
+	rep.missing, rep.extra, rep.stale = missing, extra, stale
+	rep.Missing, rep.Extra, rep.Stale = int64(len(missing)), int64(len(extra)), int64(len(stale))
+	rep.Samples = Sample{Missing: head(missing, opts.Samples), Extra: head(extra, opts.Samples), Stale: head(stale, opts.Samples)}
+	for _, k := range head(stale, opts.Diffs) {
+		d, err := v.diffSource(ctx, conn.Conn(), k)
+		if err != nil {
+			return nil, err
+		}
+		rep.Diffs = append(rep.Diffs, d)
+	}
+	if mirror != nil {
+		mr := &MirrorReport{Table: opts.Mirror, Rows: int64(len(snap.mirror)), Lagging: lagging,
+			Missing: int64(len(mm)), Extra: int64(len(me)), Stale: int64(len(ms)), missing: mm, extra: me, stale: ms,
+			Samples: Sample{Missing: head(mm, opts.Samples), Extra: head(me, opts.Samples), Stale: head(ms, opts.Samples)}}
+		for _, k := range head(ms, opts.Diffs) {
+			d, err := v.diffMirror(ctx, conn.Conn(), mirror, k)
+			if err != nil {
+				return nil, err
+			}
+			mr.Diffs = append(mr.Diffs, d)
+		}
+		rep.Mirror = mr
+	}
+	rep.Elapsed = time.Since(start).Round(time.Millisecond).String()
+	return rep, nil
+}
+
+func head(s []string, n int) []string {
+	if s == nil {
+		return []string{}
+	}
+	return slices.Clone(s[:min(n, len(s))])
+}
+
+func intersect(a, b []string) []string {
+	in := make(map[string]bool, len(b))
+	for _, k := range b {
+		in[k] = true
+	}
+	out := make([]string, 0, len(a))
+	for _, k := range a {
+		if in[k] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func (v *verifier) progress(phase string, n int64) {
+	if v.opts.Progress != nil {
+		v.opts.Progress(phase, n)
+	}
+}
+
+// snap is one consistent view of the database.
+type snap struct {
+	source   map[string]hash
+	inFlight map[string]bool
+	mirror   map[string]hash
+	offsets  map[int32]int64 // the mirror's next offsets
+	keys     map[string]bool // nil: the whole source was read
+}
+
+// snapshot reads the source (only keys, when given), the outbox's keys and
+// the mirror in one REPEATABLE READ transaction.
+func (v *verifier) snapshot(ctx context.Context, conn *pgx.Conn, keys []string, mirror *mirrorPlan) (*snap, error) {
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
+	s := &snap{source: map[string]hash{}, inFlight: map[string]bool{}}
+	if keys != nil {
+		s.keys = make(map[string]bool, len(keys))
+		for _, k := range keys {
+			s.keys[k] = true
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT DISTINCT key FROM ecst.outbox WHERE topic = $1`, v.cfg.Entity.Topic)
+	if err != nil {
+		return nil, fmt.Errorf("read the outbox: %w", err)
+	}
+	var k string
+	if _, err := pgx.ForEachRow(rows, []any{&k}, func() error { s.inFlight[k] = true; return nil }); err != nil {
+		return nil, fmt.Errorf("read the outbox: %w", err)
+	}
+	q, args := v.src.AllSQL(), []any(nil)
+	if keys != nil {
+		q, args = v.src.RowsSQL(), []any{keys}
+	}
+	v.progress("source", 0)
+	if err := v.hashRows(ctx, tx, q, args, v.src.Mapper, s.source); err != nil {
+		return nil, fmt.Errorf("read the source: %w", err)
+	}
+	if mirror != nil {
+		s.mirror = map[string]hash{}
+		q, args := mirror.all(), []any(nil)
+		if keys != nil {
+			q, args = mirror.rows(), []any{keys}
+		}
+		if err := v.hashRows(ctx, tx, q, args, mirror.mapper, s.mirror); err != nil {
+			return nil, fmt.Errorf("read mirror %s: %w", mirror.table, err)
+		}
+		if s.offsets, err = mirror.offsets(ctx, tx, v.cfg.Entity.Topic); err != nil {
+			return nil, err
+		}
+	}
+	return s, tx.Commit(ctx)
+}
+
+func (v *verifier) hashRows(ctx context.Context, tx pgx.Tx, q string, args []any, m *pgavro.Mapper, out map[string]hash) error {
+	rows, err := tx.Query(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var n int64
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return err
+		}
+		key, _, state, err := m.Map(vals)
+		if err != nil {
+			return err
+		}
+		h, err := v.canon.hashState(state)
+		if err != nil {
+			return fmt.Errorf("key %q: %w", key, err)
+		}
+		out[key] = h
+		if n++; n%100_000 == 0 {
+			v.progress("source", n)
+		}
+	}
+	return rows.Err()
+}
+
+func (v *verifier) scan(ctx context.Context) error {
+	ends, err := topicscan.Scan(ctx, v.cfg.Kafka, v.cfg.Entity.Topic, nil, v.record(ctx))
+	v.ends = ends
+	return err
+}
+
+// scanOn reads the topic on from the previous ends to its current ends.
+func (v *verifier) scanOn(ctx context.Context) error {
+	ends, err := topicscan.Scan(ctx, v.cfg.Kafka, v.cfg.Entity.Topic, v.ends, v.record(ctx))
+	if err == nil {
+		v.ends = ends
+	}
+	return err
+}
+
+func (v *verifier) record(ctx context.Context) func(*kgo.Record) error {
+	var n int64
+	return func(r *kgo.Record) error {
+		e := topicEntry{partition: r.Partition, offset: r.Offset, alive: r.Value != nil}
+		if e.alive {
+			e.h = v.canon.hashWire(ctx, r.Value)
+		}
+		v.topic[string(r.Key)] = e
+		if n++; n%100_000 == 0 {
+			v.progress("topic", n)
+		}
+		return nil
+	}
+}
+
+// compareSource classifies the keys of s (all keys, or s.keys).
+func (v *verifier) compareSource(s *snap) (missing, extra, stale []string) {
+	consider := func(k string) bool { return s.keys == nil || s.keys[k] }
+	for k, h := range s.source {
+		if s.inFlight[k] {
+			continue
+		}
+		t, ok := v.topic[k]
+		switch {
+		case !ok || !t.alive:
+			missing = append(missing, k)
+		case t.h != h:
+			stale = append(stale, k)
+		}
+	}
+	for k, t := range v.topic {
+		if !t.alive || !consider(k) || s.inFlight[k] {
+			continue
+		}
+		if _, ok := s.source[k]; !ok {
+			extra = append(extra, k)
+		}
+	}
+	slices.Sort(missing)
+	slices.Sort(extra)
+	slices.Sort(stale)
+	return missing, extra, stale
+}
+
+// compareMirror classifies the mirror's keys against the topic. A key whose
+// latest record lies at or past the mirror's offset in its partition is
+// lagging, not drifted.
+func (v *verifier) compareMirror(s *snap) (missing, extra, stale []string, lagging int64) {
+	consider := func(k string) bool { return s.keys == nil || s.keys[k] }
+	behind := func(t topicEntry) bool { return t.offset >= s.offsets[t.partition] }
+	for k, t := range v.topic {
+		if !consider(k) {
+			continue
+		}
+		if behind(t) {
+			lagging++
+			continue
+		}
+		h, ok := s.mirror[k]
+		switch {
+		case t.alive && !ok:
+			missing = append(missing, k)
+		case !t.alive && ok:
+			extra = append(extra, k)
+		case t.alive && ok && h != t.h:
+			stale = append(stale, k)
+		}
+	}
+	for k := range s.mirror {
+		if _, ok := v.topic[k]; !ok {
+			extra = append(extra, k)
+		}
+	}
+	slices.Sort(missing)
+	slices.Sort(extra)
+	slices.Sort(stale)
+	return missing, extra, stale, lagging
+}
+
+// diffSource compares a stale key's source row with its topic record.
+func (v *verifier) diffSource(ctx context.Context, conn *pgx.Conn, key string) (Diff, error) {
+	want, err := readOne(ctx, conn, v.src.RowsSQL(), key, v.src.Mapper)
+	if err != nil {
+		return Diff{}, err
+	}
+	got, err := v.topicState(ctx, key)
+	if err != nil {
+		return Diff{}, err
+	}
+	return v.diff(key, want, got), nil
+}
+
+func (v *verifier) diffMirror(ctx context.Context, conn *pgx.Conn, m *mirrorPlan, key string) (Diff, error) {
+	got, err := readOne(ctx, conn, m.rows(), key, m.mapper)
+	if err != nil {
+		return Diff{}, err
+	}
+	want, err := v.topicState(ctx, key)
+	if err != nil {
+		return Diff{}, err
+	}
+	return v.diff(key, want, got), nil
+}
+
+func readOne(ctx context.Context, conn *pgx.Conn, q, key string, m *pgavro.Mapper) (map[string]any, error) {
+	rows, err := conn.Query(ctx, q, []string{key})
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	vals, err := rows.Values()
+	if err != nil {
+		return nil, err
+	}
+	_, _, state, err := m.Map(vals)
+	return state, err
+}
+
+func (v *verifier) topicState(ctx context.Context, key string) (any, error) {
+	t := v.topic[key]
+	rec, err := topicscan.Fetch(ctx, v.cfg.Kafka, v.cfg.Entity.Topic, t.partition, t.offset)
+	if err != nil {
+		return nil, err
+	}
+	s, err := v.canon.decode(ctx, rec.Value)
+	if err != nil {
+		return fmt.Sprintf("undecodable: %v", err), nil
+	}
+	return s, nil
+}
+
+// diff lists the fields whose canonical JSON differs.
+func (v *verifier) diff(key string, want, got any) Diff {
+	d := Diff{Key: key}
+	w := v.canon.normalize(want)
+	g, ok := v.canon.normalize(got).(map[string]any)
+	if !ok {
+		d.Fields = append(d.Fields, FieldDiff{Field: "(value)", Want: w, Got: got})
+		return d
+	}
+	wm, _ := w.(map[string]any)
+	for _, f := range v.schema.(*avro.RecordSchema).Fields() {
+		if !reflect.DeepEqual(wm[f.Name()], g[f.Name()]) {
+			d.Fields = append(d.Fields, FieldDiff{Field: f.Name(), Want: wm[f.Name()], Got: g[f.Name()]})
+		}
+	}
+	return d
+}
+
+// canon computes content hashes in the canonical form: the Avro binary
+// encoding of the state under the entity's (reader) schema.
+type canon struct {
+	reg    *schemas.Registry
+	reader avro.Schema
+
+	mu       sync.Mutex
+	resolved map[int]avro.Schema // writer id → schema resolving it to the reader; nil: undecodable
+	same     map[int]bool        // writer id whose schema is the reader's: its bytes are canonical
+}
+
+func newCanon(reg *schemas.Registry, reader avro.Schema) *canon {
+	return &canon{reg: reg, reader: reader, resolved: map[int]avro.Schema{}, same: map[int]bool{}}
+}
+
+func (c *canon) hashState(state map[string]any) (hash, error) {
+	b, err := avro.Marshal(c.reader, state)
+	if err != nil {
+		return hash{}, err
+	}
+	return sum(b), nil
+}
+
+func sum(b []byte) hash {
+	s := sha256.Sum256(b)
+	return hash(s[:16])
+}
+
+// undecodable is the hash of a value that does not decode: it matches no
+// state, so the key counts as stale.
+var undecodable = hash{0xff}
+
+// hashWire hashes a Confluent wire-format value. A value written with the
+// reader's own schema is hashed as it is; others are decoded, resolved to
+// the reader's schema and encoded again.
+func (c *canon) hashWire(ctx context.Context, value []byte) hash {
+	id, payload, err := schemas.DecodeWire(value)
+	if err != nil {
+		return undecodable
+	}
+	s, same := c.schemaFor(ctx, id)
+	if s == nil {
+		return undecodable
+	}
+	if same && !hasMap(c.reader) {
+		return sum(payload)
+	}
+	v, err := schemas.DecodeAny(s, payload)
+	if err != nil {
+		return undecodable
+	}
+	b, err := avro.Marshal(c.reader, v)
+	if err != nil {
+		return undecodable
+	}
+	return sum(b)
+}
+
+func (c *canon) decode(ctx context.Context, value []byte) (any, error) {
+	id, payload, err := schemas.DecodeWire(value)
+	if err != nil {
+		return nil, err
+	}
+	s, _ := c.schemaFor(ctx, id)
+	if s == nil {
+		return nil, fmt.Errorf("schema id %d does not resolve to the entity's schema", id)
+	}
+	return schemas.DecodeAny(s, payload)
+}
+
+func (c *canon) schemaFor(ctx context.Context, id int) (avro.Schema, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.resolved[id]; ok {
+		return s, c.same[id]
+	}
+	w, err := c.reg.SchemaByID(ctx, id)
+	var s avro.Schema
+	if err == nil {
+		if w.Fingerprint() == c.reader.Fingerprint() {
+			s, c.same[id] = c.reader, true
+		} else if r, err := avro.NewSchemaCompatibility().Resolve(c.reader, w); err == nil {
+			s = r
+		}
+	}
+	c.resolved[id] = s
+	return s, c.same[id]
+}
+
+// normalize renders a state as JSON values, so that a source row and a
+// decoded record compare equal when they encode equal.
+func (c *canon) normalize(v any) any {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v
+	}
+	b, err := avro.Marshal(c.reader, m)
+	if err != nil {
+		return v
+	}
+	var d any
+	if err := avro.Unmarshal(c.reader, b, &d); err != nil {
+		return v
+	}
+	j, err := json.Marshal(d)
+	if err != nil {
+		return v
+	}
+	var out any
+	_ = json.Unmarshal(j, &out)
+	return out
+}
+
+func hasMap(s avro.Schema) bool {
+	found := false
+	var walk func(avro.Schema, map[string]bool)
+	walk = func(s avro.Schema, seen map[string]bool) {
+		switch t := s.(type) {
+		case *avro.MapSchema:
+			found = true
+		case *avro.ArraySchema:
+			walk(t.Items(), seen)
+		case *avro.UnionSchema:
+			for _, b := range t.Types() {
+				walk(b, seen)
+			}
+		case *avro.RecordSchema:
+			if seen[t.FullName()] {
+				return
+			}
+			seen[t.FullName()] = true
+			for _, f := range t.Fields() {
+				walk(f.Type(), seen)
+			}
+		case *avro.RefSchema:
+			walk(t.Schema(), seen)
+		}
+	}
+	walk(s, map[string]bool{})
+	return found
+}
+
+// mirrorPlan reads an `ecst mirror` table.
+type mirrorPlan struct {
+	table  string
+	mapper *pgavro.Mapper
+}
+
+func planMirror(ctx context.Context, conn *pgx.Conn, schema avro.Schema, table string) (*mirrorPlan, error) {
+	q := "SELECT * FROM " + quoteTable(table)
+	desc, err := conn.Prepare(ctx, "", q)
+	if err != nil {
+		return nil, fmt.Errorf("--mirror %s: %w", table, err)
+	}
+	cols := make([]pgavro.Column, len(desc.Fields))
+	for i, f := range desc.Fields {
+		cols[i] = pgavro.Column{Name: f.Name, OID: f.DataTypeOID}
+	}
+	m, err := pgavro.New(schema, cols, pgavro.Options{Key: "_key", IgnoreExtra: true})
+	if err != nil {
+		return nil, fmt.Errorf("--mirror %s is not a mirror of this entity: %w", table, err)
+	}
+	return &mirrorPlan{table: table, mapper: m}, nil
+}
+
+func (m *mirrorPlan) all() string { return "SELECT * FROM " + quoteTable(m.table) }
+func (m *mirrorPlan) rows() string {
+	return "SELECT * FROM " + quoteTable(m.table) + ` WHERE "_key" = ANY($1::text[])`
+}
+
+func (m *mirrorPlan) offsets(ctx context.Context, tx pgx.Tx, topic string) (map[int32]int64, error) {
+	rows, err := tx.Query(ctx, `SELECT partition, next_offset FROM ecst.consumer_offsets WHERE consumer = $1 AND topic = $2`, "mirror:"+m.table, topic)
+	if err != nil {
+		return nil, fmt.Errorf("read the mirror's offsets: %w", err)
+	}
+	out := map[int32]int64{}
+	var p int32
+	var o int64
+	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
+	return out, err
+}
+
+func quoteTable(t string) string {
+	return pgx.Identifier(strings.Split(t, ".")).Sanitize()
+}
+
+// repair republishes the drifted keys, waits for them to reach the topic
+// (and the mirror), and verifies again.
+func repair(ctx context.Context, cfg Config, opts Options, rep *Report) (*RepairReport, error) {
+	if cfg.Publisher == nil {
+		return nil, errors.New("repair needs a publisher")
+	}
+	upserts := map[string]bool{}
+	tombs := map[string]bool{}
+	for _, k := range slices.Concat(rep.missing, rep.stale) {
+		upserts[k] = true
+	}
+	for _, k := range rep.extra {
+		tombs[k] = true
+	}
+	if rep.Mirror != nil {
+		// A mirror's drifted key gets its current state again (or a
+		// tombstone when the source lacks it): the mirror applies it.
+		for _, k := range slices.Concat(rep.Mirror.missing, rep.Mirror.stale, rep.Mirror.extra) {
+			upserts[k] = true
+			tombs[k] = true
+		}
+	}
+	keys := slices.Sorted(maps.Keys(upserts))
+	res, err := republish.Run(ctx, republish.Config{Pool: cfg.Pool, Publisher: cfg.Publisher, Entity: cfg.Entity, Kafka: cfg.Kafka, Logger: cfg.Logger},
+		republish.Options{Keys: keys, Tombstones: slices.Sorted(maps.Keys(tombs)), MaxBacklog: -1})
+	if err != nil {
+		return nil, err
+	}
+	rr := &RepairReport{RunID: res.RunID, Republished: res.Written, Tombstoned: res.Tombstones}
+	if err := waitRelayed(ctx, cfg, opts); err != nil {
+		return rr, err
+	}
+	if opts.Mirror != "" {
+		if err := waitMirror(ctx, cfg, opts); err != nil {
+			return rr, err
+		}
+	}
+	again := opts
+	again.Repair = false
+	rr.After, err = run(ctx, cfg, again)
+	return rr, err
+}
+
+// waitRelayed waits until the outbox holds no row of the topic written
+// before now: the relay has published the repair.
+func waitRelayed(ctx context.Context, cfg Config, opts Options) error {
+	var maxID int64
+	if err := cfg.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM ecst.outbox WHERE topic = $1`, cfg.Entity.Topic).Scan(&maxID); err != nil {
+		return err
+	}
+	return poll(ctx, opts.Wait, "the relay to publish the repair (is `ecst relay` running?)", func() (bool, error) {
+		var n int
+		err := cfg.Pool.QueryRow(ctx, `SELECT count(*) FROM ecst.outbox WHERE topic = $1 AND id <= $2`, cfg.Entity.Topic, maxID).Scan(&n)
+		return n == 0, err
+	})
+}
+
+// waitMirror waits until the mirror's offsets reach the topic's ends.
+func waitMirror(ctx context.Context, cfg Config, opts Options) error {
+	ends, err := topicscan.Ends(ctx, cfg.Kafka, cfg.Entity.Topic)
+	if err != nil {
+		return err
+	}
+	m := &mirrorPlan{table: opts.Mirror}
+	return poll(ctx, opts.Wait, "mirror "+opts.Mirror+" to catch up (is `ecst mirror` running?)", func() (bool, error) {
+		tx, err := cfg.Pool.Begin(ctx)
+		if err != nil {
+			return false, err
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck
+		offs, err := m.offsets(ctx, tx, cfg.Entity.Topic)
+		if err != nil {
+			return false, err
+		}
+		for p, end := range ends {
+			if offs[p] < end {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+func poll(ctx context.Context, limit time.Duration, what string, done func() (bool, error)) error {
+	deadline := time.Now().Add(limit)
+	for {
+		ok, err := done()
+		if err != nil || ok {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gave up after %s waiting for %s", limit, what)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
