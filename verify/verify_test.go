@@ -47,7 +47,7 @@ func TestVerifyFindsEachDriftAndNoneInFlight(t *testing.T) {
 	w.Drain()
 	// Changes behind ecst's back: drift.
 	w.Exec(`INSERT INTO customers (id, version, name, email) VALUES ('zz-new', 1, 'n', 'e')`) // missing
-	w.Exec(`DELETE FROM customers WHERE id = 'c00003'`)                                      // extra
+	w.Exec(`DELETE FROM customers WHERE id = 'c00003'`)                                       // extra
 	w.Exec(`UPDATE customers SET name = 'renamed' WHERE id = 'c00005'`)                       // stale
 	// A poison record on the topic: stale.
 	cl, err := kgo.NewClient(w.Kafka()...)
