@@ -132,6 +132,8 @@ configuration or connection error.`,
 		newTailCmd(a),
 		newConfigCmd(a),
 		newDemoCmd(a),
+		newRepublishCmd(a),
+		newVerifyCmd(a),
 	)
 	return root
 }

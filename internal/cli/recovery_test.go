@@ -1,0 +1,98 @@
+package cli_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ecst-io/ecst/examples/customers"
+	"github.com/ecst-io/ecst/internal/ecsttest"
+)
+
+// TestVerifyRepublishMirror drives the recovery story through the CLI: a
+// mirror in sync, then a corrupted mirror and a source changed behind
+// ecst's back; verify --json reports the drift (exit 1), republish --all
+// --tombstone-orphans repairs it, and verify reports none (exit 0).
+func TestVerifyRepublishMirror(t *testing.T) {
+	t.Parallel()
+	w := ecsttest.New(t, nil)
+	ctx := context.Background()
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "schemas"), 0o755)
+	os.WriteFile(filepath.Join(dir, "schemas", "customer.avsc"), []byte(customers.Schema), 0o644)
+	cfgPath := filepath.Join(dir, "ecst.yaml")
+	os.WriteFile(cfgPath, []byte(`service: `+w.Config.Service+`
+entities:
+  customer:
+    topic: `+w.Topic+`
+    schema: schemas/customer.avsc
+    partitions: 3
+    replication_factor: 1
+    source:
+      table: customers
+      key: id
+      version: version
+      query: SELECT id, version, name, email, tier, updated_at FROM customers
+`), 0o644)
+	env := map[string]string{"ECST_BROKERS": strings.Join(w.Broker.Seeds, ","), "ECST_DATABASE_URL": w.DBURL,
+		"ECST_SCHEMA_REGISTRY_URL": w.Fake.URL(), "ECST_METRICS_ADDR": "off"}
+	ecst := func(wantCode int, args ...string) result {
+		t.Helper()
+		r := run(t, env, append([]string{"--config", cfgPath}, args...)...)
+		if r.code != wantCode {
+			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
+		}
+		return r
+	}
+	w.Seed(ctx, ecsttest.Keys(40))
+	ecst(0, "relay", "--drain")
+	ecst(0, "mirror", "customer", "--table", "billing_customers", "--once")
+	r := ecst(0, "verify", "customer", "--mirror", "billing_customers")
+	if !strings.Contains(r.out, "in sync") {
+		t.Fatalf("verify of a system in sync:\n%s", r.out)
+	}
+
+	// Corrupt the read model, and change the source behind ecst's back.
+	w.Exec(`UPDATE billing_customers SET email = 'wrong@example.com' WHERE _key = 'c00001'`)
+	w.Exec(`DELETE FROM billing_customers WHERE _key = 'c00002'`)
+	w.Exec(`UPDATE customers SET name = 'changed' WHERE id = 'c00010'`)
+	w.Exec(`DELETE FROM customers WHERE id = 'c00011'`)
+	r = ecst(1, "verify", "customer", "--mirror", "billing_customers", "--json")
+	var rep struct {
+		Missing, Extra, Stale int
+		Samples               struct{ Missing, Extra, Stale []string }
+		Mirror                struct {
+			Missing, Extra, Stale int
+			Samples               struct{ Missing, Extra, Stale []string }
+		}
+	}
+	if err := json.Unmarshal([]byte(r.out), &rep); err != nil {
+		t.Fatalf("verify --json printed no JSON object: %v\n%s", err, r.out)
+	}
+	if rep.Missing != 0 || rep.Extra != 1 || rep.Stale != 1 || rep.Samples.Extra[0] != "c00011" || rep.Samples.Stale[0] != "c00010" ||
+		rep.Mirror.Missing != 1 || rep.Mirror.Stale != 1 || rep.Mirror.Samples.Missing[0] != "c00002" || rep.Mirror.Samples.Stale[0] != "c00001" {
+		t.Fatalf("verify --json: %s", r.out)
+	}
+
+	r = ecst(0, "republish", "customer", "--dry-run", "--all", "--tombstone-orphans")
+	if !strings.Contains(r.out, "39 keys of customer selected, 1 orphans") {
+		t.Fatalf("dry run:\n%s", r.out)
+	}
+	r = ecst(0, "republish", "customer", "--all", "--tombstone-orphans")
+	if !strings.Contains(r.out, "39 full states and 1 tombstones") {
+		t.Fatalf("republish:\n%s", r.out)
+	}
+	ecst(0, "relay", "--drain")
+	ecst(0, "mirror", "customer", "--table", "billing_customers", "--once")
+	r = ecst(0, "verify", "customer", "--mirror", "billing_customers")
+	if !strings.Contains(r.out, "in sync") {
+		t.Fatalf("verify after the republish:\n%s", r.out)
+	}
+	// Usage and config errors exit 2.
+	ecst(2, "verify", "nosuch")
+	ecst(2, "republish", "customer")
+	ecst(2, "republish", "customer", "--all", "--rate", "fast")
+}
