@@ -27,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/kafkatest"
 	"github.com/ecst-io/ecst/internal/pgtest"
@@ -362,4 +363,43 @@ func (w *World) Seed(ctx context.Context, keys []string) {
 func Rand(t testing.TB, seed uint64) *rand.Rand {
 	t.Logf("seed %d", seed)
 	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+}
+
+// MirrorCatchUp catches the mirror table up with the topic, as `ecst
+// mirror --once --poison skip` does, creating the table if needed.
+func (w *World) MirrorCatchUp(table string) error {
+	ctx := context.Background()
+	m, err := consumer.NewMirror(w.Schema)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Pool.Exec(ctx, m.CreateTable(table)); err != nil {
+		return err
+	}
+	c, err := consumer.New(consumer.Config[map[string]any]{
+		Name: "mirror:" + table, Topic: w.Topic, KafkaOpts: w.Kafka(), Registry: w.Registry,
+		Store:  &consumer.Postgres[map[string]any]{Pool: w.Pool, Table: table, Projection: m},
+		Poison: consumer.Skip,
+	})
+	if err != nil {
+		return err
+	}
+	return c.CatchUp(ctx)
+}
+
+// MirrorMatchesSource returns the keys whose mirror row differs from the
+// source row (or exists on one side only).
+func (w *World) MirrorMatchesSource(table string) []string {
+	w.T.Helper()
+	rows, err := w.Pool.Query(context.Background(), `SELECT coalesce(c.id, m._key) FROM customers c FULL JOIN `+pgx.Identifier{table}.Sanitize()+` m ON m._key = c.id
+		WHERE c.id IS NULL OR m._key IS NULL OR (c.version, c.name, c.email, c.tier, c.updated_at) IS DISTINCT FROM (m.version, m.name, m.email, m.tier, m.updated_at)
+		ORDER BY 1`)
+	if err != nil {
+		w.T.Fatal(err)
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		w.T.Fatal(err)
+	}
+	return keys
 }
