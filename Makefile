@@ -18,8 +18,9 @@ build:
 setup:
 	@scripts/setup.sh postgres
 
-## setup-interop: install kcat and python3-venv if missing (internal/interop reads our
-## topics with them; the test builds its own confluent-kafka-python virtualenv)
+## setup-interop: install kcat and python3-venv (internal/interop reads our topics with kcat and
+## with confluent-kafka-python in a virtualenv it builds), and bash-completion (internal/cli
+## completes with `ecst completion bash`), when missing
 setup-interop:
 	@scripts/setup.sh interop
 

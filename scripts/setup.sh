@@ -66,7 +66,8 @@ registry() {
 # The interop tests (internal/interop) read our topics with tools that share no code with ecst:
 # kcat, and confluent-kafka-python in a virtualenv the test builds itself (pinned in
 # internal/interop/testdata/requirements.txt). Here: kcat, and a python3 that can make a venv
-# (Debian splits ensurepip out into python3-venv).
+# (Debian splits ensurepip out into python3-venv). And bash-completion, which the script of
+# `ecst completion bash` needs: internal/cli completes with it in a real bash.
 have_venv() {
   command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' 2>/dev/null
 }
@@ -75,6 +76,7 @@ interop() {
   local need=()
   command -v kcat >/dev/null || need+=(kcat)
   have_venv || need+=(python3 python3-venv)
+  [ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     apt_install "${need[@]}"
