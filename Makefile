@@ -49,6 +49,10 @@ test-registry: setup-registry
 setup-registry:
 	@scripts/setup.sh registry
 
+## docs: regenerate the CLI reference, docs/cli (one page per command), after changing a command
+docs:
+	$(GO) run ./internal/cli/gendocs $(CURDIR)/docs/cli
+
 ## check: formatting and vet
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
