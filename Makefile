@@ -7,7 +7,7 @@ TIMEOUT  ?= 20m
 # Packages whose tests touch Kafka: they import internal/kafkatest.
 KAFKA_PKGS = $(shell $(GO) list -f '{{.ImportPath}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | awk '{for (i = 2; i <= NF; i++) if ($$i ~ /internal\/kafkatest$$/) {print $$1; break}}')
 
-.PHONY: all build setup setup-kafka setup-registry demo test test-kafka test-registry check bench bench-relay fuzz clean
+.PHONY: all build setup setup-kafka setup-registry setup-interop docs demo test test-kafka test-registry check bench bench-relay fuzz clean
 
 all: check test
 
@@ -18,6 +18,12 @@ build:
 setup:
 	@scripts/setup.sh postgres
 
+## setup-interop: install kcat and python3-venv (internal/interop reads our topics with kcat and
+## with confluent-kafka-python in a virtualenv it builds), and bash-completion (internal/cli
+## completes with `ecst completion bash`), when missing
+setup-interop:
+	@scripts/setup.sh interop
+
 ## setup-kafka: install Java and Maven if missing, fetch Kafka's jars
 setup-kafka:
 	@scripts/setup.sh kafka
@@ -27,12 +33,12 @@ demo: setup
 	$(GO) run ./cmd/ecst demo
 
 ## test: every test, race detector on, kfake as the broker, a throwaway Postgres
-test: setup
+test: setup setup-interop
 	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TIMEOUT) ./...
 
 ## test-kafka: the Kafka-touching suites again, against a real Apache Kafka broker
 ## (-p 1: one package at a time, since a test restarts the shared broker)
-test-kafka: setup setup-kafka
+test-kafka: setup setup-kafka setup-interop
 	@scripts/test-kafka.sh $(GO) test $(GOFLAGS) -race -count=1 -p 1 -timeout $(TIMEOUT) $(KAFKA_PKGS)
 
 ## test-registry: the schema suites again, against a real Confluent-compatible registry (Apicurio)
@@ -42,6 +48,10 @@ test-registry: setup-registry
 ## setup-registry: install Java and Maven if missing, fetch the registry
 setup-registry:
 	@scripts/setup.sh registry
+
+## docs: regenerate the CLI reference, docs/cli (one page per command), after changing a command
+docs:
+	$(GO) run ./internal/cli/gendocs $(CURDIR)/docs/cli
 
 ## check: formatting and vet
 check:

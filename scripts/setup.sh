@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/setup.sh postgres|kafka|registry: installs what the tests and the demo need, when it is
+# scripts/setup.sh postgres|kafka|registry|interop: installs what the tests and the demo need, when it is
 # missing. Idempotent and quick when everything is there. Uses Debian's apt as root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,9 +63,32 @@ registry() {
   scripts/registry.sh fetch
 }
 
+# The interop tests (internal/interop) read our topics with tools that share no code with ecst:
+# kcat, and confluent-kafka-python in a virtualenv the test builds itself (pinned in
+# internal/interop/testdata/requirements.txt). Here: kcat, and a python3 that can make a venv
+# (Debian splits ensurepip out into python3-venv). And bash-completion, which the script of
+# `ecst completion bash` needs: internal/cli completes with it in a real bash.
+have_venv() {
+  command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' 2>/dev/null
+}
+
+interop() {
+  local need=()
+  command -v kcat >/dev/null || need+=(kcat)
+  have_venv || need+=(python3 python3-venv)
+  [ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    apt_install "${need[@]}"
+  fi
+  command -v kcat >/dev/null || { log "kcat installed but not on PATH"; exit 1; }
+  have_venv || { log "python3 -m venv still unusable after installing python3-venv"; exit 1; }
+}
+
 case "${1:-}" in
   postgres) postgres ;;
   kafka) kafka ;;
   registry) registry ;;
-  *) echo "usage: scripts/setup.sh postgres|kafka|registry" >&2; exit 2 ;;
+  interop) interop ;;
+  *) echo "usage: scripts/setup.sh postgres|kafka|registry|interop" >&2; exit 2 ;;
 esac

@@ -13,7 +13,14 @@ import (
 	"github.com/ecst-io/ecst/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	// The test binary stands in for the ecst binary when a test runs it
+	// from a shell (the completion test does).
+	if os.Getenv("ECST_TEST_RUN_AS_ECST") == "1" {
+		os.Exit(cli.Run(context.Background(), os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Env: os.Getenv}))
+	}
+	pgtest.Main(m)
+}
 
 type result struct {
 	code     int

@@ -52,10 +52,7 @@ type app struct {
 
 // Run executes the command line and returns the process exit code.
 func Run(ctx context.Context, args []string, stdio IO) int {
-	if stdio.Env == nil {
-		stdio.Env = func(string) string { return "" }
-	}
-	root := newRoot(stdio)
+	root := NewCommand(stdio)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -69,7 +66,12 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 	return ExitError
 }
 
-func newRoot(stdio IO) *cobra.Command {
+// NewCommand builds the whole command tree on stdio, as Run executes it,
+// for tools that walk it (gendocs writes docs/cli from it).
+func NewCommand(stdio IO) *cobra.Command {
+	if stdio.Env == nil {
+		stdio.Env = func(string) string { return "" }
+	}
 	a := &app{io: stdio, overrides: map[string]*string{}}
 	root := &cobra.Command{
 		Use:   "ecst",
@@ -89,7 +91,11 @@ variables, then flags. Credentials are read from the file or the environment,
 never from flags, and never printed.
 
 Exit codes: 0 success; 1 the command ran and found a problem; 2 usage,
-configuration or connection error.`,
+configuration or connection error.
+
+Shell completion for bash, zsh, fish and PowerShell: 'ecst completion bash'
+prints the script; 'ecst completion bash --help' (or zsh, fish) says how to
+install it.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version(),
@@ -135,6 +141,10 @@ configuration or connection error.`,
 		newRepublishCmd(a),
 		newVerifyCmd(a),
 	)
+	// Cobra adds these when the tree executes; adding them now makes the
+	// tree whole for those who walk it without executing (gendocs).
+	root.InitDefaultCompletionCmd()
+	root.InitDefaultVersionFlag()
 	return root
 }
 
@@ -195,12 +205,23 @@ func connect(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
+// version is what --version prints after "ecst version": the module
+// version, the VCS revision and time when the build recorded them (go build
+// in a git clone does, unless -buildvcs=false; a git worktree gives none),
+// and the Go version.
 func version() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "(unknown)"
 	}
+	return buildVersion(bi)
+}
+
+func buildVersion(bi *debug.BuildInfo) string {
 	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
 	var rev, dirty, at string
 	for _, s := range bi.Settings {
 		switch s.Key {
