@@ -225,17 +225,26 @@ func run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
 		}
 	}
 
-	// Pass 1: the source, the outbox and the mirror in one snapshot, then
-	// the topic to the ends listed after it.
-	snap, err := v.snapshot(ctx, conn.Conn(), nil, mirror)
+	// Pass 1: the source, the outbox and the mirror in one snapshot, and
+	// the topic to the ends listed once that snapshot exists: read at the
+	// same time, on two connections.
+	scanCtx, cancelScan := context.WithCancel(ctx)
+	defer cancelScan()
+	scanned := make(chan error, 1)
+	snap, err := v.snapshot(ctx, conn.Conn(), nil, mirror, func() {
+		go func() {
+			if opts.afterSnapshot != nil {
+				opts.afterSnapshot()
+			}
+			v.progress("topic", 0)
+			scanned <- v.scan(scanCtx)
+		}()
+	})
 	if err != nil {
+		cancelScan()
 		return nil, err
 	}
-	if opts.afterSnapshot != nil {
-		opts.afterSnapshot()
-	}
-	v.progress("topic", 0)
-	if err := v.scan(ctx); err != nil {
+	if err := <-scanned; err != nil {
 		return nil, err
 	}
 	rep := &Report{Entity: e.Name, Topic: e.Topic, SourceKeys: int64(len(snap.source))}
@@ -258,7 +267,7 @@ func run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
 		keys := slices.Concat(missing, extra, stale, mm, me, ms)
 		slices.Sort(keys)
 		keys = slices.Compact(keys)
-		snap2, err := v.snapshot(ctx, conn.Conn(), keys, mirror)
+		snap2, err := v.snapshot(ctx, conn.Conn(), keys, mirror, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -337,7 +346,9 @@ type snap struct {
 
 // snapshot reads the source (only keys, when given), the outbox's keys and
 // the mirror in one REPEATABLE READ transaction.
-func (v *verifier) snapshot(ctx context.Context, conn *pgx.Conn, keys []string, mirror *mirrorPlan) (*snap, error) {
+//
+// taken, if set, is called once the snapshot exists (after its first read).
+func (v *verifier) snapshot(ctx context.Context, conn *pgx.Conn, keys []string, mirror *mirrorPlan, taken func()) (*snap, error) {
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, err
@@ -357,6 +368,9 @@ func (v *verifier) snapshot(ctx context.Context, conn *pgx.Conn, keys []string, 
 	var k string
 	if _, err := pgx.ForEachRow(rows, []any{&k}, func() error { s.inFlight[k] = true; return nil }); err != nil {
 		return nil, fmt.Errorf("read the outbox: %w", err)
+	}
+	if taken != nil {
+		taken()
 	}
 	q, args := v.src.AllSQL(), []any(nil)
 	if keys != nil {

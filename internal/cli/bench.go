@@ -122,7 +122,7 @@ Figures are for comparing with each other; machines differ and are noisy.`,
 	f.IntVar(&rate, "rate", 5000, "rows/s written in the steady-state run")
 	f.DurationVar(&steady, "steady", 10*time.Second, "steady-state run length (0 skips it)")
 	f.IntVar(&rssRows, "rss-rows", 1_000_000, "backlog for the memory run (0 skips it)")
-	cmd.AddCommand(relay, newBenchConsumerCmd(a), newBenchE2ECmd(a))
+	cmd.AddCommand(relay, newBenchConsumerCmd(a), newBenchE2ECmd(a), newBenchRecoveryCmd(a))
 	return cmd
 }
 
