@@ -18,7 +18,7 @@ import (
 
 func main() {
 	configPath := flag.String("config", "", "ecst.yaml that declares the customer entity (default ./ecst.yaml)")
-	addr := flag.String("addr", ":8081", "HTTP listen address")
+	addr := flag.String("addr", ":8082", "HTTP listen address")
 	poison := flag.String("poison", "halt", "what to do with a record that does not decode: halt or skip")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
