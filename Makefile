@@ -7,7 +7,7 @@ TIMEOUT  ?= 20m
 # Packages whose tests touch Kafka: they import internal/kafkatest.
 KAFKA_PKGS = $(shell $(GO) list -f '{{.ImportPath}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | awk '{for (i = 2; i <= NF; i++) if ($$i ~ /internal\/kafkatest$$/) {print $$1; break}}')
 
-.PHONY: all build setup setup-kafka setup-registry demo test test-kafka test-registry check bench bench-relay fuzz clean
+.PHONY: all build setup setup-kafka setup-registry setup-compose compose-check demo test test-kafka test-registry check bench bench-relay fuzz clean
 
 all: check test
 
@@ -42,6 +42,17 @@ test-registry: setup-registry
 ## setup-registry: install Java and Maven if missing, fetch the registry
 setup-registry:
 	@scripts/setup.sh registry
+
+## setup-compose: install docker-compose if missing (it resolves docker-compose.yml without a daemon)
+setup-compose:
+	@scripts/setup.sh compose
+
+## compose-check: docker-compose.yml resolves, and has the structure the stack relies on
+## (internal/composecheck: health checks, one-shot jobs, pinned images, ports, ECST_* names)
+compose-check: setup-compose
+	@if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q; \
+	else docker compose -f docker-compose.yml config -q; fi
+	$(GO) test $(GOFLAGS) -count=1 ./internal/composecheck/
 
 ## check: formatting and vet
 check:
