@@ -19,7 +19,7 @@ import (
 func main() {
 	configPath := flag.String("config", "", "ecst.yaml that declares the customer entity (default ./ecst.yaml)")
 	addr := flag.String("addr", ":8082", "HTTP listen address")
-	poison := flag.String("poison", "halt", "what to do with a record that does not decode: halt or skip")
+	poison := flag.String("poison", "halt", "what to do with a record that does not decode: halt, skip or dead-letter")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	log := web.Logger(os.Stderr, *level)
