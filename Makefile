@@ -4,10 +4,10 @@
 GO       ?= go
 GOFLAGS  ?=
 TIMEOUT  ?= 20m
-# Packages whose tests touch Kafka: they import internal/kafkatest.
-KAFKA_PKGS = $(shell $(GO) list -f '{{.ImportPath}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | awk '{for (i = 2; i <= NF; i++) if ($$i ~ /internal\/kafkatest$$/) {print $$1; break}}')
+# Packages whose tests touch Kafka: their tests depend, directly or not, on internal/kafkatest.
+KAFKA_PKGS = $(shell $(GO) list -test -f '{{if .ForTest}}{{.ForTest}} {{join .Deps " "}}{{end}}' ./... | awk '{for (i = 2; i <= NF; i++) if ($$i ~ /internal\/kafkatest$$/) {print $$1; break}}' | sort -u)
 
-.PHONY: all build setup setup-kafka setup-registry setup-interop docs demo test test-kafka test-registry check bench bench-relay fuzz clean
+.PHONY: all build setup setup-kafka setup-registry setup-interop setup-compose compose-check docs demo test test-kafka test-registry check bench bench-relay fuzz clean
 
 all: check test
 
@@ -33,7 +33,7 @@ demo: setup
 	$(GO) run ./cmd/ecst demo
 
 ## test: every test, race detector on, kfake as the broker, a throwaway Postgres
-test: setup setup-interop
+test: setup setup-interop setup-compose
 	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TIMEOUT) ./...
 
 ## test-kafka: the Kafka-touching suites again, against a real Apache Kafka broker
@@ -52,6 +52,17 @@ setup-registry:
 ## docs: regenerate the CLI reference, docs/cli (one page per command), after changing a command
 docs:
 	$(GO) run ./internal/cli/gendocs $(CURDIR)/docs/cli
+
+## setup-compose: install docker-compose if missing (it resolves docker-compose.yml without a daemon)
+setup-compose:
+	@scripts/setup.sh compose
+
+## compose-check: docker-compose.yml resolves, and has the structure the stack relies on
+## (internal/composecheck: health checks, one-shot jobs, pinned images, ports, ECST_* names)
+compose-check: setup-compose
+	@if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q; \
+	else docker compose -f docker-compose.yml config -q; fi
+	$(GO) test $(GOFLAGS) -count=1 ./internal/composecheck/
 
 ## check: formatting and vet
 check:

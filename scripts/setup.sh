@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/setup.sh postgres|kafka|registry|interop: installs what the tests and the demo need, when it is
+# scripts/setup.sh postgres|kafka|registry|interop|compose: installs what the tests and the demo need, when it is
 # missing. Idempotent and quick when everything is there. Uses Debian's apt as root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,10 +85,26 @@ interop() {
   have_venv || { log "python3 -m venv still unusable after installing python3-venv"; exit 1; }
 }
 
+have_compose() {
+  command -v docker-compose >/dev/null && return 0
+  command -v docker >/dev/null && docker compose version >/dev/null 2>&1
+}
+
+# compose: a docker-compose that resolves docker-compose.yml (`config`) with no
+# Docker daemon. Debian's package (1.29, Python) does; so does the v2 plugin.
+compose() {
+  if have_compose; then return 0; fi
+  log "installing docker-compose (apt-get install docker-compose; no Docker daemon needed)"
+  apt_install docker-compose
+  have_compose || { log "docker-compose installed but not found on PATH"; exit 1; }
+  log "docker-compose installed"
+}
+
 case "${1:-}" in
   postgres) postgres ;;
   kafka) kafka ;;
   registry) registry ;;
   interop) interop ;;
-  *) echo "usage: scripts/setup.sh postgres|kafka|registry|interop" >&2; exit 2 ;;
+  compose) compose ;;
+  *) echo "usage: scripts/setup.sh postgres|kafka|registry|interop|compose" >&2; exit 2 ;;
 esac
