@@ -132,6 +132,7 @@ configuration or connection error.`,
 		newTailCmd(a),
 		newConfigCmd(a),
 		newDemoCmd(a),
+		newDevCmd(a),
 	)
 	return root
 }

@@ -76,7 +76,7 @@ func openJournal(path string, log *slog.Logger) (*journal, error) {
 	j.f = f
 	j.persist = true
 	if n > 0 {
-		log.Info("schema registry restored", "requests replayed", n, "journal", path)
+		log.Info("schema registry restored", "replayed", n, "journal", path)
 	}
 	return j, nil
 }
