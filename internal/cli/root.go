@@ -140,6 +140,7 @@ install it.`,
 		newDemoCmd(a),
 		newRepublishCmd(a),
 		newVerifyCmd(a),
+		newDevCmd(a),
 	)
 	// Cobra adds these when the tree executes; adding them now makes the
 	// tree whole for those who walk it without executing (gendocs).

@@ -80,6 +80,16 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	if !c.temp {
+		if err := os.MkdirAll(c.dir, 0o755); err != nil {
+			return nil, err
+		}
+		if c.cred != nil {
+			if err := reachable(c.dir, c.cred); err != nil {
+				return nil, err
+			}
+		}
+	}
 	data := filepath.Join(c.dir, "data")
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
 		if err := c.initdb(ctx, data); err != nil {
@@ -132,6 +142,33 @@ func postgresUser() (*syscall.Credential, error) {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil //nolint:gosec // ids fit
+}
+
+// reachable checks that the postgres user can enter every directory above
+// dir: initdb and the server run as that user and would fail later with a
+// less helpful "permission denied".
+func reachable(dir string, cred *syscall.Credential) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		perm := fi.Mode().Perm()
+		ok := perm&0o001 != 0 ||
+			(st != nil && st.Uid == cred.Uid && perm&0o100 != 0) ||
+			(st != nil && st.Gid == cred.Gid && perm&0o010 != 0)
+		if !ok {
+			return fmt.Errorf("running as root, PostgreSQL runs as the postgres user, which cannot enter %s (mode %v) to reach %s: use a directory it can reach, or run chmod o+x %s", d, perm, abs, d)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
 }
 
 func (c *Cluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -118,4 +120,74 @@ func TestKilledOwnerLeavesNothingRunning(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("dead owner's cluster dir %s not swept (%v)", dir, err)
 	}
+}
+
+// TestReuseDir: a cluster started on a directory of the caller's keeps its
+// data across a stop and a start (ecst dev --data-dir), and Stop leaves the
+// directory in place.
+func TestReuseDir(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := reachableTempDir(t)
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	c, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop() //nolint:errcheck
+	conn, err = pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var x int
+	if err := conn.QueryRow(ctx, "SELECT x FROM kept").Scan(&x); err != nil || x != 7 {
+		t.Fatalf("data after stop and start: %d, %v", x, err)
+	}
+}
+
+// TestUnreachableDirAsRoot: as root the server runs as postgres, which
+// must be able to enter the directory's parents; the error says which one.
+func TestUnreachableDirAsRoot(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("only root runs the server as another user")
+	}
+	dir := reachableTempDir(t)
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pgcluster.Start(context.Background(), pgcluster.Options{Dir: filepath.Join(dir, "pg")})
+	if err == nil || !strings.Contains(err.Error(), "cannot enter "+dir) {
+		t.Fatalf("err = %v, want one naming %s", err, dir)
+	}
+}
+
+// reachableTempDir is a temporary directory the postgres user can enter
+// (t.TempDir's are private to root).
+func reachableTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ecst-pgcluster-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
