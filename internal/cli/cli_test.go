@@ -151,7 +151,8 @@ func TestDemo(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("demo failed: code %d\n%s\n%s", r.code, r.out, r.err)
 	}
-	for _, want := range []string{"applied 001_initial", "customer.deleted", "null (tombstone)", "The write path works"} {
+	for _, want := range []string{"applied 001_initial", "customer.deleted", "null (tombstone)",
+		"stale   1  (different content): cust-1", "missing 1  (in the topic, not in the mirror): cust-2", "in sync", "The story converged"} {
 		if !strings.Contains(r.out, want) {
 			t.Errorf("demo output lacks %q", want)
 		}

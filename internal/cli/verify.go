@@ -111,7 +111,15 @@ Exit codes: 0 in sync; 1 drift found (after --repair: drift left); 2 error.`,
 	return cmd
 }
 
+// printReport writes the report in one Write, so that a line-prefixing
+// writer sees whole lines.
 func printReport(w io.Writer, r *verify.Report) {
+	var b strings.Builder
+	writeReport(&b, r)
+	_, _ = io.WriteString(w, b.String())
+}
+
+func writeReport(w io.Writer, r *verify.Report) {
 	fmt.Fprintf(w, "%s: source %d keys, topic %s %d keys alive, %d in flight (in the outbox)\n", r.Entity, r.SourceKeys, r.Topic, r.TopicKeys, r.InFlight)
 	printKinds(w, r.Missing, r.Extra, r.Stale, r.Samples, "source", "topic")
 	printDiffs(w, r.Diffs, "source", "topic")
@@ -123,7 +131,9 @@ func printReport(w io.Writer, r *verify.Report) {
 	if rr := r.Repair; rr != nil {
 		fmt.Fprintf(w, "repair: run %d republished %d keys and tombstoned %d; verified again:\n", rr.RunID, rr.Republished, rr.Tombstoned)
 		if rr.After != nil {
-			printReport(indent{w}, rr.After)
+			var b strings.Builder
+			writeReport(&b, rr.After)
+			fmt.Fprint(w, "  "+strings.ReplaceAll(strings.TrimSuffix(b.String(), "\n"), "\n", "\n  ")+"\n")
 		}
 		return
 	}
@@ -158,13 +168,4 @@ func printDiffs(w io.Writer, ds []verify.Diff, want, got string) {
 			fmt.Fprintf(w, "    %s.%s: %s %s, %s %s\n", d.Key, f.Field, want, a, got, b)
 		}
 	}
-}
-
-// indent prefixes every line written through it.
-type indent struct{ w io.Writer }
-
-func (i indent) Write(p []byte) (int, error) {
-	s := strings.ReplaceAll(strings.TrimSuffix(string(p), "\n"), "\n", "\n  ")
-	_, err := fmt.Fprint(i.w, "  "+s+"\n")
-	return len(p), err
 }

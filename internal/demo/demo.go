@@ -1,6 +1,8 @@
 // Package demo is the narrated story `ecst demo` (and `make demo`) tells on
-// a throwaway stack: a real PostgreSQL cluster started for the occasion and
-// an in-process Schema Registry.
+// the embedded stack: a real PostgreSQL cluster started for the occasion, an
+// in-process Kafka broker (kfake) and an in-process Schema Registry. State is
+// written, relayed, consumed, corrupted, found drifted, republished and
+// converged; Run fails unless every step did what it says.
 package demo
 
 import (
@@ -16,32 +18,34 @@ import (
 	"github.com/hamba/avro/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/examples/customers"
-	"github.com/ecst-io/ecst/internal/pgcluster"
+	"github.com/ecst-io/ecst/internal/devstack"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/schemas"
+	"github.com/ecst-io/ecst/verify"
 )
+
+// Report prints a verify report the way `ecst verify` does.
+type Report func(io.Writer, *verify.Report)
 
 // Run tells the story on w. It returns an error unless every step did what
 // it says.
-func Run(ctx context.Context, w io.Writer) error {
+func Run(ctx context.Context, w io.Writer, report Report) error {
 	n := &narrator{w: w, start: time.Now()}
 
-	n.step("Start a throwaway PostgreSQL cluster and an in-process Schema Registry")
-	cluster, err := pgcluster.Start(ctx, pgcluster.Options{})
+	n.step("Start the embedded stack: PostgreSQL, a Kafka broker, a Schema Registry")
+	st, err := devstack.Start(ctx, devstack.Options{})
 	if err != nil {
 		return err
 	}
-	defer cluster.Stop() //nolint:errcheck
-	reg := srfake.New()
-	defer reg.Close()
-	n.say("PostgreSQL listens on 127.0.0.1:%d; the registry on %s.", cluster.Port(), reg.URL())
+	defer st.Close() //nolint:errcheck
+	n.say("PostgreSQL at 127.0.0.1:%d, Kafka (kfake, in process) at %s, the registry at %s.", st.Postgres.Port(), st.Brokers[0], st.RegistryURL)
+	n.say("'ecst dev' starts the same stack and keeps it running for your own experiments.")
 
-	pool, err := pgxpool.New(ctx, cluster.URL("postgres"))
+	pool, err := pgxpool.New(ctx, st.DatabaseURL)
 	if err != nil {
 		return err
 	}
@@ -61,7 +65,7 @@ func Run(ctx context.Context, w io.Writer) error {
 	n.say("The customers service owns its table, customers: the source of truth.")
 
 	n.step("Load ecst.yaml and register the customer schema")
-	cfg, err := exampleConfig(reg.URL())
+	cfg, err := exampleConfig(st.RegistryURL, st.Brokers)
 	if err != nil {
 		return err
 	}
@@ -142,11 +146,10 @@ func Run(ctx context.Context, w io.Writer) error {
 	}
 	n.say("The deletion is a tombstone: a null value that log compaction will keep until consumers have seen it, then drop.")
 
-	n.done()
-	return nil
+	return recoveryStory(ctx, n, cfg, pool, pub, schemaReg, report)
 }
 
-func exampleConfig(registryURL string) (*config.Config, error) {
+func exampleConfig(registryURL string, brokers []string) (*config.Config, error) {
 	dir, err := os.MkdirTemp("", "ecst-demo-")
 	if err != nil {
 		return nil, err
@@ -164,6 +167,7 @@ func exampleConfig(registryURL string) (*config.Config, error) {
 	}
 	cfg.Path = filepath.Join(dir, "ecst.yaml")
 	cfg.Registry.URL = config.SecretURL(registryURL)
+	cfg.Kafka.Brokers = brokers
 	return cfg, cfg.Finish()
 }
 
@@ -251,8 +255,13 @@ func (n *narrator) showOutbox(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 func (n *narrator) done() {
-	fmt.Fprintf(n.w, "\nThe write path works: every committed change has exactly one full-state event, in\n"+
-		"commit order per key, and nothing else does. (%.1fs)\n\n"+
-		"Next: the relay publishes these rows to the compacted topic customers.state.\n"+
-		"Read docs/architecture.md for why per-key order holds.\n", time.Since(n.start).Seconds())
+	fmt.Fprintf(n.w, "\nThe story converged in %.1fs: every committed change reached the topic as a full state,\n"+
+		"in order per key; when the read model and the source went wrong, verify found exactly\n"+
+		"what and republish repaired it, deletions included.\n\n"+
+		"Where to go next:\n"+
+		"  ecst dev                      the same stack, kept running (ecst dev --env prints its settings)\n"+
+		"  examples/customers/           a producer service and a consumer service on the generated types\n"+
+		"  docker compose up             the same system on real Kafka and a real Schema Registry\n"+
+		"  docs/architecture.md          why per-key order holds, and how republish stays safe under live writes\n"+
+		"  docs/cli/                     every command, every flag\n", time.Since(n.start).Seconds())
 }
