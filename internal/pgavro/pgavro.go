@@ -267,7 +267,7 @@ func compatible(s avro.Schema, oid uint32) error {
 			return nil
 		}
 	case avro.String:
-		if isText(oid) || oid == pgtype.UUIDOID || oid == pgtype.NumericOID {
+		if isText(oid) || oid == pgtype.UUIDOID || oid == pgtype.NumericOID || isInt(oid) {
 			return nil
 		}
 	case avro.Enum:
@@ -452,6 +452,9 @@ func Coerce(s avro.Schema, v any) (any, error) {
 			return x, nil
 		case [16]byte:
 			return uuid.UUID(x).String(), nil
+		case int16, int32, int64:
+			n, _ := toInt64(x)
+			return strconv.FormatInt(n, 10), nil
 		case pgtype.Numeric:
 			b, err := x.MarshalJSON()
 			return string(b), err
