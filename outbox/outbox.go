@@ -78,18 +78,29 @@ func Queue(b *pgx.Batch, r Row) {
 // locks more keys later in its own transaction; Postgres then aborts one of
 // them with a deadlock error, which the bulk writer retries.
 func LockKeys(ctx context.Context, tx pgx.Tx, topic string, keys []string) error {
+	if _, err := tx.Exec(ctx, lockKeysSQL, sortedLocks(topic, keys)); err != nil {
+		return fmt.Errorf("lock %d keys of %s: %w", len(keys), topic, err)
+	}
+	return nil
+}
+
+// QueueLockKeys adds LockKeys's statement to a batch: statements queued
+// after it run once every lock is held.
+func QueueLockKeys(b *pgx.Batch, topic string, keys []string) {
+	b.Queue(lockKeysSQL, sortedLocks(topic, keys))
+}
+
+// unnest yields the array in order and the function scan evaluates
+// pg_advisory_xact_lock row by row, so the locks are taken in order.
+const lockKeysSQL = `SELECT count(pg_advisory_xact_lock(l)) FROM unnest($1::bigint[]) AS l`
+
+func sortedLocks(topic string, keys []string) []int64 {
 	locks := make([]int64, len(keys))
 	for i, k := range keys {
 		locks[i] = KeyLock(topic, k)
 	}
 	slices.Sort(locks)
-	locks = slices.Compact(locks)
-	// unnest yields the array in order and the function scan evaluates
-	// pg_advisory_xact_lock row by row, so the locks are taken in order.
-	if _, err := tx.Exec(ctx, `SELECT count(pg_advisory_xact_lock(l)) FROM unnest($1::bigint[]) AS l`, locks); err != nil {
-		return fmt.Errorf("lock %d keys of %s: %w", len(keys), topic, err)
-	}
-	return nil
+	return slices.Compact(locks)
 }
 
 // CopyRows writes rows with COPY, the bulk path. The caller must hold every

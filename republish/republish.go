@@ -441,26 +441,39 @@ func (r *run) execute(ctx context.Context) error {
 		}
 		defer conn.Release()
 		pace := newPacer(r.sel.Rate)
-		for {
+		keys, err := r.nextKeys(ctx, conn.Conn(), cursor, r.sel.Batch)
+		if err != nil {
+			return err
+		}
+		type page struct {
+			keys []string
+			err  error
+		}
+		for len(keys) > 0 {
 			if err := r.backpressure(ctx); err != nil {
 				return err
 			}
-			keys, err := r.nextKeys(ctx, conn.Conn(), cursor, r.sel.Batch)
+			last := keys[len(keys)-1]
+			// The next page's keys are read on this connection while the
+			// batch is written on another.
+			next := make(chan page, 1)
+			go func() {
+				k, err := r.nextKeys(ctx, conn.Conn(), &last, r.sel.Batch)
+				next <- page{k, err}
+			}()
+			err := r.writeBatch(ctx, keys, nil, last)
+			p := <-next
 			if err != nil {
 				return err
 			}
-			if len(keys) == 0 {
-				break
+			if p.err != nil {
+				return p.err
 			}
-			if err := r.writeBatch(ctx, keys, nil, keys[len(keys)-1]); err != nil {
-				return err
-			}
-			last := keys[len(keys)-1]
-			cursor = &last
 			r.report("republish", r.res.Written+r.res.Vanished, r.res.Selected)
 			if err := pace.wait(ctx, len(keys)); err != nil {
 				return err
 			}
+			keys = p.keys
 		}
 	}
 	// The upserts are done: a resume goes straight to the tombstones.
@@ -568,16 +581,27 @@ func (r *run) tryBatch(ctx context.Context, upserts, tombs []string, cursor stri
 	if r.opts.beforeLock != nil {
 		r.opts.beforeLock()
 	}
-	if err := outbox.LockKeys(ctx, tx, r.topic, keys); err != nil {
-		return err
-	}
-	// Read after the lock, in a new statement: READ COMMITTED gives it a
-	// snapshot that includes every write committed before the lock was ours.
+	// Lock, then read in a new statement, in one round trip: the server
+	// runs the read after the lock statement returned, and READ COMMITTED
+	// gives it a snapshot that includes every write committed before the
+	// locks were ours.
 	current := early
+	b := &pgx.Batch{}
+	outbox.QueueLockKeys(b, r.topic, keys)
 	if !r.opts.readFirst {
-		if current, err = r.readRows(ctx, tx, keys); err != nil {
-			return err
-		}
+		b.Queue(r.rowsSQL(), keys).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				vals, err := rows.Values()
+				if err != nil {
+					return err
+				}
+				current = append(current, vals)
+			}
+			return rows.Err()
+		})
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("lock and read %d keys: %w", len(keys), err)
 	}
 	found := make(map[string]bool, len(current))
 	out := make([]outbox.Row, 0, len(keys))
