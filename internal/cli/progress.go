@@ -43,6 +43,9 @@ func newProgress(w io.Writer, what string) *progress {
 func (p *progress) update(done, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if total <= 0 {
+		total = -1 // unknown: a spinner with a count
+	}
 	if p.bar != nil {
 		if p.bar.GetMax64() != total {
 			p.bar.ChangeMax64(total)
@@ -50,11 +53,15 @@ func (p *progress) update(done, total int64) {
 		_ = p.bar.Set64(done)
 		return
 	}
-	if time.Since(p.last) < 5*time.Second && done < total {
+	if time.Since(p.last) < 5*time.Second && (done < total || total < 0) {
 		return
 	}
 	p.last = time.Now()
 	rate := float64(done) / max(time.Since(p.start).Seconds(), 0.001)
+	if total < 0 {
+		fmt.Fprintf(p.w, "%s: %d records, %.0f records/s\n", p.what, done, rate)
+		return
+	}
 	pct := 100.0
 	if total > 0 {
 		pct = 100 * float64(done) / float64(total)
