@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,9 +10,12 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/term"
 
+	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/republish"
 	"github.com/ecst-io/ecst/schemas"
@@ -84,24 +88,12 @@ ask for confirmation unless --yes is given; scripts never get a prompt.`,
 					return problem("not confirmed; nothing written")
 				}
 			}
-			pool, err := connect(ctx, cfg.Database)
+			c, err := openRecovery(ctx, cfg, true)
 			if err != nil {
 				return err
 			}
-			defer pool.Close()
-			reg, err := schemas.NewRegistry(cfg.Registry)
-			if err != nil {
-				return err
-			}
-			defer reg.Close()
-			pub, err := producer.FromConfig(cfg, reg)
-			if err != nil {
-				return err
-			}
-			kopts, err := cfg.Kafka.ClientOpts()
-			if err != nil {
-				return err
-			}
+			defer c.close()
+			pool, pub, kopts := c.pool, c.pub, c.kopts
 			p := newProgress(cmd.ErrOrStderr(), "republish "+entity.Name)
 			o.Progress = func(pr republish.Progress) {
 				p.what = pr.Phase + " " + entity.Name
@@ -171,4 +163,40 @@ func describeSelection(o republish.Options) string {
 func isTerminal(r any) bool {
 	f, ok := r.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// recoveryClients are what republish and verify connect to.
+type recoveryClients struct {
+	pool  *pgxpool.Pool
+	reg   *schemas.Registry
+	pub   *producer.Publisher // nil unless asked for
+	kopts []kgo.Opt
+}
+
+func (c *recoveryClients) close() {
+	c.pool.Close()
+	c.reg.Close()
+}
+
+func openRecovery(ctx context.Context, cfg *config.Config, publisher bool) (*recoveryClients, error) {
+	kopts, err := cfg.Kafka.ClientOpts()
+	if err != nil {
+		return nil, err
+	}
+	reg, err := schemas.NewRegistry(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	c := &recoveryClients{reg: reg, kopts: kopts}
+	if publisher {
+		if c.pub, err = producer.FromConfig(cfg, reg); err != nil {
+			reg.Close()
+			return nil, err
+		}
+	}
+	if c.pool, err = connect(ctx, cfg.Database); err != nil {
+		reg.Close()
+		return nil, err
+	}
+	return c, nil
 }

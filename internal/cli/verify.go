@@ -9,8 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ecst-io/ecst/producer"
-	"github.com/ecst-io/ecst/schemas"
 	"github.com/ecst-io/ecst/verify"
 )
 
@@ -57,26 +55,12 @@ Exit codes: 0 in sync; 1 drift found (after --repair: drift left); 2 error.`,
 				return err
 			}
 			ctx := cmd.Context()
-			pool, err := connect(ctx, cfg.Database)
+			c, err := openRecovery(ctx, cfg, o.Repair)
 			if err != nil {
 				return err
 			}
-			defer pool.Close()
-			reg, err := schemas.NewRegistry(cfg.Registry)
-			if err != nil {
-				return err
-			}
-			defer reg.Close()
-			kopts, err := cfg.Kafka.ClientOpts()
-			if err != nil {
-				return err
-			}
-			vc := verify.Config{Pool: pool, Registry: reg, Entity: entity, Kafka: kopts, Logger: a.logger()}
-			if o.Repair {
-				if vc.Publisher, err = producer.FromConfig(cfg, reg); err != nil {
-					return err
-				}
-			}
+			defer c.close()
+			vc := verify.Config{Pool: c.pool, Registry: c.reg, Entity: entity, Kafka: c.kopts, Logger: a.logger(), Publisher: c.pub}
 			p := newProgress(cmd.ErrOrStderr(), "verify "+entity.Name)
 			o.Progress = func(phase string, n int64) {
 				p.mu.Lock()
