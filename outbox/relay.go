@@ -17,6 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/ecst-io/ecst/internal/wait"
@@ -70,6 +72,7 @@ type RelayConfig struct {
 	// Test hooks, set through export_test.go.
 	noFencing     bool
 	readAheadByID bool
+	txnV2         bool
 	beforeProduce func(shard int, ids []int64)
 }
 
@@ -701,12 +704,31 @@ func (r *Relay) newProducer(shard int, log *slog.Logger) (*producer, error) {
 		// late writes then fail instead of landing behind newer states.
 		opts = append(opts, kgo.TransactionalID(fmt.Sprintf("ecst-relay.%s.%d", r.cfg.Service, shard)),
 			kgo.TransactionTimeout(60*time.Second))
+		if !r.cfg.txnV2 {
+			opts = append(opts, kgo.MaxVersions(txnV1Versions()), kgo.ConcurrentTransactionsBackoff(time.Millisecond))
+		}
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	return &producer{cl: cl, txn: txn, shard: shard}, nil
+}
+
+// txnV1Versions caps Produce at v11, which keeps the client on the
+// transaction protocol before KIP-890 part 2. Under part 2 a batch's
+// first produce is what adds its partitions to the transaction; when it
+// arrives before the broker has finished the previous transaction's
+// markers (the relay commits back to back), the broker retries it
+// server-side after add.partitions.to.txn.retry.backoff.ms (20 ms), a
+// wait the client cannot shorten. Before part 2 the client adds the
+// partitions itself and retries CONCURRENT_TRANSACTIONS after its own
+// backoff (1 ms here). Fencing is the same in both: InitProducerID bumps
+// the epoch.
+func txnV1Versions() *kversion.Versions {
+	v := kversion.Stable()
+	v.SetMaxKeyVersion(int16(kmsg.Produce), 11)
+	return v
 }
 
 func (p *producer) close() {
