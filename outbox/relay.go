@@ -72,7 +72,6 @@ type RelayConfig struct {
 	// Test hooks, set through export_test.go.
 	noFencing     bool
 	readAheadByID bool
-	txnV2         bool
 	beforeProduce func(shard int, ids []int64)
 }
 
@@ -704,9 +703,7 @@ func (r *Relay) newProducer(shard int, log *slog.Logger) (*producer, error) {
 		// late writes then fail instead of landing behind newer states.
 		opts = append(opts, kgo.TransactionalID(fmt.Sprintf("ecst-relay.%s.%d", r.cfg.Service, shard)),
 			kgo.TransactionTimeout(60*time.Second))
-		if !r.cfg.txnV2 {
-			opts = append(opts, kgo.MaxVersions(txnV1Versions()), kgo.ConcurrentTransactionsBackoff(time.Millisecond))
-		}
+		opts = append(opts, kgo.MaxVersions(txnV1Versions()), kgo.ConcurrentTransactionsBackoff(time.Millisecond))
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -772,6 +769,9 @@ func (p *producer) publish(ctx context.Context, rows []record) ([]*RejectedError
 			wg.Done()
 		})
 	}
+	// The batch is whole: send it now rather than after the client's
+	// linger (10 ms by default), which would only delay it.
+	_ = p.cl.Flush(ctx) // an error is the records' own, seen below
 	wg.Wait()
 	var rejected []*RejectedError
 	var first error
