@@ -588,18 +588,20 @@ func (c *Consumer[T]) checkRetention(ctx context.Context, adm *kadm.Client) {
 
 // add decodes r into the batch, applying the poison policy.
 func (c *Consumer[T]) add(ctx context.Context, cl *kgo.Client, b *Batch[T], r *kgo.Record) error {
-	ch := Change[T]{Key: string(r.Key), Partition: r.Partition, Offset: r.Offset, Headers: r.Headers}
+	b.Changes = append(b.Changes, Change[T]{Key: string(r.Key), Partition: r.Partition, Offset: r.Offset, Headers: r.Headers})
+	ch := &b.Changes[len(b.Changes)-1]
 	if r.Value == nil {
 		ch.Deleted = true
-		b.Changes = append(b.Changes, ch)
 		return nil
 	}
-	state, schema, err := c.dec.decode(ctx, r.Value)
+	// Decoded in place: one T per record is what the batch holds anyway.
+	schema, err := c.dec.decode(ctx, r.Value, &ch.State)
 	if err == nil {
-		ch.State, ch.Schema = state, schema
-		b.Changes = append(b.Changes, ch)
+		ch.Schema = schema
 		return nil
 	}
+	*ch = Change[T]{}
+	b.Changes = b.Changes[:len(b.Changes)-1]
 	var pe *PoisonError
 	if !errors.As(err, &pe) {
 		return err // the registry is unreachable: retry the session
