@@ -91,7 +91,10 @@ type Store[T any] interface {
 	Offsets(ctx context.Context, consumer, topic string) (map[int32]int64, error)
 	// Apply applies a batch together with its offsets, all or nothing. It
 	// returns ErrOffsetsMoved if the stored offsets are no longer the
-	// batch's From (a rebuild swapped the model underneath).
+	// batch's From (a rebuild swapped the model underneath). The batch
+	// and its Changes slice belong to the consumer, which reuses them for
+	// the next batch: Apply must not keep them once it returns (copying a
+	// Change or its State is fine).
 	Apply(ctx context.Context, consumer string, b *Batch[T]) error
 }
 
@@ -333,6 +336,9 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 		cl.AllowRebalance()
 		cl.Close()
 	}()
+	// The changes slice is reused from batch to batch (Store.Apply keeps
+	// no reference to it): a replay allocates it once, not per poll.
+	var changes []Change[T]
 	for {
 		fs := cl.PollRecords(ctx, c.cfg.MaxBatch)
 		if ctx.Err() != nil {
@@ -344,7 +350,10 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 				return fmt.Errorf("fetch: %w", err)
 			}
 		}
-		b := &Batch[T]{Topic: c.cfg.Topic, From: map[int32]int64{}, Next: map[int32]int64{}, Changes: make([]Change[T], 0, fs.NumRecords())}
+		if n := fs.NumRecords(); cap(changes) < n {
+			changes = make([]Change[T], 0, n)
+		}
+		b := &Batch[T]{Topic: c.cfg.Topic, From: map[int32]int64{}, Next: map[int32]int64{}, Changes: changes[:0]}
 		var poisonErr error
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if poisonErr != nil {
@@ -376,6 +385,8 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 			return fmt.Errorf("apply batch: %w", err)
 		}
 		c.applied.Add(float64(len(b.Changes)))
+		changes = b.Changes
+		clear(changes) // hold no states past their batch
 		tr.advance(b.Next)
 		// In a group, partitions move only between applied batches.
 		cl.AllowRebalance()
