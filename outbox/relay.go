@@ -453,16 +453,22 @@ func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.L
 			rejected []*RejectedError
 			err      error
 		}
-		published := make(chan result, 1)
+		published, acks := make(chan result, 1), make(chan struct{})
 		go func() {
-			rejected, err := p.publish(pctx, rows)
+			rejected, err := p.publish(pctx, rows, acks)
 			published <- result{rejected, err}
 		}()
-		// While the batch is in flight, delete the last committed one and
-		// read the next: the head of the shard minus the rows in flight.
-		// The read is used only if the batch commits; see "Relay
-		// pipelining" in docs/architecture.md for why this keeps per-key
-		// order.
+		// While the batch commits, delete the last committed one and read
+		// the next: the head of the shard minus the rows in flight. The
+		// read waits for the batch's acks so that it takes in the rows
+		// that committed while the batch was being produced. It is used
+		// only if the batch commits; see "Pipelining" in
+		// docs/architecture.md for why this keeps per-key order.
+		select {
+		case <-acks:
+		case res := <-published:
+			published <- res
+		}
 		aheadStart := time.Now()
 		ahead, aheadErr := r.deleteAndRead(term, int16(shard), acked, rows) //nolint:gosec // shard < MaxShards
 		if aheadErr == nil {
@@ -740,7 +746,8 @@ func (p *producer) close() {
 
 // publish produces rows in order and commits them as one transaction. On a
 // record the broker rejects for good it aborts and returns the rejects.
-func (p *producer) publish(ctx context.Context, rows []record) ([]*RejectedError, error) {
+// acks is closed once every record is acknowledged, before the commit.
+func (p *producer) publish(ctx context.Context, rows []record, acks chan<- struct{}) ([]*RejectedError, error) {
 	if p.txn {
 		if err := p.cl.BeginTransaction(); err != nil {
 			return nil, err
@@ -773,6 +780,7 @@ func (p *producer) publish(ctx context.Context, rows []record) ([]*RejectedError
 	// linger (10 ms by default), which would only delay it.
 	_ = p.cl.Flush(ctx) // an error is the records' own, seen below
 	wg.Wait()
+	close(acks)
 	var rejected []*RejectedError
 	var first error
 	for i, err := range errs {
