@@ -91,7 +91,10 @@ type Store[T any] interface {
 	Offsets(ctx context.Context, consumer, topic string) (map[int32]int64, error)
 	// Apply applies a batch together with its offsets, all or nothing. It
 	// returns ErrOffsetsMoved if the stored offsets are no longer the
-	// batch's From (a rebuild swapped the model underneath).
+	// batch's From (a rebuild swapped the model underneath). The batch
+	// and its Changes slice belong to the consumer, which reuses them for
+	// the next batch: Apply must not keep them once it returns (copying a
+	// Change or its State is fine).
 	Apply(ctx context.Context, consumer string, b *Batch[T]) error
 }
 
@@ -333,6 +336,9 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 		cl.AllowRebalance()
 		cl.Close()
 	}()
+	// The changes slice is reused from batch to batch (Store.Apply keeps
+	// no reference to it): a replay allocates it once, not per poll.
+	var changes []Change[T]
 	for {
 		fs := cl.PollRecords(ctx, c.cfg.MaxBatch)
 		if ctx.Err() != nil {
@@ -344,7 +350,10 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 				return fmt.Errorf("fetch: %w", err)
 			}
 		}
-		b := &Batch[T]{Topic: c.cfg.Topic, From: map[int32]int64{}, Next: map[int32]int64{}, Changes: make([]Change[T], 0, fs.NumRecords())}
+		if n := fs.NumRecords(); cap(changes) < n {
+			changes = make([]Change[T], 0, n)
+		}
+		b := &Batch[T]{Topic: c.cfg.Topic, From: map[int32]int64{}, Next: map[int32]int64{}, Changes: changes[:0]}
 		var poisonErr error
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if poisonErr != nil {
@@ -376,6 +385,8 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 			return fmt.Errorf("apply batch: %w", err)
 		}
 		c.applied.Add(float64(len(b.Changes)))
+		changes = b.Changes
+		clear(changes) // hold no states past their batch
 		tr.advance(b.Next)
 		// In a group, partitions move only between applied batches.
 		cl.AllowRebalance()
@@ -588,18 +599,20 @@ func (c *Consumer[T]) checkRetention(ctx context.Context, adm *kadm.Client) {
 
 // add decodes r into the batch, applying the poison policy.
 func (c *Consumer[T]) add(ctx context.Context, cl *kgo.Client, b *Batch[T], r *kgo.Record) error {
-	ch := Change[T]{Key: string(r.Key), Partition: r.Partition, Offset: r.Offset, Headers: r.Headers}
+	b.Changes = append(b.Changes, Change[T]{Key: string(r.Key), Partition: r.Partition, Offset: r.Offset, Headers: r.Headers})
+	ch := &b.Changes[len(b.Changes)-1]
 	if r.Value == nil {
 		ch.Deleted = true
-		b.Changes = append(b.Changes, ch)
 		return nil
 	}
-	state, schema, err := c.dec.decode(ctx, r.Value)
+	// Decoded in place: one T per record is what the batch holds anyway.
+	schema, err := c.dec.decode(ctx, r.Value, &ch.State)
 	if err == nil {
-		ch.State, ch.Schema = state, schema
-		b.Changes = append(b.Changes, ch)
+		ch.Schema = schema
 		return nil
 	}
+	*ch = Change[T]{}
+	b.Changes = b.Changes[:len(b.Changes)-1]
 	var pe *PoisonError
 	if !errors.As(err, &pe) {
 		return err // the registry is unreachable: retry the session

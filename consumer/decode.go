@@ -82,24 +82,24 @@ func (d *decoder[T]) schemaFor(ctx context.Context, id int) (avro.Schema, avro.S
 	return s, w, nil
 }
 
-// decode decodes a non-null value. A registry that cannot be reached is an
+// decode decodes a non-null value into out, which must hold T's zero
+// value: the caller passes the slot the state ends up in, so that decoding
+// allocates no T of its own. A registry that cannot be reached is an
 // ordinary error (retried); everything wrong with the record itself is a
 // poison error.
-func (d *decoder[T]) decode(ctx context.Context, value []byte) (T, avro.Schema, error) {
-	var zero T
+func (d *decoder[T]) decode(ctx context.Context, value []byte, out *T) (avro.Schema, error) {
 	id, payload, err := schemas.DecodeWire(value)
 	if err != nil {
-		return zero, nil, poison(err)
+		return nil, poison(err)
 	}
 	s, w, err := d.schemaFor(ctx, id)
 	if err != nil {
-		return zero, nil, err
+		return nil, err
 	}
-	var out T
-	if err := avro.Unmarshal(s, payload, &out); err != nil {
-		return zero, nil, poison(fmt.Errorf("value does not decode with schema id %d: %w", id, err))
+	if err := avro.Unmarshal(s, payload, out); err != nil {
+		return nil, poison(fmt.Errorf("value does not decode with schema id %d: %w", id, err))
 	}
-	return out, w, nil
+	return w, nil
 }
 
 func poison(err error) error { return &PoisonError{Err: err} }

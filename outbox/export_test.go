@@ -7,3 +7,8 @@ func WithBeforeProduce(cfg *RelayConfig, f func(shard int, ids []int64)) { cfg.b
 // WithoutFencing makes the relay produce without a transactional id, so
 // that a test can show what fencing prevents.
 func WithoutFencing(cfg *RelayConfig) { cfg.noFencing = true }
+
+// WithReadAheadByID makes the relay read ahead with `id > max(in flight)`
+// instead of the head minus the rows in flight, so that a test can show
+// the reordering that would allow.
+func WithReadAheadByID(cfg *RelayConfig) { cfg.readAheadByID = true }

@@ -17,6 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/ecst-io/ecst/internal/wait"
@@ -69,6 +71,7 @@ type RelayConfig struct {
 
 	// Test hooks, set through export_test.go.
 	noFencing     bool
+	readAheadByID bool
 	beforeProduce func(shard int, ids []int64)
 }
 
@@ -399,30 +402,39 @@ func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.L
 
 	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
 	poll := r.cfg.PollMin
+	// next is the batch read ahead while the previous one was in flight,
+	// and when that read started.
+	var next []record
+	var nextStart time.Time
 	for {
 		if term.Err() != nil {
 			return false, leaseOrNil(term)
 		}
-		start := time.Now()
-		rows, err := r.deleteAndRead(term, int16(shard), acked) //nolint:gosec // shard < MaxShards
-		if err != nil {
-			if term.Err() != nil {
-				return false, leaseOrNil(term)
+		rows, start := next, nextStart
+		next = nil
+		if rows == nil {
+			start = time.Now()
+			var err error
+			rows, err = r.deleteAndRead(term, int16(shard), acked, nil) //nolint:gosec // shard < MaxShards
+			if err != nil {
+				if term.Err() != nil {
+					return false, leaseOrNil(term)
+				}
+				r.m.errors.WithLabelValues("database").Inc()
+				r.m.retries.Inc()
+				log.Warn("read outbox; retrying", "err", err)
+				bo.sleep(term)
+				continue
 			}
-			r.m.errors.WithLabelValues("database").Inc()
-			r.m.retries.Inc()
-			log.Warn("read outbox; retrying", "err", err)
-			bo.sleep(term)
-			continue
-		}
-		acked = nil
-		if len(rows) == 0 {
-			if r.cfg.Drain {
-				return true, nil
+			acked = nil
+			if len(rows) == 0 {
+				if r.cfg.Drain {
+					return true, nil
+				}
+				wait.Sleep(term, poll)
+				poll = min(poll*2, r.cfg.PollMax)
+				continue
 			}
-			wait.Sleep(term, poll)
-			poll = min(poll*2, r.cfg.PollMax)
-			continue
 		}
 		poll = r.cfg.PollMin
 		if r.cfg.beforeProduce != nil {
@@ -437,15 +449,46 @@ func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.L
 				cancel()
 			}
 		})
-		rejected, err := p.publish(pctx, rows)
+		type result struct {
+			rejected []*RejectedError
+			err      error
+		}
+		published, acks := make(chan result, 1), make(chan struct{})
+		go func() {
+			rejected, err := p.publish(pctx, rows, acks)
+			published <- result{rejected, err}
+		}()
+		// While the batch commits, delete the last committed one and read
+		// the next: the head of the shard minus the rows in flight. The
+		// read waits for the batch's acks so that it takes in the rows
+		// that committed while the batch was being produced. It is used
+		// only if the batch commits; see "Pipelining" in
+		// docs/architecture.md for why this keeps per-key order.
+		select {
+		case <-acks:
+		case res := <-published:
+			published <- res
+		}
+		aheadStart := time.Now()
+		ahead, aheadErr := r.deleteAndRead(term, int16(shard), acked, rows) //nolint:gosec // shard < MaxShards
+		if aheadErr == nil {
+			acked = nil
+		}
+		res := <-published
 		stopOnLease()
 		cancel()
+		rejected, err := res.rejected, res.err
 		if err == nil {
-			acked = ids(rows)
+			acked = append(acked, ids(rows)...)
 			r.m.observeBatch(rows, time.Since(start))
 			bo.reset()
+			if aheadErr == nil && len(ahead) > 0 {
+				next, nextStart = ahead, aheadStart
+			}
 			continue
 		}
+		// The batch failed: what was read ahead is dropped, and the next
+		// read starts from the head again.
 		if len(rejected) > 0 {
 			if r.cfg.OnReject == RejectHalt {
 				return false, rejected[0]
@@ -567,14 +610,23 @@ func (r *Relay) sampleBacklog(term context.Context, shard int) {
 // deleteAndRead deletes the rows of the last committed batch and reads the
 // next one in one round trip. The two statements share an implicit
 // transaction, and the SELECT's snapshot sees the DELETE, so there is no
-// cursor and no exclusion list: the next batch is simply the head of the
-// queue, including any row that committed late with a lower id.
-func (r *Relay) deleteAndRead(ctx context.Context, shard int16, acked []int64) ([]record, error) {
+// cursor: the next batch is simply the head of the queue, including any
+// row that committed late with a lower id. The rows of a batch still in
+// flight (inFlight) are the only ones passed over.
+func (r *Relay) deleteAndRead(ctx context.Context, shard int16, acked []int64, inFlight []record) ([]record, error) {
 	b := &pgx.Batch{}
 	if len(acked) > 0 {
 		b.Queue("DELETE FROM ecst.outbox WHERE shard = $1 AND id = ANY($2)", shard, acked)
 	}
-	b.Queue("SELECT id, topic, key, value, headers, created_at FROM ecst.outbox WHERE shard = $1 ORDER BY id LIMIT $2", shard, r.cfg.BatchSize)
+	const cols = "SELECT id, topic, key, value, headers, created_at FROM ecst.outbox "
+	switch {
+	case len(inFlight) == 0:
+		b.Queue(cols+"WHERE shard = $1 ORDER BY id LIMIT $2", shard, r.cfg.BatchSize)
+	case r.cfg.readAheadByID:
+		b.Queue(cols+"WHERE shard = $1 AND id > $3 ORDER BY id LIMIT $2", shard, r.cfg.BatchSize, inFlight[len(inFlight)-1].id)
+	default:
+		b.Queue(cols+"WHERE shard = $1 AND id <> ALL($3) ORDER BY id LIMIT $2", shard, r.cfg.BatchSize, ids(inFlight))
+	}
 	br := r.cfg.Pool.SendBatch(ctx, b)
 	defer br.Close()
 	if len(acked) > 0 {
@@ -657,12 +709,29 @@ func (r *Relay) newProducer(shard int, log *slog.Logger) (*producer, error) {
 		// late writes then fail instead of landing behind newer states.
 		opts = append(opts, kgo.TransactionalID(fmt.Sprintf("ecst-relay.%s.%d", r.cfg.Service, shard)),
 			kgo.TransactionTimeout(60*time.Second))
+		opts = append(opts, kgo.MaxVersions(txnV1Versions()), kgo.ConcurrentTransactionsBackoff(time.Millisecond))
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	return &producer{cl: cl, txn: txn, shard: shard}, nil
+}
+
+// txnV1Versions caps Produce at v11, which keeps the client on the
+// transaction protocol before KIP-890 part 2. Under part 2 a batch's
+// first produce is what adds its partitions to the transaction; when it
+// arrives before the broker has finished the previous transaction's
+// markers (the relay commits back to back), the broker retries it
+// server-side after add.partitions.to.txn.retry.backoff.ms (20 ms), a
+// wait the client cannot shorten. Before part 2 the client adds the
+// partitions itself and retries CONCURRENT_TRANSACTIONS after its own
+// backoff (1 ms here). Fencing is the same in both: InitProducerID bumps
+// the epoch.
+func txnV1Versions() *kversion.Versions {
+	v := kversion.Stable()
+	v.SetMaxKeyVersion(int16(kmsg.Produce), 11)
+	return v
 }
 
 func (p *producer) close() {
@@ -677,7 +746,8 @@ func (p *producer) close() {
 
 // publish produces rows in order and commits them as one transaction. On a
 // record the broker rejects for good it aborts and returns the rejects.
-func (p *producer) publish(ctx context.Context, rows []record) ([]*RejectedError, error) {
+// acks is closed once every record is acknowledged, before the commit.
+func (p *producer) publish(ctx context.Context, rows []record, acks chan<- struct{}) ([]*RejectedError, error) {
 	if p.txn {
 		if err := p.cl.BeginTransaction(); err != nil {
 			return nil, err
@@ -706,7 +776,11 @@ func (p *producer) publish(ctx context.Context, rows []record) ([]*RejectedError
 			wg.Done()
 		})
 	}
+	// The batch is whole: send it now rather than after the client's
+	// linger (10 ms by default), which would only delay it.
+	_ = p.cl.Flush(ctx) // an error is the records' own, seen below
 	wg.Wait()
+	close(acks)
 	var rejected []*RejectedError
 	var first error
 	for i, err := range errs {
