@@ -3,10 +3,14 @@ package cli_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/ecsttest"
@@ -20,6 +24,23 @@ func TestVerifyRepublishMirror(t *testing.T) {
 	t.Parallel()
 	w := ecsttest.New(t, nil)
 	ctx := context.Background()
+	cfgPath, env := recoveryConfig(t, w)
+	ecst := func(wantCode int, args ...string) result {
+		t.Helper()
+		r := run(t, env, append([]string{"--config", cfgPath}, args...)...)
+		if r.code != wantCode {
+			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
+		}
+		return r
+	}
+	w.Seed(ctx, ecsttest.Keys(40))
+	ecst(0, "relay", "--drain")
+	ecst(0, "mirror", "customer", "--table", "billing_customers", "--once")
+	recoveryStory(t, w, ecst)
+}
+
+// recoveryConfig writes an ecst.yaml for w's entity, with its source.
+func recoveryConfig(t *testing.T, w *ecsttest.World) (string, map[string]string) {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "schemas"), 0o755)
 	os.WriteFile(filepath.Join(dir, "schemas", "customer.avsc"), []byte(customers.Schema), 0o644)
@@ -39,17 +60,10 @@ entities:
 `), 0o644)
 	env := map[string]string{"ECST_BROKERS": strings.Join(w.Broker.Seeds, ","), "ECST_DATABASE_URL": w.DBURL,
 		"ECST_SCHEMA_REGISTRY_URL": w.Fake.URL(), "ECST_METRICS_ADDR": "off"}
-	ecst := func(wantCode int, args ...string) result {
-		t.Helper()
-		r := run(t, env, append([]string{"--config", cfgPath}, args...)...)
-		if r.code != wantCode {
-			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
-		}
-		return r
-	}
-	w.Seed(ctx, ecsttest.Keys(40))
-	ecst(0, "relay", "--drain")
-	ecst(0, "mirror", "customer", "--table", "billing_customers", "--once")
+	return cfgPath, env
+}
+
+func recoveryStory(t *testing.T, w *ecsttest.World, ecst func(int, ...string) result) {
 	r := ecst(0, "verify", "customer", "--mirror", "billing_customers")
 	if !strings.Contains(r.out, "in sync") {
 		t.Fatalf("verify of a system in sync:\n%s", r.out)
@@ -95,4 +109,63 @@ entities:
 	ecst(2, "verify", "nosuch")
 	ecst(2, "republish", "customer")
 	ecst(2, "republish", "customer", "--all", "--rate", "fast")
+}
+
+// TestRepublishKilledAndResumed: an `ecst republish` process killed with
+// SIGKILL at 40% leaves its run resumable; --resume writes every selected
+// key, and the counts add up (every key exactly once in the outbox).
+func TestRepublishKilledAndResumed(t *testing.T) {
+	t.Parallel()
+	w := ecsttest.New(t, nil)
+	ctx := context.Background()
+	cfgPath, env := recoveryConfig(t, w)
+	const n = 400
+	keys := ecsttest.Keys(n)
+	w.Seed(ctx, keys)
+	w.Exec(`DELETE FROM ecst.outbox`)
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "--config", cfgPath, "republish", "customer", "--all", "--batch", "10", "--rate", "400")
+	cmd.Env = append(os.Environ(), "ECST_TEST_RUN_AS_ECST=1")
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var runID, written int64
+	deadline := time.Now().Add(30 * time.Second)
+	for written < n*4/10 {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("the run did not reach 40%% (written %d)", written)
+		}
+		time.Sleep(5 * time.Millisecond)
+		_ = w.Pool.QueryRow(ctx, `SELECT id, rows_written FROM ecst.republish_runs`).Scan(&runID, &written)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	var state string
+	_ = w.Pool.QueryRow(ctx, `SELECT state, rows_written FROM ecst.republish_runs WHERE id = $1`, runID).Scan(&state, &written)
+	if state != "running" || written >= n {
+		t.Fatalf("killed run: state %s, written %d", state, written)
+	}
+	t.Logf("killed run %d at %d of %d", runID, written, n)
+
+	r := run(t, env, "--config", cfgPath, "republish", "customer", "--resume", fmt.Sprint(runID))
+	if r.code != 0 || !strings.Contains(r.out, fmt.Sprintf("run %d resumed and finished: %d full states", runID, n)) {
+		t.Fatalf("resume: code %d\n%s%s", r.code, r.out, r.err)
+	}
+	var rows, distinct int
+	_ = w.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT key) FROM ecst.outbox`).Scan(&rows, &distinct)
+	var selected int64
+	_ = w.Pool.QueryRow(ctx, `SELECT state, rows_written, rows_selected FROM ecst.republish_runs WHERE id = $1`, runID).Scan(&state, &written, &selected)
+	if rows != n || distinct != n || written != n || selected != n || state != "completed" {
+		t.Fatalf("after resume: outbox %d rows (%d keys), run %s written %d of %d; want %d each, completed", rows, distinct, state, written, selected, n)
+	}
 }
