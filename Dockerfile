@@ -11,12 +11,14 @@
 # HTTP client inside the container, and BusyBox's wget is one.
 #
 # ecst --version reads the Go build info. The build context leaves .git out (see
-# .dockerignore), so the binary carries no commit; VERSION only labels the image.
+# .dockerignore), so the binary carries no commit: VERSION (--build-arg
+# VERSION=$(git describe --always --dirty)) names the build and labels the image.
 
 ARG GO_VERSION=1.26.8
 ARG ALPINE_VERSION=3.22
 
 FROM golang:${GO_VERSION} AS build
+ARG VERSION=dev
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-trimpath
 # Dependencies first: this layer is reused until go.mod or go.sum change.
@@ -25,7 +27,7 @@ RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    go build -buildvcs=false -ldflags='-s -w' -o /out/ \
+    go build -buildvcs=false -ldflags="-s -w -X github.com/ecst-io/ecst/internal/cli.Version=${VERSION}" -o /out/ \
       ./cmd/ecst \
       ./examples/customers/cmd/customers-api \
       ./examples/customers/cmd/billing

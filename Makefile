@@ -11,8 +11,10 @@ KAFKA_PKGS = $(shell $(GO) list -test -f '{{if .ForTest}}{{.ForTest}} {{join .De
 
 all: check test
 
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+
 build:
-	$(GO) build -o bin/ecst ./cmd/ecst
+	$(GO) build -ldflags "-X github.com/ecst-io/ecst/internal/cli.Version=$(VERSION)" -o bin/ecst ./cmd/ecst
 
 ## setup: install the PostgreSQL server binaries if they are missing
 setup:

@@ -210,10 +210,19 @@ func connect(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
 // version, the VCS revision and time when the build recorded them (go build
 // in a git clone does, unless -buildvcs=false; a git worktree gives none),
 // and the Go version.
+// Version, when set at link time (go build -ldflags "-X
+// github.com/ecst-io/ecst/internal/cli.Version=v1.2.3"; make build and the
+// Dockerfile do), names the build where the Go build info has no module
+// version: builds from a source tree without VCS data.
+var Version string
+
 func version() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "(unknown)"
+	}
+	if Version != "" && (bi.Main.Version == "" || bi.Main.Version == "(devel)") {
+		bi.Main.Version = Version
 	}
 	return buildVersion(bi)
 }
