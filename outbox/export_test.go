@@ -1,5 +1,11 @@
 package outbox
 
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
 // WithBeforeProduce calls f with each batch's row ids after the batch is
 // read and before it is produced: tests stall a leader there.
 func WithBeforeProduce(cfg *RelayConfig, f func(shard int, ids []int64)) { cfg.beforeProduce = f }
@@ -12,3 +18,15 @@ func WithoutFencing(cfg *RelayConfig) { cfg.noFencing = true }
 // instead of the head minus the rows in flight, so that a test can show
 // the reordering that would allow.
 func WithReadAheadByID(cfg *RelayConfig) { cfg.readAheadByID = true }
+
+// ReadAheadSQL is the relay's read of the head minus the batch in flight.
+const ReadAheadSQL = readAheadSQL
+
+// RefreshStats runs a relay's statistics check for a backlog of n rows.
+func RefreshStats(ctx context.Context, pool *pgxpool.Pool, n int64) {
+	r, err := NewRelay(RelayConfig{Pool: pool, Service: "test"})
+	if err != nil {
+		panic(err)
+	}
+	r.refreshStats(ctx, n)
+}
