@@ -32,9 +32,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ecst-io/ecst/config"
-	"github.com/ecst-io/ecst/internal/pgavro"
 	"github.com/ecst-io/ecst/internal/source"
 	"github.com/ecst-io/ecst/internal/topicscan"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 )
@@ -132,20 +132,15 @@ type selection struct {
 
 // run is one republish in progress.
 type run struct {
-	cfg     Config
-	opts    Options
-	sel     selection
-	src     *config.Source
-	topic   string
-	query   string // the source query as a subquery: (query) AS src
-	keyCol  string // quoted
-	keyTyp  string // the key column's SQL type
-	mapper  *pgavro.Mapper
-	srcPlan *source.Source
-	log     *slog.Logger
-	res     Result
-	id      int64
-	start   time.Time
+	cfg   Config
+	opts  Options
+	sel   selection
+	topic string
+	src   *source.Source // planned by plan
+	log   *slog.Logger
+	res   Result
+	id    int64
+	start time.Time
 	// resumeCursor is the last key a resumed run had written.
 	resumeCursor *string
 }
@@ -157,7 +152,7 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 	if e == nil || e.Source == nil {
 		return nil, fmt.Errorf("%w: add entities.<name>.source (table, key, query) to ecst.yaml", ErrNoSource)
 	}
-	r := &run{cfg: cfg, opts: opts, src: e.Source, topic: e.Topic, log: cfg.Logger, start: time.Now()}
+	r := &run{cfg: cfg, opts: opts, topic: e.Topic, log: cfg.Logger, start: time.Now()}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -253,9 +248,9 @@ func (r *run) plan(ctx context.Context, conn *pgx.Conn) error {
 	if err != nil {
 		return err
 	}
-	r.query, r.keyCol, r.keyTyp, r.mapper, r.srcPlan = src.Query, src.KeyCol, src.KeyType, src.Mapper, src
+	r.src = src
 	if r.sel.Where != "" {
-		if _, err := conn.Prepare(ctx, "", "SELECT 1 FROM "+r.query+" WHERE ("+r.sel.Where+")"); err != nil {
+		if _, err := conn.Prepare(ctx, "", "SELECT 1 FROM "+r.src.Query+" WHERE ("+r.sel.Where+")"); err != nil {
 			return fmt.Errorf("--where %q does not run against the source query: %w", r.sel.Where, err)
 		}
 	}
@@ -269,17 +264,17 @@ func (r *run) pageSQL() string {
 		where = " AND (" + r.sel.Where + ")"
 	}
 	return fmt.Sprintf(`SELECT %[1]s::text FROM %[2]s WHERE ($1::text IS NULL OR %[1]s > $1::text::%[3]s)%[4]s ORDER BY %[1]s LIMIT $2`,
-		r.keyCol, r.query, r.keyTyp, where)
+		r.src.KeyCol, r.src.Query, r.src.KeyType, where)
 }
 
 // rowsSQL reads the current rows of the keys in $1.
-func (r *run) rowsSQL() string { return r.srcPlan.RowsSQL() }
+func (r *run) rowsSQL() string { return r.src.RowsSQL() }
 
 func (r *run) count(ctx context.Context, conn *pgx.Conn) (int64, error) {
 	if !r.sel.All && r.sel.Where == "" {
 		return int64(len(r.sel.Keys)), nil
 	}
-	q := "SELECT count(*) FROM " + r.query
+	q := "SELECT count(*) FROM " + r.src.Query
 	if r.sel.Where != "" {
 		q += " WHERE (" + r.sel.Where + ")"
 	}
@@ -310,7 +305,7 @@ func (r *run) dryRun(ctx context.Context, conn *pgx.Conn) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		key, version, state, err := r.mapper.Map(vals)
+		key, version, state, err := r.src.Mapper.Map(vals)
 		if err != nil {
 			return nil, err
 		}
@@ -532,7 +527,7 @@ func (r *run) orphans(ctx context.Context, conn *pgx.Conn) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read topic %s for orphans: %w", r.topic, err)
 	}
-	rows, err := conn.Query(ctx, r.srcPlan.KeysSQL())
+	rows, err := conn.Query(ctx, r.src.KeysSQL())
 	if err != nil {
 		return nil, err
 	}
@@ -613,7 +608,7 @@ func (r *run) tryBatch(ctx context.Context, upserts, tombs []string, cursor stri
 	var written, tombstones int64
 	for _, v := range current {
 		vals := v.([]any)
-		key, version, state, err := r.mapper.Map(vals)
+		key, version, state, err := r.src.Mapper.Map(vals)
 		if err != nil {
 			return err
 		}
@@ -698,10 +693,8 @@ func (r *run) backpressure(ctx context.Context) error {
 			r.log.Warn("outbox backlog at its limit; waiting for the relay", "limit", limit)
 			warned = true
 		}
-		select {
-		case <-ctx.Done():
+		if !wait.Sleep(ctx, 200*time.Millisecond) {
 			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
@@ -751,10 +744,8 @@ func (p *pacer) wait(ctx context.Context, n int) error {
 	if d <= 0 {
 		return nil
 	}
-	select {
-	case <-ctx.Done():
+	if !wait.Sleep(ctx, d) {
 		return ctx.Err()
-	case <-time.After(d):
-		return nil
 	}
+	return nil
 }

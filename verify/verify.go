@@ -44,6 +44,7 @@ import (
 	"github.com/ecst-io/ecst/internal/pgavro"
 	"github.com/ecst-io/ecst/internal/source"
 	"github.com/ecst-io/ecst/internal/topicscan"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/republish"
 	"github.com/ecst-io/ecst/schemas"
@@ -849,7 +850,7 @@ func waitRelayed(ctx context.Context, cfg Config, opts Options) error {
 	if err := cfg.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM ecst.outbox WHERE topic = $1`, cfg.Entity.Topic).Scan(&maxID); err != nil {
 		return err
 	}
-	return poll(ctx, opts.Wait, "the relay to publish the repair (is `ecst relay` running?)", func() (bool, error) {
+	return wait.Until(ctx, opts.Wait, 100*time.Millisecond, "the relay to publish the repair (is `ecst relay` running?)", func() (bool, error) {
 		var n int
 		err := cfg.Pool.QueryRow(ctx, `SELECT count(*) FROM ecst.outbox WHERE topic = $1 AND id <= $2`, cfg.Entity.Topic, maxID).Scan(&n)
 		return n == 0, err
@@ -863,7 +864,7 @@ func waitMirror(ctx context.Context, cfg Config, opts Options) error {
 		return err
 	}
 	m := &mirrorPlan{table: opts.Mirror}
-	return poll(ctx, opts.Wait, "mirror "+opts.Mirror+" to catch up (is `ecst mirror` running?)", func() (bool, error) {
+	return wait.Until(ctx, opts.Wait, 100*time.Millisecond, "mirror "+opts.Mirror+" to catch up (is `ecst mirror` running?)", func() (bool, error) {
 		tx, err := cfg.Pool.Begin(ctx)
 		if err != nil {
 			return false, err
@@ -880,22 +881,4 @@ func waitMirror(ctx context.Context, cfg Config, opts Options) error {
 		}
 		return true, nil
 	})
-}
-
-func poll(ctx context.Context, limit time.Duration, what string, done func() (bool, error)) error {
-	deadline := time.Now().Add(limit)
-	for {
-		ok, err := done()
-		if err != nil || ok {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("gave up after %s waiting for %s", limit, what)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

@@ -47,21 +47,12 @@ Figures are for comparing with each other; machines differ and are noisy.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			cfg, err := a.loadConfig()
+			parts, err := a.benchParts(ctx, out, 0)
 			if err != nil {
 				return err
 			}
-			kopts, brokerName, stopBroker, err := benchBroker(cfg)
-			if err != nil {
-				return err
-			}
-			defer stopBroker()
-			fmt.Fprintf(out, "starting a throwaway PostgreSQL (fsync on)...\n")
-			dbURL, pool, stopDB, err := benchDatabase(ctx, 0)
-			if err != nil {
-				return err
-			}
-			defer stopDB()
+			defer parts.stop()
+			kopts, brokerName, dbURL, pool := parts.kopts, parts.broker, parts.dbURL, parts.pool
 			suffix := fmt.Sprint(time.Now().UnixNano())
 			env := &benchrelay.Env{Pool: pool, KafkaOpts: kopts, Topic: "bench-relay-" + suffix, Service: "bench-" + suffix, Log: a.logger()}
 			if err := env.CreateTopic(ctx, 6); err != nil {
@@ -105,7 +96,7 @@ Figures are for comparing with each other; machines differ and are noisy.`,
 				if err := env.Fill(ctx, rssRows, valueSize); err != nil {
 					return err
 				}
-				rss, took, err := relayRSS(ctx, dbURL, cfg.Kafka.Brokers, env.Service, out)
+				rss, took, err := relayRSS(ctx, dbURL, parts.brokers, env.Service, out)
 				if err != nil {
 					return err
 				}
@@ -154,6 +145,37 @@ func relayRSS(ctx context.Context, dbURL string, brokers []string, service strin
 		return 0, 0, fmt.Errorf("no rusage on this platform")
 	}
 	return float64(ru.Maxrss) / 1024, time.Since(start), nil
+}
+
+// benchParts are what a bench command runs against: the configured broker
+// (or an in-process kfake) and a throwaway durable PostgreSQL.
+type benchParts struct {
+	kopts   []kgo.Opt
+	brokers []string // seeds, for a child process
+	broker  string   // for the report
+	dbURL   string
+	pool    *pgxpool.Pool
+	stop    func()
+}
+
+// benchParts starts the parts; a pool of maxConns connections (0: pgx's
+// default).
+func (a *app) benchParts(ctx context.Context, out io.Writer, maxConns int) (*benchParts, error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	kopts, broker, stopBroker, err := benchBroker(cfg)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(out, "starting a throwaway PostgreSQL (fsync on)...")
+	dbURL, pool, stopDB, err := benchDatabase(ctx, maxConns)
+	if err != nil {
+		stopBroker()
+		return nil, err
+	}
+	return &benchParts{kopts: kopts, brokers: cfg.Kafka.Brokers, broker: broker, dbURL: dbURL, pool: pool, stop: func() { stopDB(); stopBroker() }}, nil
 }
 
 // benchBroker returns client options for the configured brokers, or for an

@@ -43,20 +43,12 @@ the model applied it: p50, p99 and max, exact (every event is timed).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			cfg, err := a.loadConfig()
+			parts, err := a.benchParts(ctx, out, writers+8)
 			if err != nil {
 				return err
 			}
-			kopts, broker, stopBroker, err := benchBroker(cfg)
-			if err != nil {
-				return err
-			}
-			defer stopBroker()
-			_, pool, stopDB, err := benchDatabase(ctx, writers+8)
-			if err != nil {
-				return err
-			}
-			defer stopDB()
+			defer parts.stop()
+			kopts, broker, pool := parts.kopts, parts.broker, parts.pool
 			fakeReg := srfake.New()
 			defer fakeReg.Close()
 			fmt.Fprintf(out, "commit -> read model applied, %s, durable PostgreSQL, %d writers, 2 cores\n\n", broker, writers)

@@ -38,21 +38,12 @@ durable PostgreSQL cluster, then measures in one run:
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			cfg, err := a.loadConfig()
+			parts, err := a.benchParts(ctx, out, 0)
 			if err != nil {
 				return err
 			}
-			kopts, brokerName, stopBroker, err := benchBroker(cfg)
-			if err != nil {
-				return err
-			}
-			defer stopBroker()
-			fmt.Fprintln(out, "starting a throwaway PostgreSQL (fsync on)...")
-			_, pool, stopDB, err := benchDatabase(ctx, 0)
-			if err != nil {
-				return err
-			}
-			defer stopDB()
+			defer parts.stop()
+			kopts, brokerName, pool := parts.kopts, parts.broker, parts.pool
 			fake := srfake.New()
 			defer fake.Close()
 			topic := fmt.Sprintf("bench-recovery-%d", time.Now().UnixNano())

@@ -15,6 +15,7 @@ import (
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/topics"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/republish"
@@ -193,18 +194,7 @@ func waitOutboxEmpty(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 func waitFor(ctx context.Context, ok func() bool) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("gave up after 30s")
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	return nil
+	return wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "the demo's step", func() (bool, error) { return ok(), nil })
 }
 
 func countRows(ctx context.Context, pool *pgxpool.Pool, table string) (int, error) {

@@ -1,8 +1,10 @@
-// Package wait has the one sleep the relay and the consumers share.
+// Package wait has the sleeps and polls the relay, the consumers,
+// republish, verify and the demo share.
 package wait
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -16,5 +18,23 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-t.C:
 		return true
+	}
+}
+
+// Until calls done every interval until it reports true or an error, ctx
+// ends, or limit passes; then the error names what was awaited.
+func Until(ctx context.Context, limit, interval time.Duration, what string, done func() (bool, error)) error {
+	deadline := time.Now().Add(limit)
+	for {
+		ok, err := done()
+		if err != nil || ok {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gave up after %s waiting for %s", limit, what)
+		}
+		if !Sleep(ctx, interval) {
+			return ctx.Err()
+		}
 	}
 }
