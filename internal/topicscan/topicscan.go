@@ -108,15 +108,15 @@ func ScanTo(ctx context.Context, opts []kgo.Opt, topic string, starts, ends map[
 		if cbErr != nil {
 			return cbErr
 		}
-		// A partition whose remaining records were all aborted (so never
-		// delivered) is done once the fetch position passes its end.
+		// The last offsets below end may hold no record at all: compaction
+		// removes records (and, after delete.retention.ms, transaction
+		// markers) from cleaned segments, so on an idle topic the tail
+		// below end can be gone. A fetch that returns nothing for a pending
+		// partition whose stable end is past end means nothing is left to
+		// read there.
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
-			if end, ok := pending[p.Partition]; ok && p.LastStableOffset >= end && len(p.Records) == 0 && p.Err == nil {
-				// Nothing came back below end although the LSO is past
-				// it: the rest below end was aborted data.
-				if p.HighWatermark >= end {
-					delete(pending, p.Partition)
-				}
+			if end, ok := pending[p.Partition]; ok && len(p.Records) == 0 && p.Err == nil && p.LastStableOffset >= end && p.HighWatermark >= end {
+				delete(pending, p.Partition)
 			}
 		})
 	}
