@@ -7,3 +7,6 @@ func ReadBeforeLock(o *Options, pause func()) {
 	o.readFirst = true
 	o.beforeLock = pause
 }
+
+// BeforeLock calls f before every batch takes its key locks.
+func BeforeLock(o *Options, f func()) { o.beforeLock = f }

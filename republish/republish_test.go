@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -91,17 +90,49 @@ func TestRepublishUnderLiveTraffic(t *testing.T) {
 	}
 }
 
-// TestRepublishOrderNeedsTheLock: the same run, with batches that read
-// their rows before taking the key locks, leaves keys stale. This is what
-// the lock-then-read order is for.
-func TestRepublishOrderNeedsTheLock(t *testing.T) {
+// writeBetweenReadAndLock runs a republish of 56 keys in batches of 7
+// where, in every batch, a live writer updates the batch's first key at
+// the moment between the batch's read and its lock (readFirst) or just
+// before its lock-then-read (the real order). It returns the keys whose
+// last record on the topic is not the source's state.
+func writeBetweenReadAndLock(t *testing.T, readFirst bool) []string {
+	w := ecsttest.New(t, nil)
+	ctx := context.Background()
+	keys := ecsttest.Keys(56)
+	w.Seed(ctx, keys)
+	batch := 0
+	write := func() {
+		if _, err := w.Upsert(ctx, keys[7*batch]); err != nil {
+			t.Error(err)
+		}
+		batch++
+	}
 	opts := republish.Options{All: true, Batch: 7}
-	republish.ReadBeforeLock(&opts, func() { time.Sleep(3 * time.Millisecond) })
-	diffs := republishUnderTraffic(t, opts)
-	if len(diffs) == 0 {
-		t.Fatal("reading before the lock left no key stale; the live-traffic test would not catch the bug")
+	if readFirst {
+		republish.ReadBeforeLock(&opts, write)
+	} else {
+		republish.BeforeLock(&opts, write)
+	}
+	if _, err := republish.Run(ctx, cfg(w), opts); err != nil {
+		t.Fatal(err)
+	}
+	w.Drain()
+	return w.TopicMatchesSource()
+}
+
+// TestRepublishOrderNeedsTheLock: a live write that commits between a
+// batch's read and its lock leaves the key stale when the batch reads
+// first; with the lock taken first, the same interleaving converges. This
+// is what the lock-then-read order is for.
+func TestRepublishOrderNeedsTheLock(t *testing.T) {
+	diffs := writeBetweenReadAndLock(t, true)
+	if len(diffs) != 8 {
+		t.Fatalf("reading before the lock left %d keys stale, want the 8 written between read and lock:\n%s", len(diffs), strings.Join(diffs, "\n"))
 	}
 	t.Logf("reading before the lock: %d keys stale, e.g. %s", len(diffs), diffs[0])
+	if diffs := writeBetweenReadAndLock(t, false); len(diffs) > 0 {
+		t.Fatalf("locking first, %d keys differ:\n%s", len(diffs), strings.Join(diffs, "\n"))
+	}
 }
 
 func TestRepublishResume(t *testing.T) {
