@@ -184,26 +184,11 @@ func (a *app) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(a.io.Err, opts))
 }
 
-// connect opens a pool and checks that the database answers, with an error
-// that says which setting to fix and never shows a password.
+// connect opens a pool and checks that the database answers, within the
+// connect bound, with an error that says which setting to fix and never
+// shows a password (see config.Database.Connect).
 func connect(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
-	conn, err := db.ConnString()
-	if err != nil {
-		return nil, err
-	}
-	pcfg, err := pgxpool.ParseConfig(conn)
-	if err != nil {
-		return nil, fmt.Errorf("database.url (ECST_DATABASE_URL) %s is not a valid PostgreSQL connection string", db.URL)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", db.URL, err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w (check ECST_DATABASE_URL and that the server is up)", db.URL, err)
-	}
-	return pool, nil
+	return db.Connect(ctx)
 }
 
 // version is what --version prints after "ecst version": the module
