@@ -409,9 +409,9 @@ func (e *Entity) loadSchema(dir string) error {
 		}
 		return fmt.Errorf("read %s: %w", p, err)
 	}
-	s, err := avro.ParseWithCache(string(data), "", &avro.SchemaCache{}) // a cache of its own: see schemas.Parse
+	s, err := ParseSchemaFile(p, data)
 	if err != nil {
-		return fmt.Errorf("%s is not a valid Avro schema: %w", p, err)
+		return err
 	}
 	if s.Type() != avro.Record {
 		return fmt.Errorf("%s has top-level type %s; an entity's state must be an Avro record", p, s.Type())
