@@ -242,27 +242,9 @@ func Parse(data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, explainYAML(err)
+		return nil, explainYAML(err, data)
 	}
 	return cfg, nil
-}
-
-// explainYAML turns yaml.v3's "field x not found in type config.Entity" into
-// advice that names the key.
-func explainYAML(err error) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return fmt.Errorf("invalid YAML: %w", err)
-	}
-	msgs := make([]string, 0, len(te.Errors))
-	for _, m := range te.Errors {
-		if field, typ, ok := parseUnknownField(m); ok {
-			m = fmt.Sprintf("%s: unknown key %q; valid keys here are %s (check the spelling)",
-				strings.SplitN(m, ":", 2)[0], field, strings.Join(knownKeys(typ), ", "))
-		}
-		msgs = append(msgs, m)
-	}
-	return errors.New(strings.Join(msgs, "\n"))
 }
 
 var unknownFieldRE = regexp.MustCompile(`field (\S+) not found in type config\.(\w+)`)
@@ -409,9 +391,9 @@ func (e *Entity) loadSchema(dir string) error {
 		}
 		return fmt.Errorf("read %s: %w", p, err)
 	}
-	s, err := avro.ParseWithCache(string(data), "", &avro.SchemaCache{}) // a cache of its own: see schemas.Parse
+	s, err := ParseSchemaFile(p, data)
 	if err != nil {
-		return fmt.Errorf("%s is not a valid Avro schema: %w", p, err)
+		return err
 	}
 	if s.Type() != avro.Record {
 		return fmt.Errorf("%s has top-level type %s; an entity's state must be an Avro record", p, s.Type())

@@ -104,7 +104,7 @@ func TestErrorsNameFieldAndFix(t *testing.T) {
 		{"unknown entity key", strings.Replace(good, "    topic:", "    topik: x\n    topic:", 1), []string{`unknown key "topik"`, "topic, schema"}},
 		{"unknown source key", strings.Replace(good, "      key: id", "      key: id\n      keys: id", 1), []string{`unknown key "keys"`, "table, key, version, query"}},
 		{"missing schema file", strings.Replace(good, "schemas/customer.avsc", "schemas/nope.avsc", 1), []string{"entities.customer.schema", "nope.avsc does not exist", "fix the path"}},
-		{"schema not avro", strings.Replace(good, "schemas/customer.avsc", "ecst.yaml", 1), []string{"entities.customer.schema", "not a valid Avro schema"}},
+		{"schema not avro", strings.Replace(good, "schemas/customer.avsc", "ecst.yaml", 1), []string{"entities.customer.schema", "JSON syntax error in schema file", "ecst.yaml at line 2, column 1"}},
 		{"two entities one topic", good + `
   account:
     topic: customers.state

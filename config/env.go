@@ -15,18 +15,23 @@ type Override struct {
 	Env   string
 	Flag  string // "" for settings that have no flag
 	Usage string
-	Set   func(c *Config, v string) error
+	// Bool marks a boolean: its flag takes no value (--kafka-tls,
+	// --kafka-tls=false).
+	Bool bool
+	// Set applies a value. Its errors say what is wrong with the value;
+	// the caller names where it came from (the variable or the flag).
+	Set func(c *Config, v string) error
 }
 
 func str(dst func(c *Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error { *dst(c) = v; return nil }
 }
 
-func boolean(name string, dst func(c *Config) *bool) func(*Config, string) error {
+func boolean(dst func(c *Config) *bool) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return fmt.Errorf("%s: %q is not a boolean; use true or false", name, v)
+			return fmt.Errorf("%q is not a boolean; use true or false", v)
 		}
 		*dst(c) = b
 		return nil
@@ -36,41 +41,41 @@ func boolean(name string, dst func(c *Config) *bool) func(*Config, string) error
 // Overrides lists every setting the environment and flags can override, in
 // the order --help shows them.
 var Overrides = []Override{
-	{"ECST_SERVICE", "service", "producing service name (the ecst-source header)", str(func(c *Config) *string { return &c.Service })},
-	{"ECST_DATABASE_URL", "database-url", "PostgreSQL URL; prefer the variable when it holds a password", func(c *Config, v string) error { c.Database.URL = SecretURL(v); return nil }},
-	{"ECST_DATABASE_SSLMODE", "database-sslmode", "PostgreSQL sslmode (disable, require, verify-full, ...)", str(func(c *Config) *string { return &c.Database.SSLMode })},
-	{"ECST_BROKERS", "brokers", "Kafka seed brokers, host:port, comma-separated", func(c *Config, v string) error {
+	{Env: "ECST_SERVICE", Flag: "service", Usage: "producing service name (the ecst-source header)", Set: str(func(c *Config) *string { return &c.Service })},
+	{Env: "ECST_DATABASE_URL", Flag: "database-url", Usage: "PostgreSQL URL; prefer the variable when it holds a password", Set: func(c *Config, v string) error { c.Database.URL = SecretURL(v); return nil }},
+	{Env: "ECST_DATABASE_SSLMODE", Flag: "database-sslmode", Usage: "PostgreSQL sslmode (disable, require, verify-full, ...)", Set: str(func(c *Config) *string { return &c.Database.SSLMode })},
+	{Env: "ECST_BROKERS", Flag: "brokers", Usage: "Kafka seed brokers, host:port, comma-separated", Set: func(c *Config, v string) error {
 		c.Kafka.Brokers = splitList(v)
 		return nil
 	}},
-	{"ECST_KAFKA_CLIENT_ID", "", "", str(func(c *Config) *string { return &c.Kafka.ClientID })},
-	{"ECST_KAFKA_TLS", "kafka-tls", "use TLS to the brokers", boolean("ECST_KAFKA_TLS", func(c *Config) *bool { return &c.Kafka.TLS.Enabled })},
-	{"ECST_KAFKA_TLS_CA_FILE", "kafka-tls-ca-file", "PEM CA bundle for the brokers", str(func(c *Config) *string { return &c.Kafka.TLS.CAFile })},
-	{"ECST_KAFKA_TLS_CERT_FILE", "kafka-tls-cert-file", "PEM client certificate for the brokers", str(func(c *Config) *string { return &c.Kafka.TLS.CertFile })},
-	{"ECST_KAFKA_TLS_KEY_FILE", "kafka-tls-key-file", "PEM client key for the brokers", str(func(c *Config) *string { return &c.Kafka.TLS.KeyFile })},
-	{"ECST_KAFKA_TLS_SERVER_NAME", "", "", str(func(c *Config) *string { return &c.Kafka.TLS.ServerName })},
-	{"ECST_KAFKA_TLS_INSECURE_SKIP_VERIFY", "", "", boolean("ECST_KAFKA_TLS_INSECURE_SKIP_VERIFY", func(c *Config) *bool { return &c.Kafka.TLS.InsecureSkipVerify })},
-	{"ECST_KAFKA_SASL_MECHANISM", "kafka-sasl-mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", str(func(c *Config) *string { return &c.Kafka.SASL.Mechanism })},
-	{"ECST_KAFKA_SASL_USERNAME", "kafka-sasl-username", "SASL user name", str(func(c *Config) *string { return &c.Kafka.SASL.Username })},
-	{"ECST_KAFKA_SASL_PASSWORD", "", "", func(c *Config, v string) error { c.Kafka.SASL.Password = Secret(v); return nil }},
-	{"ECST_OUTBOX_SHARDS", "", "", func(c *Config, v string) error {
+	{Env: "ECST_KAFKA_CLIENT_ID", Set: str(func(c *Config) *string { return &c.Kafka.ClientID })},
+	{Env: "ECST_KAFKA_TLS", Flag: "kafka-tls", Usage: "use TLS to the brokers", Bool: true, Set: boolean(func(c *Config) *bool { return &c.Kafka.TLS.Enabled })},
+	{Env: "ECST_KAFKA_TLS_CA_FILE", Flag: "kafka-tls-ca-file", Usage: "PEM CA bundle for the brokers", Set: str(func(c *Config) *string { return &c.Kafka.TLS.CAFile })},
+	{Env: "ECST_KAFKA_TLS_CERT_FILE", Flag: "kafka-tls-cert-file", Usage: "PEM client certificate for the brokers", Set: str(func(c *Config) *string { return &c.Kafka.TLS.CertFile })},
+	{Env: "ECST_KAFKA_TLS_KEY_FILE", Flag: "kafka-tls-key-file", Usage: "PEM client key for the brokers", Set: str(func(c *Config) *string { return &c.Kafka.TLS.KeyFile })},
+	{Env: "ECST_KAFKA_TLS_SERVER_NAME", Set: str(func(c *Config) *string { return &c.Kafka.TLS.ServerName })},
+	{Env: "ECST_KAFKA_TLS_INSECURE_SKIP_VERIFY", Bool: true, Set: boolean(func(c *Config) *bool { return &c.Kafka.TLS.InsecureSkipVerify })},
+	{Env: "ECST_KAFKA_SASL_MECHANISM", Flag: "kafka-sasl-mechanism", Usage: "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", Set: str(func(c *Config) *string { return &c.Kafka.SASL.Mechanism })},
+	{Env: "ECST_KAFKA_SASL_USERNAME", Flag: "kafka-sasl-username", Usage: "SASL user name", Set: str(func(c *Config) *string { return &c.Kafka.SASL.Username })},
+	{Env: "ECST_KAFKA_SASL_PASSWORD", Set: func(c *Config, v string) error { c.Kafka.SASL.Password = Secret(v); return nil }},
+	{Env: "ECST_OUTBOX_SHARDS", Set: func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			return fmt.Errorf("ECST_OUTBOX_SHARDS: %q is not a number", v)
+			return fmt.Errorf("%q is not a number", v)
 		}
 		c.Outbox.Shards = n
 		return nil
 	}},
-	{"ECST_RELAY_ON_REJECT", "", "", str(func(c *Config) *string { return &c.Relay.OnReject })},
-	{"ECST_METRICS_ADDR", "metrics-addr", "address for /metrics, /healthz and /readyz (\"off\" to disable)", str(func(c *Config) *string { return &c.Relay.MetricsAddr })},
-	{"ECST_SCHEMA_REGISTRY_URL", "schema-registry-url", "Schema Registry URL", func(c *Config, v string) error { c.Registry.URL = SecretURL(v); return nil }},
-	{"ECST_SCHEMA_REGISTRY_USERNAME", "", "", str(func(c *Config) *string { return &c.Registry.Username })},
-	{"ECST_SCHEMA_REGISTRY_PASSWORD", "", "", func(c *Config, v string) error { c.Registry.Password = Secret(v); return nil }},
-	{"ECST_SCHEMA_REGISTRY_TLS_CA_FILE", "", "", str(func(c *Config) *string { return &c.Registry.TLS.CAFile })},
-	{"ECST_SCHEMA_REGISTRY_TLS_CERT_FILE", "", "", str(func(c *Config) *string { return &c.Registry.TLS.CertFile })},
-	{"ECST_SCHEMA_REGISTRY_TLS_KEY_FILE", "", "", str(func(c *Config) *string { return &c.Registry.TLS.KeyFile })},
-	{"ECST_SCHEMA_REGISTRY_TLS_INSECURE_SKIP_VERIFY", "", "", boolean("ECST_SCHEMA_REGISTRY_TLS_INSECURE_SKIP_VERIFY", func(c *Config) *bool { return &c.Registry.TLS.InsecureSkipVerify })},
-	{"ECST_SCHEMA_REGISTRY_AUTO_REGISTER", "", "", boolean("ECST_SCHEMA_REGISTRY_AUTO_REGISTER", func(c *Config) *bool { return &c.Registry.AutoRegister })},
+	{Env: "ECST_RELAY_ON_REJECT", Set: str(func(c *Config) *string { return &c.Relay.OnReject })},
+	{Env: "ECST_METRICS_ADDR", Flag: "metrics-addr", Usage: "address for /metrics, /healthz and /readyz (\"off\" to disable)", Set: str(func(c *Config) *string { return &c.Relay.MetricsAddr })},
+	{Env: "ECST_SCHEMA_REGISTRY_URL", Flag: "schema-registry-url", Usage: "Schema Registry URL", Set: func(c *Config, v string) error { c.Registry.URL = SecretURL(v); return nil }},
+	{Env: "ECST_SCHEMA_REGISTRY_USERNAME", Set: str(func(c *Config) *string { return &c.Registry.Username })},
+	{Env: "ECST_SCHEMA_REGISTRY_PASSWORD", Set: func(c *Config, v string) error { c.Registry.Password = Secret(v); return nil }},
+	{Env: "ECST_SCHEMA_REGISTRY_TLS_CA_FILE", Set: str(func(c *Config) *string { return &c.Registry.TLS.CAFile })},
+	{Env: "ECST_SCHEMA_REGISTRY_TLS_CERT_FILE", Set: str(func(c *Config) *string { return &c.Registry.TLS.CertFile })},
+	{Env: "ECST_SCHEMA_REGISTRY_TLS_KEY_FILE", Set: str(func(c *Config) *string { return &c.Registry.TLS.KeyFile })},
+	{Env: "ECST_SCHEMA_REGISTRY_TLS_INSECURE_SKIP_VERIFY", Bool: true, Set: boolean(func(c *Config) *bool { return &c.Registry.TLS.InsecureSkipVerify })},
+	{Env: "ECST_SCHEMA_REGISTRY_AUTO_REGISTER", Bool: true, Set: boolean(func(c *Config) *bool { return &c.Registry.AutoRegister })},
 }
 
 // ApplyEnv applies every ECST_* variable that is set.
@@ -81,7 +86,7 @@ func ApplyEnv(c *Config, env func(string) string) error {
 	for _, o := range Overrides {
 		if v := env(o.Env); v != "" {
 			if err := o.Set(c, v); err != nil {
-				return err
+				return fmt.Errorf("%s: %w", o.Env, err)
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -84,6 +85,48 @@ type Relay struct {
 	m       *RelayMetrics
 	lockCfg *pgx.ConnConfig
 	ready   atomic.Bool
+
+	mu     sync.Mutex // guards counts
+	counts Counts
+}
+
+// Counts are the records a relay has dealt with since it was created, by
+// topic.
+type Counts struct {
+	// Published are records committed to Kafka.
+	Published map[string]int64
+	// Parked are records the broker rejected for good, moved to
+	// ecst.outbox_parked (RejectPark).
+	Parked map[string]int64
+}
+
+// Total sums a count over its topics.
+func Total(byTopic map[string]int64) int64 {
+	var n int64
+	for _, c := range byTopic {
+		n += c
+	}
+	return n
+}
+
+// Counts returns what the relay has published and parked so far. It may be
+// called while the relay runs; `ecst relay --drain` prints it at the end.
+func (r *Relay) Counts() Counts {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Counts{Published: maps.Clone(r.counts.Published), Parked: maps.Clone(r.counts.Parked)}
+}
+
+// add counts records published and parked, by topic.
+func (r *Relay) add(published, parked map[string]int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for t, n := range published {
+		r.counts.Published[t] += n
+	}
+	for t, n := range parked {
+		r.counts.Parked[t] += n
+	}
 }
 
 // Errors callers branch on.
@@ -165,7 +208,8 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	// partitioned process), which frees its lock for a standby.
 	lockCfg.RuntimeParams["idle_session_timeout"] = strconv.FormatInt(cfg.LeaseTimeout.Milliseconds(), 10)
 	lockCfg.RuntimeParams["application_name"] = "ecst-relay-lock"
-	return &Relay{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, lockCfg: lockCfg}, nil
+	return &Relay{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, lockCfg: lockCfg,
+		counts: Counts{Published: map[string]int64{}, Parked: map[string]int64{}}}, nil
 }
 
 // Ready reports whether the start-up checks passed and the relay is
@@ -481,6 +525,11 @@ func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.L
 		if err == nil {
 			acked = append(acked, ids(rows)...)
 			r.m.observeBatch(rows, time.Since(start))
+			published := map[string]int64{}
+			for _, rec := range rows {
+				published[rec.topic]++
+			}
+			r.add(published, nil)
 			bo.reset()
 			if aheadErr == nil && len(ahead) > 0 {
 				next, nextStart = ahead, aheadStart
@@ -704,20 +753,27 @@ func (r *Relay) deleteAndRead(ctx context.Context, shard int16, acked []int64, i
 
 // park moves rejected rows to ecst.outbox_parked in one transaction.
 func (r *Relay) park(ctx context.Context, rejected []*RejectedError) error {
-	return pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
+	parked := map[string]int64{}
+	err := pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
 		for _, rej := range rejected {
-			_, err := tx.Exec(ctx, `WITH moved AS (DELETE FROM ecst.outbox WHERE id = $1 RETURNING *)
+			tag, err := tx.Exec(ctx, `WITH moved AS (DELETE FROM ecst.outbox WHERE id = $1 RETURNING *)
 				INSERT INTO ecst.outbox_parked (id, shard, topic, key, value, headers, created_at, error)
 				SELECT id, shard, topic, key, value, headers, created_at, $2 FROM moved
 				ON CONFLICT (id) DO NOTHING`, rej.ID, rej.Err.Error())
 			if err != nil {
 				return err
 			}
+			parked[rej.Topic] += tag.RowsAffected()
 			r.m.parked.WithLabelValues(rej.Topic).Inc()
 			r.log.Error("parked a record the broker rejected", "id", rej.ID, "topic", rej.Topic, "key", rej.Key, "err", rej.Err)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	r.add(nil, parked)
+	return nil
 }
 
 func ids(rows []record) []int64 {

@@ -203,7 +203,7 @@ func benchDatabase(ctx context.Context, maxConns int) (url string, pool *pgxpool
 		return "", nil, nil, err
 	}
 	url = cluster.URL("postgres")
-	pcfg, err := pgxpool.ParseConfig(url)
+	pcfg, err := config.Database{URL: config.SecretURL(url)}.PoolConfig()
 	if err == nil && maxConns > 0 {
 		pcfg.MaxConns = int32(maxConns) //nolint:gosec // small
 	}

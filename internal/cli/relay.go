@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +52,7 @@ Serves Prometheus metrics on --metrics-addr at /metrics, and /healthz and
 /readyz. SIGINT or SIGTERM finishes the batch in flight (or abandons it: its
 rows stay in the outbox) and exits 0.`,
 		Example: `  ecst relay                        # run until stopped
-  ecst relay --drain                # publish everything waiting, then exit 0
+  ecst relay --drain                # publish everything waiting, say how much, then exit 0
   ecst relay --shards 0,1           # serve only some shards`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -117,16 +121,46 @@ rows stay in the outbox) and exits 0.`,
 			if err != nil {
 				return err
 			}
+			counts := relay.Counts()
 			if drain {
-				fmt.Fprintln(cmd.OutOrStdout(), "outbox drained")
+				printDrained(cmd.OutOrStdout(), counts)
 			}
-			log.Info("relay stopped")
+			log.Info("relay stopped", "published", outbox.Total(counts.Published), "parked", outbox.Total(counts.Parked))
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&drain, "drain", false, "publish everything in the outbox, then exit 0")
+	cmd.Flags().BoolVar(&drain, "drain", false, "publish everything in the outbox, print the records published per topic and the total, then exit 0")
 	cmd.Flags().StringVar(&shards, "shards", "", "comma-separated shards to serve (default all of outbox.shards)")
 	return cmd
+}
+
+// printDrained says what a drain published, per topic, and ends with the
+// totals.
+func printDrained(w io.Writer, c outbox.Counts) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, t := range slices.Sorted(maps.Keys(c.Published)) {
+		fmt.Fprintf(tw, "published to %s\t%s\n", t, records(c.Published[t]))
+	}
+	for _, t := range slices.Sorted(maps.Keys(c.Parked)) {
+		fmt.Fprintf(tw, "parked from %s\t%s\n", t, records(c.Parked[t]))
+	}
+	tw.Flush()
+	published, parked := outbox.Total(c.Published), outbox.Total(c.Parked)
+	summary := fmt.Sprintf("outbox drained: %s published", records(published))
+	if n := len(c.Published); n > 1 {
+		summary += fmt.Sprintf(" to %d topics", n)
+	}
+	if parked > 0 {
+		summary += fmt.Sprintf("; %s the broker refused parked in ecst.outbox_parked", records(parked))
+	}
+	fmt.Fprintln(w, summary)
+}
+
+func records(n int64) string {
+	if n == 1 {
+		return "1 record"
+	}
+	return fmt.Sprintf("%d records", n)
 }
 
 // serveOps serves /metrics, /healthz and /readyz until the returned stop is

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -46,7 +47,6 @@ type app struct {
 	configPath string
 	logFormat  string
 	logLevel   string
-	overrides  map[string]*string // flag name → value given
 	cmd        *cobra.Command
 }
 
@@ -59,11 +59,31 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 		return ExitOK
 	}
 	fmt.Fprintln(stdio.Err, "ecst:", err)
+	if hint := switchHint(args); hint != "" {
+		fmt.Fprintln(stdio.Err, hint)
+	}
 	var p *problemError
 	if errors.As(err, &p) {
 		return ExitProblem
 	}
 	return ExitError
+}
+
+// switchHint explains a failed command line that gave a boolean flag a
+// value as the next word (--kafka-tls yes): the flag took none, and the
+// word became an argument.
+func switchHint(args []string) string {
+	for i, arg := range args[:max(len(args)-1, 0)] {
+		for _, o := range config.Overrides {
+			if !o.Bool || o.Flag == "" || arg != "--"+o.Flag {
+				continue
+			}
+			if v := strings.ToLower(args[i+1]); slices.Contains([]string{"true", "false", "yes", "no", "on", "off", "1", "0", "t", "f", "y", "n"}, v) {
+				return fmt.Sprintf("--%s is a switch and takes no value (%q was read as an argument): write --%s, or --%s=false", o.Flag, args[i+1], o.Flag, o.Flag)
+			}
+		}
+	}
+	return ""
 }
 
 // NewCommand builds the whole command tree on stdio, as Run executes it,
@@ -72,7 +92,7 @@ func NewCommand(stdio IO) *cobra.Command {
 	if stdio.Env == nil {
 		stdio.Env = func(string) string { return "" }
 	}
-	a := &app{io: stdio, overrides: map[string]*string{}}
+	a := &app{io: stdio}
 	root := &cobra.Command{
 		Use:   "ecst",
 		Short: "Event-carried state transfer on Kafka: outbox, relay, schemas, republish, verify",
@@ -120,12 +140,13 @@ install it.`,
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	for _, o := range config.Overrides {
-		if o.Flag == "" {
-			continue
+		switch {
+		case o.Flag == "":
+		case o.Bool:
+			pf.Bool(o.Flag, false, o.Usage+" (env "+o.Env+")")
+		default:
+			pf.String(o.Flag, "", o.Usage+" (env "+o.Env+")")
 		}
-		v := new(string)
-		a.overrides[o.Flag] = v
-		pf.StringVar(v, o.Flag, "", o.Usage+" (env "+o.Env+")")
 	}
 	root.AddCommand(
 		newMigrateCmd(a),
@@ -156,9 +177,12 @@ func (a *app) loadConfig() (*config.Config, error) {
 		return nil, err
 	}
 	for _, o := range config.Overrides {
-		if v := a.overrides[o.Flag]; v != nil && a.cmd != nil && a.cmd.Flags().Changed(o.Flag) {
-			if err := o.Set(cfg, *v); err != nil {
-				return nil, err
+		if o.Flag == "" || a.cmd == nil {
+			continue
+		}
+		if f := a.cmd.Flags().Lookup(o.Flag); f != nil && f.Changed {
+			if err := o.Set(cfg, f.Value.String()); err != nil {
+				return nil, fmt.Errorf("--%s: %w", o.Flag, err)
 			}
 		}
 	}
@@ -184,26 +208,11 @@ func (a *app) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(a.io.Err, opts))
 }
 
-// connect opens a pool and checks that the database answers, with an error
-// that says which setting to fix and never shows a password.
+// connect opens a pool and checks that the database answers, within the
+// connect bound, with an error that says which setting to fix and never
+// shows a password (see config.Database.Connect).
 func connect(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
-	conn, err := db.ConnString()
-	if err != nil {
-		return nil, err
-	}
-	pcfg, err := pgxpool.ParseConfig(conn)
-	if err != nil {
-		return nil, fmt.Errorf("database.url (ECST_DATABASE_URL) %s is not a valid PostgreSQL connection string", db.URL)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", db.URL, err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w (check ECST_DATABASE_URL and that the server is up)", db.URL, err)
-	}
-	return pool, nil
+	return db.Connect(ctx)
 }
 
 // version is what --version prints after "ecst version": the module

@@ -308,9 +308,9 @@ func gitBaseline(ctx context.Context, path, ref string) ([]schemas.Version, erro
 	if err != nil {
 		return nil, nil // the file is new since ref
 	}
-	s, err := schemas.Parse(string(out))
+	s, err := config.ParseSchemaFile(rel+" at "+ref, out)
 	if err != nil {
-		return nil, fmt.Errorf("%s at %s does not parse as Avro: %w", rel, ref, err)
+		return nil, err
 	}
 	return []schemas.Version{{Label: "git:" + ref, Schema: s, Text: string(out)}}, nil
 }

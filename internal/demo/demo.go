@@ -45,7 +45,7 @@ func Run(ctx context.Context, w io.Writer, report Report) error {
 	n.say("PostgreSQL at 127.0.0.1:%d, Kafka (kfake, in process) at %s, the registry at %s.", st.Postgres.Port(), st.Brokers[0], st.RegistryURL)
 	n.say("'ecst dev' starts the same stack and keeps it running for your own experiments.")
 
-	pool, err := pgxpool.New(ctx, st.DatabaseURL)
+	pool, err := config.Database{URL: config.SecretURL(st.DatabaseURL)}.Connect(ctx)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ package pgtest
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -213,4 +214,37 @@ func pgRedact(s string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
+}
+
+// Silent starts a TCP server that accepts connections and never answers,
+// like a PostgreSQL host that hangs, and returns its host:port. It stops
+// when the test ends.
+func Silent(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return // closed at cleanup
+			}
+			held = append(held, c)
+		}
+	}()
+	tb.Cleanup(func() {
+		l.Close()
+		<-done
+	})
+	return l.Addr().String()
 }

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/examples/customers/internal/web"
 	"github.com/ecst-io/ecst/producer"
@@ -45,23 +43,11 @@ func Run(ctx context.Context, o Options) error {
 	if _, err := cfg.Entity(Entity); err != nil {
 		return err
 	}
-	conn, err := cfg.Database.ConnString()
+	pool, err := cfg.Database.Connect(ctx) // a bounded connect, an error naming the setting
 	if err != nil {
 		return err
 	}
-	pcfg, err := pgxpool.ParseConfig(conn)
-	if err != nil {
-		// pgx's parse errors quote the string, password included.
-		return fmt.Errorf("database.url (ECST_DATABASE_URL) %s is not a valid PostgreSQL connection string", cfg.Database.URL)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL at %s: %w", cfg.Database.URL, err)
-	}
 	defer pool.Close()
-	if err := pool.Ping(ctx); err != nil {
-		return fmt.Errorf("connect to PostgreSQL at %s: %w (check ECST_DATABASE_URL and that the server is up)", cfg.Database.URL, err)
-	}
 	if err := EnsureTable(ctx, pool); err != nil {
 		return err
 	}
