@@ -43,9 +43,10 @@ headers, schema_id and the value decoded with its registered schema (null for a
 tombstone). A value that cannot be decoded is shown as value_hex with the
 error, never a crash. Reads committed records only (read_committed).
 
-By default it starts at the end and follows new records. --from-beginning
-starts at offset 0 and stops at the end (add --follow to keep going); -n stops
-after N records; --key shows only one key.`,
+By default it starts at the end and follows new records; on a terminal it
+says so on standard error, as nothing shows until a record arrives.
+--from-beginning starts at offset 0 and stops at the end (add --follow to keep
+going); -n stops after N records; --key shows only one key.`,
 		Example: `  ecst tail customers.state --from-beginning -n 10
   ecst tail customers.state --key cust-42 --from-beginning --follow`,
 		Args: cobra.ExactArgs(1),
@@ -99,6 +100,11 @@ after N records; --key shows only one key.`,
 				return err
 			}
 			defer cl.Close()
+			if !fromBeginning && isTerminal(cmd.ErrOrStderr()) {
+				// Following from the end prints nothing until someone
+				// writes: say so, or it looks like a hang or an empty topic.
+				fmt.Fprintf(cmd.ErrOrStderr(), "waiting for new records on %s; --from-beginning to read it all\n", topic)
+			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			printed := 0
 			for {
