@@ -51,9 +51,10 @@ test-registry: setup-registry
 setup-registry:
 	@scripts/setup.sh registry
 
-## docs: regenerate the CLI reference, docs/cli (one page per command), after changing a command
+## docs: regenerate the CLI reference, docs/cli (one page per command), and the ecst.yaml
+## reference, docs/config.md, after changing a command or a config key
 docs:
-	$(GO) run ./internal/cli/gendocs $(CURDIR)/docs/cli
+	$(GO) run ./internal/cli/gendocs $(CURDIR)/docs
 
 ## setup-compose: install docker-compose if missing (it resolves docker-compose.yml without a daemon)
 setup-compose:
