@@ -254,3 +254,52 @@ exit 0
 		}
 	})
 }
+
+// TestWalkthrough runs docs/dev.md's "Your own entity in ten minutes" on a
+// real ecst dev, started with the documented wait: every shell block as
+// written, in order, in one bash, each file the walkthrough names saved
+// where it says, and the Go program built against this tree. Then the
+// read model holds what the walkthrough wrote.
+func TestWalkthrough(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	src, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var script strings.Builder
+	script.WriteString("set -euo pipefail\n")
+	script.WriteString(documentedDevWait(t))
+	files := 0
+	for _, b := range sectionBlocks(t, devDoc, "Your own entity") {
+		switch {
+		case b.file != "":
+			fmt.Fprintf(&script, "cat > %s <<'ECST_DOC_FILE'\n%sECST_DOC_FILE\n", b.file, b.text)
+			files++
+		case b.lang == "sh":
+			script.WriteString(b.text)
+		}
+	}
+	if files != 3 {
+		t.Fatalf("the walkthrough names %d files; want book.avsc, ecst.yaml and main.go", files)
+	}
+	script.WriteString(`echo '--- book_mirror'
+psql "$ECST_DATABASE_URL" -At -c 'SELECT _key, version, title, price_cents FROM book_mirror ORDER BY _key'
+kill $pid
+wait $pid
+`)
+	out, errOut, err := runScript(ctx, t, scriptDir(t), script.String(),
+		"PATH="+ecstOnPath(t), "ECST_SRC="+src, "GOWORK=", "GOFLAGS=-buildvcs=false")
+	if err != nil {
+		t.Fatalf("the walkthrough failed: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
+	}
+	if !strings.Contains(out, "ecst verify: exit 1") {
+		t.Errorf("verify did not find the drift the walkthrough makes (exit 1); stdout:\n%s\nstderr:\n%s", out, errOut)
+	}
+	_, mirror, _ := strings.Cut(out, "--- book_mirror\n")
+	want := "b-1|2|The Left Hand of Darkness|1199\nb-2|2|A Wizard of Earthsea|1099\n"
+	if mirror != want {
+		t.Errorf("book_mirror after the walkthrough:\n%s\nwant:\n%s\nstderr:\n%s", mirror, want, errOut)
+	}
+}
