@@ -30,9 +30,11 @@ setup-interop:
 setup-kafka:
 	@scripts/setup.sh kafka
 
-## demo: the narrated story on a throwaway local stack
+## demo: the narrated story on a throwaway local stack (bin/ecst demo, built first)
 demo: setup
-	$(GO) run ./cmd/ecst demo
+	@echo "make demo: building bin/ecst (a first build takes about 30 s)"
+	@$(MAKE) --no-print-directory build
+	bin/ecst demo
 
 ## test: every test, race detector on, kfake as the broker, a throwaway Postgres
 test: setup setup-interop setup-compose
