@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 
 	"math/big"
 	"time"
@@ -100,10 +101,8 @@ going); -n stops after N records; --key shows only one key.`,
 				return err
 			}
 			defer cl.Close()
-			if !fromBeginning && isTerminal(cmd.ErrOrStderr()) {
-				// Following from the end prints nothing until someone
-				// writes: say so, or it looks like a hang or an empty topic.
-				fmt.Fprintf(cmd.ErrOrStderr(), "waiting for new records on %s; --from-beginning to read it all\n", topic)
+			if !fromBeginning {
+				sayFollowing(cmd.ErrOrStderr(), topic)
 			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			printed := 0
@@ -151,6 +150,15 @@ going); -n stops after N records; --key shows only one key.`,
 	cmd.Flags().StringVar(&key, "key", "", "show only this key")
 	cmd.Flags().IntVarP(&n, "number", "n", 0, "stop after this many records")
 	return cmd
+}
+
+// sayFollowing tells a person at a terminal that tail follows from the end:
+// it prints nothing until someone writes, which looks like a hang or an
+// empty topic. Scripts, whose stderr is no terminal, get nothing.
+func sayFollowing(w io.Writer, topic string) {
+	if isTerminal(w) {
+		fmt.Fprintf(w, "waiting for new records on %s; --from-beginning to read it all\n", topic)
+	}
 }
 
 func decodeLine(ctx context.Context, reg *schemas.Registry, r *kgo.Record) tailLine {
