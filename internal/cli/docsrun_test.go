@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -103,32 +102,16 @@ func documentedDevWait(t *testing.T) string {
 	return sectionBlocks(t, devDoc, "In scripts", "sh")[0].text
 }
 
-var ecstBuild struct {
-	sync.Once
-	dir string
-	err error
-}
-
-// ecstOnPath returns a PATH with the ecst binary, built from this tree
-// once per test binary, first; the PostgreSQL binaries (psql) come last.
+// ecstOnPath builds the ecst binary from this tree and returns a PATH with
+// it first; the PostgreSQL binaries (psql) come last.
 func ecstOnPath(t *testing.T) string {
 	t.Helper()
-	ecstBuild.Do(func() {
-		dir, err := os.MkdirTemp("", "ecst-docs-bin-")
-		if err != nil {
-			ecstBuild.err = err
-			return
-		}
-		ecstBuild.dir = dir
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "ecst"), "../../cmd/ecst").CombinedOutput()
-		if err != nil {
-			ecstBuild.err = fmt.Errorf("go build ./cmd/ecst: %v\n%s", err, out)
-		}
-	})
-	if ecstBuild.err != nil {
-		t.Fatal(ecstBuild.err)
+	dir := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "ecst"), "../../cmd/ecst").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build ./cmd/ecst: %v\n%s", err, out)
 	}
-	path := ecstBuild.dir + string(os.PathListSeparator) + os.Getenv("PATH")
+	path := dir + string(os.PathListSeparator) + os.Getenv("PATH")
 	if bin, err := pgcluster.BinDir(); err == nil {
 		path += string(os.PathListSeparator) + bin
 	}
