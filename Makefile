@@ -30,9 +30,11 @@ setup-interop:
 setup-kafka:
 	@scripts/setup.sh kafka
 
-## demo: the narrated story on a throwaway local stack
+## demo: the narrated story on a throwaway local stack (bin/ecst demo, built first)
 demo: setup
-	$(GO) run ./cmd/ecst demo
+	@echo "make demo: building bin/ecst (a first build takes about 30 s)"
+	@$(MAKE) --no-print-directory build
+	bin/ecst demo
 
 ## test: every test, race detector on, kfake as the broker, a throwaway Postgres
 test: setup setup-interop setup-compose
@@ -51,9 +53,10 @@ test-registry: setup-registry
 setup-registry:
 	@scripts/setup.sh registry
 
-## docs: regenerate the CLI reference, docs/cli (one page per command), after changing a command
+## docs: regenerate the CLI reference, docs/cli (one page per command), and the ecst.yaml
+## reference, docs/config.md, after changing a command or a config key
 docs:
-	$(GO) run ./internal/cli/gendocs $(CURDIR)/docs/cli
+	$(GO) run ./internal/cli/gendocs $(CURDIR)/docs
 
 ## setup-compose: install docker-compose if missing (it resolves docker-compose.yml without a daemon)
 setup-compose:

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -13,8 +15,9 @@ import (
 
 func newDevCmd(a *app) *cobra.Command {
 	var (
-		opts devstack.Options
-		env  bool
+		opts      devstack.Options
+		env       bool
+		readyFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -44,22 +47,33 @@ prints only these lines on standard output, logs go to standard error:
   ECST_BROKERS=...
   ECST_SCHEMA_REGISTRY_URL=...
 
-Since the command stays in the foreground, eval "$(ecst dev --env)" would
-never return. Run it in the background and read the lines once written:
+Scripts use --ready-file PATH: once everything is ready the same lines appear
+in PATH at once, whole (written to a temporary file, then renamed), and PATH
+is removed when ecst dev exits. If the stack fails to start, ecst dev exits 2
+at once and never writes PATH, so wait for the file or for the process to end:
 
-  ecst dev --env --data-dir .ecst-dev > dev.env &
-  until [ "$(wc -l < dev.env)" -ge 3 ]; do sleep 0.2; done
+  rm -f dev.env
+  ecst dev --data-dir .ecst-dev --ready-file dev.env &
+  pid=$!
+  while [ ! -s dev.env ]; do kill -0 $pid 2>/dev/null || exit 1; sleep 0.1; done
   set -a; . ./dev.env; set +a
   ecst migrate && ecst topics apply && ecst schema register
   ...
-  kill %1          # stops the stack and cleans up`,
+  kill $pid        # SIGTERM: stops the stack and cleans up, exit 0`,
 		Example: `  ecst dev
   ecst dev --data-dir .ecst-dev --kafka-port 9092 --registry-port 8081 --postgres-port 5433
-  ecst dev --env > dev.env &`,
+  ecst dev --ready-file dev.env &`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			opts.Logger = a.logger()
+			log := a.logger()
+			opts.Logger = log
+			if readyFile != "" {
+				// Fail before the slow start, not after it.
+				if fi, err := os.Stat(filepath.Dir(readyFile)); err != nil || !fi.IsDir() {
+					return fmt.Errorf("--ready-file %s: its directory %s does not exist: create it or choose another path", readyFile, filepath.Dir(readyFile))
+				}
+			}
 			st, err := devstack.Start(ctx, opts)
 			if err != nil {
 				var pe *devstack.PortInUseError
@@ -69,19 +83,30 @@ never return. Run it in the background and read the lines once written:
 				return err
 			}
 			out := cmd.OutOrStdout()
-			if env {
-				for _, kv := range st.Env() {
-					fmt.Fprintf(out, "%s=%s\n", kv[0], shellQuote(kv[1]))
-				}
-			} else {
+			switch {
+			case env:
+				fmt.Fprint(out, envLines(st))
+			case readyFile == "":
 				printDevSettings(out, st)
 			}
+			if readyFile != "" {
+				if err := writeReadyFile(readyFile, envLines(st)); err != nil {
+					_ = st.Close()
+					return fmt.Errorf("--ready-file: %w", err)
+				}
+			}
 			<-ctx.Done()
-			opts.Logger.Info("stopping the dev stack")
+			log.Info("stopping the dev stack")
+			if readyFile != "" {
+				// First, so that nothing reads settings of a stack that is going.
+				if err := os.Remove(readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+					log.Warn("could not remove the ready file", "path", readyFile, "err", err)
+				}
+			}
 			if err := st.Close(); err != nil {
 				return err
 			}
-			opts.Logger.Info("dev stack stopped")
+			log.Info("dev stack stopped")
 			return nil
 		},
 	}
@@ -91,7 +116,41 @@ never return. Run it in the background and read the lines once written:
 	f.IntVar(&opts.RegistryPort, "registry-port", 0, "Schema Registry port (0: a free one)")
 	f.IntVar(&opts.PostgresPort, "postgres-port", 0, "PostgreSQL port (0: a free one)")
 	f.BoolVar(&env, "env", false, "print only the ECST_* settings, as shell assignments, once ready")
+	f.StringVar(&readyFile, "ready-file", "", "once ready, write the ECST_* settings to this file (whole, at once) instead of printing them; removed on exit")
 	return cmd
+}
+
+// envLines are the stack's settings as shell assignments, one a line.
+func envLines(st *devstack.Stack) string {
+	var b strings.Builder
+	for _, kv := range st.Env() {
+		fmt.Fprintf(&b, "%s=%s\n", kv[0], shellQuote(kv[1]))
+	}
+	return b.String()
+}
+
+// writeReadyFile writes content to a temporary file next to path and
+// renames it into place: a script that sees path sees all of it.
+func writeReadyFile(path, content string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("create a temporary file next to %s: %w", path, err)
+	}
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 func printDevSettings(w io.Writer, st *devstack.Stack) {

@@ -212,6 +212,19 @@ func TestDevPortInUseNamesTheFlag(t *testing.T) {
 	}
 }
 
+func TestDevReadyFileDirectoryMissing(t *testing.T) {
+	t.Parallel()
+	missing := filepath.Join(t.TempDir(), "no-such-dir", "dev.env")
+	start := time.Now()
+	r := run(t, nil, "dev", "--ready-file", missing)
+	if r.code != cli.ExitError || !strings.Contains(r.err, "--ready-file "+missing) || !strings.Contains(r.err, "does not exist") {
+		t.Fatalf("code %d, stderr %q", r.code, r.err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v: the check should come before the stack starts", d)
+	}
+}
+
 // lineWriter hands each line written to it to a channel.
 type lineWriter struct {
 	buf   []byte

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 
 	"math/big"
 	"time"
@@ -43,9 +44,10 @@ headers, schema_id and the value decoded with its registered schema (null for a
 tombstone). A value that cannot be decoded is shown as value_hex with the
 error, never a crash. Reads committed records only (read_committed).
 
-By default it starts at the end and follows new records. --from-beginning
-starts at offset 0 and stops at the end (add --follow to keep going); -n stops
-after N records; --key shows only one key.`,
+By default it starts at the end and follows new records; on a terminal it
+says so on standard error, as nothing shows until a record arrives.
+--from-beginning starts at offset 0 and stops at the end (add --follow to keep
+going); -n stops after N records; --key shows only one key.`,
 		Example: `  ecst tail customers.state --from-beginning -n 10
   ecst tail customers.state --key cust-42 --from-beginning --follow`,
 		Args: cobra.ExactArgs(1),
@@ -99,6 +101,9 @@ after N records; --key shows only one key.`,
 				return err
 			}
 			defer cl.Close()
+			if !fromBeginning {
+				sayFollowing(cmd.ErrOrStderr(), topic)
+			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			printed := 0
 			for {
@@ -145,6 +150,15 @@ after N records; --key shows only one key.`,
 	cmd.Flags().StringVar(&key, "key", "", "show only this key")
 	cmd.Flags().IntVarP(&n, "number", "n", 0, "stop after this many records")
 	return cmd
+}
+
+// sayFollowing tells a person at a terminal that tail follows from the end:
+// it prints nothing until someone writes, which looks like a hang or an
+// empty topic. Scripts, whose stderr is no terminal, get nothing.
+func sayFollowing(w io.Writer, topic string) {
+	if isTerminal(w) {
+		fmt.Fprintf(w, "waiting for new records on %s; --from-beginning to read it all\n", topic)
+	}
 }
 
 func decodeLine(ctx context.Context, reg *schemas.Registry, r *kgo.Record) tailLine {
