@@ -130,7 +130,7 @@ ask for confirmation unless --yes is given; scripts never get a prompt.`,
 			if res.Vanished > 0 {
 				fmt.Fprintf(out, ", %d deleted meanwhile: their live tombstones stand", res.Vanished)
 			}
-			fmt.Fprintf(out, ") in %s.\nThe relay publishes them to %s; check with: ecst verify %s\n", res.Elapsed.Round(1e6), entity.Topic, entity.Name)
+			fmt.Fprintf(out, ") in %s.\nThe relay publishes them to %s; check with: %s\n", res.Elapsed.Round(1e6), entity.Topic, a.command("verify", entity.Name))
 			return nil
 		},
 	}

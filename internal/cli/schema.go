@@ -350,7 +350,7 @@ func newSchemaListCmd(a *app) *cobra.Command {
 					continue
 				}
 				latest := versions[len(versions)-1]
-				state := "differs from latest (see ecst schema diff " + e.Name + ")"
+				state := "differs from latest (see " + a.command("schema", "diff", e.Name) + ")"
 				for _, v := range versions {
 					if schemas.SameText(v.Text, e.SchemaText) {
 						state = "is " + v.Label
