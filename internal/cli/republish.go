@@ -59,7 +59,7 @@ ask for confirmation unless --yes is given; scripts never get a prompt.`,
   ecst republish customer --key c-1 --key c-2
   ecst republish customer --where "tier = 'gold'"
   ecst republish customer --resume 7`,
-		Args: cobra.ExactArgs(1),
+		Args: entityArg(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rate != "" {
 				r, err := strconv.ParseFloat(strings.TrimSuffix(rate, "/s"), 64)

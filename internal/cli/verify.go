@@ -51,7 +51,7 @@ Exit codes: 0 in sync; 1 drift found (after --repair: drift left); 2 error
 		Example: `  ecst verify customer
   ecst verify customer --mirror customer_mirror --json | jq .stale
   ecst verify customer --repair`,
-		Args: cobra.ExactArgs(1),
+		Args: entityArg(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
