@@ -191,7 +191,7 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 	if !locked {
 		var other int64
 		_ = conn.QueryRow(ctx, `SELECT id FROM ecst.republish_runs WHERE entity = $1 AND state = 'running' ORDER BY id DESC LIMIT 1`, e.Name).Scan(&other)
-		return nil, fmt.Errorf("%w (run %d): wait for it, or stop it and resume it with --resume %d", ErrRunning, other, other)
+		return nil, fmt.Errorf("%w (run %d): wait for it, or stop it and resume it with `ecst republish %s --resume %d`", ErrRunning, other, e.Name, other)
 	}
 	defer func() {
 		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, $2)`, int32(lockClass), entityLock(e.Name))
@@ -204,7 +204,7 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 	r.finish(ctx, err)
 	r.res.Elapsed = time.Since(r.start)
 	if err != nil {
-		return &r.res, fmt.Errorf("republish run %d of %s: %w (resume it with --resume %d)", r.id, e.Name, err, r.id)
+		return &r.res, fmt.Errorf("republish run %d of %s: %w (resume it with `ecst republish %s --resume %d`)", r.id, e.Name, err, e.Name, r.id)
 	}
 	return &r.res, nil
 }

@@ -31,6 +31,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,6 +46,7 @@ import (
 	"github.com/ecst-io/ecst/internal/source"
 	"github.com/ecst-io/ecst/internal/topicscan"
 	"github.com/ecst-io/ecst/internal/wait"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/republish"
 	"github.com/ecst-io/ecst/schemas"
@@ -73,25 +75,57 @@ type Options struct {
 	Repair bool
 	// Wait bounds a repair's wait for the relay and the mirror (default 2m).
 	Wait time.Duration
-	// Progress, if set, reports the phases of a long verification.
-	Progress func(phase string, done int64)
+	// Progress, if set, reports work under way: what a long verification
+	// has read, and what a repair has written and waits for. It is called
+	// from more than one goroutine (the source and the topic are read at
+	// the same time), and must not block.
+	Progress func(Progress)
 	// afterSnapshot, a test hook, runs between a snapshot and the topic
 	// read that follows it.
 	afterSnapshot func()
+	// leaderGrace is how long a repair waits for a relay to lead a shard
+	// holding its rows before it gives up (default 10s: a standby takes
+	// over within relay.lease_timeout).
+	leaderGrace time.Duration
 }
+
+// Progress is a report of work under way: Done of Total (0: unknown).
+type Progress struct {
+	Phase       Phase
+	Done, Total int64
+}
+
+// Phase is a step of a verification or a repair; its comment says what
+// Done counts.
+type Phase string
+
+// The phases, in the order they start (the source, mirror and topic reads
+// overlap).
+const (
+	PhaseSource    Phase = "source"    // source keys read
+	PhaseMirror    Phase = "mirror"    // mirror rows read
+	PhaseTopic     Phase = "topic"     // topic records read
+	PhaseRepublish Phase = "republish" // drifted keys written to the outbox, of Total
+	PhaseRelay     Phase = "relay"     // outbox rows the relay has published, of the Total the repair waits for
+	PhaseCatchUp   Phase = "catch-up"  // topic offsets the mirror has consumed, of the Total it was behind
+)
+
+// ErrNoRelay: a repair has outbox rows that no relay is there to publish.
+var ErrNoRelay = errors.New("no relay is running")
 
 // Report is a verification's outcome.
 type Report struct {
-	Entity     string `json:"entity"`
-	Topic      string `json:"topic"`
-	SourceKeys int64  `json:"source_keys"`
-	TopicKeys  int64  `json:"topic_keys"` // keys whose latest record is a full state
-	InFlight   int64  `json:"in_flight"`  // keys with rows still in the outbox
-	Missing    int64  `json:"missing"`
-	Extra      int64  `json:"extra"`
-	Stale      int64  `json:"stale"`
-	Samples    Sample `json:"samples"`
-	Diffs      []Diff `json:"diffs,omitempty"`
+	Entity       string `json:"entity"`
+	Topic        string `json:"topic"`
+	SourceKeys   int64  `json:"source_keys"`
+	TopicKeys    int64  `json:"topic_keys"`    // keys whose latest record is a full state
+	TopicRecords int64  `json:"topic_records"` // records read from the topic (every key's history left by compaction)
+	InFlight     int64  `json:"in_flight"`     // keys with rows still in the outbox
+	Missing      int64  `json:"missing"`
+	Extra        int64  `json:"extra"`
+	Stale        int64  `json:"stale"`
+	Samples      Sample `json:"samples"`
+	Diffs        []Diff `json:"diffs,omitempty"`
 	// Mirror compares the topic with a read model table.
 	Mirror *MirrorReport `json:"mirror,omitempty"`
 	// Repair is set when Options.Repair ran; its After is the verification
@@ -176,8 +210,9 @@ type verifier struct {
 	schema avro.Schema
 	canon  *canon
 
-	topic map[string]topicEntry
-	ends  map[int32]int64
+	topic   map[string]topicEntry
+	ends    map[int32]int64
+	records int64 // read from the topic, by every scan
 }
 
 // Run verifies the entity, and repairs it when asked.
@@ -190,6 +225,9 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
 	}
 	if opts.Wait <= 0 {
 		opts.Wait = 2 * time.Minute
+	}
+	if opts.leaderGrace <= 0 {
+		opts.leaderGrace = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -237,7 +275,6 @@ func run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
 			if opts.afterSnapshot != nil {
 				opts.afterSnapshot()
 			}
-			v.progress("topic", 0)
 			scanned <- v.scan(scanCtx)
 		}()
 	})
@@ -248,7 +285,7 @@ func run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
 	if err := <-scanned; err != nil {
 		return nil, err
 	}
-	rep := &Report{Entity: e.Name, Topic: e.Topic, SourceKeys: int64(len(snap.source))}
+	rep := &Report{Entity: e.Name, Topic: e.Topic, SourceKeys: int64(len(snap.source)), TopicRecords: v.records}
 	for _, t := range v.topic {
 		if t.alive {
 			rep.TopicKeys++
@@ -352,9 +389,13 @@ func intersect(a, b []string) []string {
 	return out
 }
 
-func (v *verifier) progress(phase string, n int64) {
-	if v.opts.Progress != nil {
-		v.opts.Progress(phase, n)
+func (v *verifier) progress(phase Phase, n int64) {
+	report(v.opts, phase, n, 0)
+}
+
+func report(o Options, phase Phase, done, total int64) {
+	if o.Progress != nil {
+		o.Progress(Progress{Phase: phase, Done: done, Total: total})
 	}
 }
 
@@ -399,8 +440,7 @@ func (v *verifier) snapshot(ctx context.Context, conn *pgx.Conn, keys []string, 
 	if keys != nil {
 		q, args = v.src.RowsSQL(), []any{keys}
 	}
-	v.progress("source", 0)
-	if err := v.hashRows(ctx, tx, q, args, v.src.Mapper, s.source); err != nil {
+	if err := v.hashRows(ctx, tx, q, args, v.src.Mapper, s.source, PhaseSource); err != nil {
 		return nil, fmt.Errorf("read the source: %w", err)
 	}
 	if mirror != nil {
@@ -409,7 +449,7 @@ func (v *verifier) snapshot(ctx context.Context, conn *pgx.Conn, keys []string, 
 		if keys != nil {
 			q, args = mirror.rows(), []any{keys}
 		}
-		if err := v.hashRows(ctx, tx, q, args, mirror.mapper, s.mirror); err != nil {
+		if err := v.hashRows(ctx, tx, q, args, mirror.mapper, s.mirror, PhaseMirror); err != nil {
 			return nil, fmt.Errorf("read mirror %s: %w", mirror.table, err)
 		}
 		if s.offsets, err = mirror.offsets(ctx, tx, v.cfg.Entity.Topic); err != nil {
@@ -419,7 +459,8 @@ func (v *verifier) snapshot(ctx context.Context, conn *pgx.Conn, keys []string, 
 	return s, tx.Commit(ctx)
 }
 
-func (v *verifier) hashRows(ctx context.Context, tx pgx.Tx, q string, args []any, m *pgavro.Mapper, out map[string]hash) error {
+// hashRows hashes the rows of q into out, reporting progress as phase.
+func (v *verifier) hashRows(ctx context.Context, tx pgx.Tx, q string, args []any, m *pgavro.Mapper, out map[string]hash, phase Phase) error {
 	rows, err := tx.Query(ctx, q, args...)
 	if err != nil {
 		return err
@@ -440,8 +481,8 @@ func (v *verifier) hashRows(ctx context.Context, tx pgx.Tx, q string, args []any
 			return fmt.Errorf("key %q: %w", key, err)
 		}
 		out[key] = h
-		if n++; n%100_000 == 0 {
-			v.progress("source", n)
+		if n++; n%10_000 == 0 {
+			v.progress(phase, n)
 		}
 	}
 	return rows.Err()
@@ -470,8 +511,9 @@ func (v *verifier) record(ctx context.Context) func(*kgo.Record) error {
 			e.h = v.canon.hashWire(ctx, r.Value)
 		}
 		v.topic[string(r.Key)] = e
-		if n++; n%100_000 == 0 {
-			v.progress("topic", n)
+		v.records++
+		if n++; n%10_000 == 0 {
+			v.progress(PhaseTopic, n)
 		}
 		return nil
 	}
@@ -784,8 +826,8 @@ func (m *mirrorPlan) rows() string {
 	return "SELECT * FROM " + quoteTable(m.table) + ` WHERE "_key" = ANY($1::text[])`
 }
 
-func (m *mirrorPlan) offsets(ctx context.Context, tx pgx.Tx, topic string) (map[int32]int64, error) {
-	rows, err := tx.Query(ctx, `SELECT partition, next_offset FROM ecst.consumer_offsets WHERE consumer = $1 AND topic = $2`, "mirror:"+m.table, topic)
+func (m *mirrorPlan) offsets(ctx context.Context, q outbox.Querier, topic string) (map[int32]int64, error) {
+	rows, err := q.Query(ctx, `SELECT partition, next_offset FROM ecst.consumer_offsets WHERE consumer = $1 AND topic = $2`, "mirror:"+m.table, topic)
 	if err != nil {
 		return nil, fmt.Errorf("read the mirror's offsets: %w", err)
 	}
@@ -801,7 +843,9 @@ func quoteTable(t string) string {
 }
 
 // repair republishes the drifted keys, waits for them to reach the topic
-// (and the mirror), and verifies again.
+// (and the mirror), and verifies again. It writes nothing when no relay is
+// running, since its rows would wait in the outbox for nobody; once it has
+// written, an error says what was written and that it will be published.
 func repair(ctx context.Context, cfg Config, opts Options, rep *Report) (*RepairReport, error) {
 	if cfg.Publisher == nil {
 		return nil, errors.New("repair needs a publisher")
@@ -822,14 +866,23 @@ func repair(ctx context.Context, cfg Config, opts Options, rep *Report) (*Repair
 			tombs[k] = true
 		}
 	}
-	keys := slices.Sorted(maps.Keys(upserts))
-	res, err := republish.Run(ctx, republish.Config{Pool: cfg.Pool, Publisher: cfg.Publisher, Entity: cfg.Entity, Kafka: cfg.Kafka, Logger: cfg.Logger},
-		republish.Options{Keys: keys, Tombstones: slices.Sorted(maps.Keys(tombs)), MaxBacklog: -1})
+	running, err := relayRunning(ctx, cfg.Pool)
 	if err != nil {
 		return nil, err
 	}
+	if !running {
+		return nil, fmt.Errorf("%w (no session took a relay leader lock within %s), so nothing would publish the repair: "+
+			"start `ecst relay`, then run `%s --repair` again. Nothing was written", ErrNoRelay, relayStartGrace, verifyCmd(cfg, opts))
+	}
+	keys := slices.Sorted(maps.Keys(upserts))
+	res, err := republish.Run(ctx, republish.Config{Pool: cfg.Pool, Publisher: cfg.Publisher, Entity: cfg.Entity, Kafka: cfg.Kafka, Logger: cfg.Logger},
+		republish.Options{Keys: keys, Tombstones: slices.Sorted(maps.Keys(tombs)), MaxBacklog: -1,
+			Progress: func(p republish.Progress) { report(opts, PhaseRepublish, p.Done, p.Total) }})
+	if err != nil {
+		return nil, fmt.Errorf("republish the drifted keys: %w", err)
+	}
 	rr := &RepairReport{RunID: res.RunID, Republished: res.Written, Tombstoned: res.Tombstones}
-	if err := waitRelayed(ctx, cfg, opts); err != nil {
+	if err := waitRelayed(ctx, cfg, opts, rr); err != nil {
 		return rr, err
 	}
 	if opts.Mirror != "" {
@@ -843,42 +896,172 @@ func repair(ctx context.Context, cfg Config, opts Options, rep *Report) (*Repair
 	return rr, err
 }
 
-// waitRelayed waits until the outbox holds no row of the topic written
-// before now: the relay has published the repair.
-func waitRelayed(ctx context.Context, cfg Config, opts Options) error {
+// relayStartGrace is how long a repair waits for a relay to lead a shard
+// before it writes: one started just before takes its lock within it.
+const relayStartGrace = 3 * time.Second
+
+// relayRunning reports whether a relay leads a shard of the outbox, or
+// starts to within relayStartGrace.
+func relayRunning(ctx context.Context, q outbox.Querier) (bool, error) {
+	deadline := time.Now().Add(relayStartGrace)
+	for {
+		leaders, err := outbox.Leaders(ctx, q)
+		if err != nil || len(leaders) > 0 {
+			return len(leaders) > 0, err
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		if !wait.Sleep(ctx, 100*time.Millisecond) {
+			return false, ctx.Err()
+		}
+	}
+}
+
+// waitRelayed waits until the relay has published every outbox row of the
+// topic up to the repair's last (a shard is published in id order). It
+// gives up early when a shard holding such rows has had no relay leading it
+// for opts.leaderGrace.
+func waitRelayed(ctx context.Context, cfg Config, opts Options, rr *RepairReport) error {
+	topic := cfg.Entity.Topic
 	var maxID int64
-	if err := cfg.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM ecst.outbox WHERE topic = $1`, cfg.Entity.Topic).Scan(&maxID); err != nil {
+	if err := cfg.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM ecst.outbox WHERE topic = $1`, topic).Scan(&maxID); err != nil {
+		return fmt.Errorf("read the outbox: %w", err)
+	}
+	pending := func() (map[int]int64, int64, error) {
+		rows, err := cfg.Pool.Query(ctx, `SELECT shard, count(*) FROM ecst.outbox WHERE topic = $1 AND id <= $2 GROUP BY shard`, topic, maxID)
+		if err != nil {
+			return nil, 0, fmt.Errorf("count the outbox rows the repair waits for: %w", err)
+		}
+		byShard := map[int]int64{}
+		var total int64
+		var shard int
+		var n int64
+		if _, err := pgx.ForEachRow(rows, []any{&shard, &n}, func() error { byShard[shard] = n; total += n; return nil }); err != nil {
+			return nil, 0, fmt.Errorf("count the outbox rows the repair waits for: %w", err)
+		}
+		return byShard, total, nil
+	}
+	_, total, err := pending()
+	if err != nil {
 		return err
 	}
-	return wait.Until(ctx, opts.Wait, 100*time.Millisecond, "the relay to publish the repair (is `ecst relay` running?)", func() (bool, error) {
-		var n int
-		err := cfg.Pool.QueryRow(ctx, `SELECT count(*) FROM ecst.outbox WHERE topic = $1 AND id <= $2`, cfg.Entity.Topic, maxID).Scan(&n)
-		return n == 0, err
+	// The relay may have published some already: the total is at least
+	// what the repair wrote.
+	total = max(total, rr.Republished+rr.Tombstoned)
+	report(opts, PhaseRelay, 0, total)
+	left := total
+	var unledSince time.Time
+	err = wait.Until(ctx, opts.Wait, 100*time.Millisecond, "the relay to publish the repair", func() (bool, error) {
+		byShard, n, err := pending()
+		if err != nil {
+			return false, err
+		}
+		left = n
+		report(opts, PhaseRelay, total-left, total)
+		if left == 0 {
+			return true, nil
+		}
+		orphans, err := unled(ctx, cfg.Pool, byShard)
+		if err != nil {
+			return false, err
+		}
+		if len(orphans) == 0 {
+			unledSince = time.Time{}
+			return false, nil
+		}
+		if unledSince.IsZero() {
+			unledSince = time.Now()
+		}
+		if time.Since(unledSince) < opts.leaderGrace {
+			return false, nil
+		}
+		return false, fmt.Errorf("%w: no relay has led outbox shard %s for %s", ErrNoRelay, joinInts(orphans), opts.leaderGrace)
 	})
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w. %d of the %d outbox rows the repair waits for are not published yet; the repair itself is written "+
+		"(republish run %d: %d full states, %d tombstones), and a relay publishes it once it runs: start `ecst relay`, then check with `%s`",
+		err, left, total, rr.RunID, rr.Republished, rr.Tombstoned, verifyCmd(cfg, opts))
+}
+
+// unled returns the shards of byShard that no relay leads, in order.
+func unled(ctx context.Context, q outbox.Querier, byShard map[int]int64) ([]int, error) {
+	leaders, err := outbox.Leaders(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for shard := range byShard {
+		if !slices.Contains(leaders, shard) {
+			out = append(out, shard)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // waitMirror waits until the mirror's offsets reach the topic's ends.
 func waitMirror(ctx context.Context, cfg Config, opts Options) error {
-	ends, err := topicscan.Ends(ctx, cfg.Kafka, cfg.Entity.Topic)
+	topic := cfg.Entity.Topic
+	ends, err := topicscan.Ends(ctx, cfg.Kafka, topic)
 	if err != nil {
 		return err
 	}
 	m := &mirrorPlan{table: opts.Mirror}
-	return wait.Until(ctx, opts.Wait, 100*time.Millisecond, "mirror "+opts.Mirror+" to catch up (is `ecst mirror` running?)", func() (bool, error) {
-		tx, err := cfg.Pool.Begin(ctx)
+	behind := func() (int64, error) {
+		offs, err := m.offsets(ctx, cfg.Pool, topic)
 		if err != nil {
-			return false, err
+			return 0, err
 		}
-		defer tx.Rollback(ctx) //nolint:errcheck
-		offs, err := m.offsets(ctx, tx, cfg.Entity.Topic)
-		if err != nil {
-			return false, err
-		}
+		var n int64
 		for p, end := range ends {
-			if offs[p] < end {
-				return false, nil
-			}
+			n += max(0, end-offs[p])
 		}
-		return true, nil
+		return n, nil
+	}
+	total, err := behind()
+	if err != nil {
+		return err
+	}
+	report(opts, PhaseCatchUp, 0, total)
+	left := total
+	err = wait.Until(ctx, opts.Wait, 100*time.Millisecond, "mirror "+opts.Mirror+" to catch up", func() (bool, error) {
+		var err error
+		left, err = behind()
+		report(opts, PhaseCatchUp, total-left, total)
+		return left == 0, err
 	})
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: it is %d offsets behind the end of %s. The repair is on the topic, and the mirror applies it once it runs: "+
+		"start `ecst mirror %s --table %s` (or run it with --once), then check with `%s`", err, left, topic, cfg.Entity.Name, shellArg(opts.Mirror), verifyCmd(cfg, opts))
+}
+
+// verifyCmd is the command that verifies again what opts verified.
+func verifyCmd(cfg Config, opts Options) string {
+	c := "ecst verify " + cfg.Entity.Name
+	if opts.Mirror != "" {
+		c += " --mirror " + shellArg(opts.Mirror)
+	}
+	return c
+}
+
+// shellArg quotes s for a POSIX shell when it needs it, so that a command
+// ecst suggests can be pasted as it is.
+func shellArg(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=@%+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func joinInts(ns []int) string {
+	ss := make([]string, len(ns))
+	for i, n := range ns {
+		ss[i] = strconv.Itoa(n)
+	}
+	return strings.Join(ss, ", ")
 }

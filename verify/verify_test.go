@@ -2,7 +2,11 @@ package verify_test
 
 import (
 	"context"
+	"errors"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +14,9 @@ import (
 
 	"github.com/ecst-io/ecst/internal/ecsttest"
 	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/internal/wait"
+	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/verify"
 )
 
@@ -92,6 +99,7 @@ func TestVerifyFindsEachDriftAndNoneInFlight(t *testing.T) {
 	// Repair: exactly the drifted keys, then in sync.
 	stop := w.StartRelay()
 	defer stop() //nolint:errcheck
+	w.WaitRelayLeads()
 	rep, err = verify.Run(ctx, cfg(w), verify.Options{Repair: true})
 	if err != nil {
 		t.Fatal(err)
@@ -152,4 +160,78 @@ func TestVerifyNoFalseAlarmsUnderLiveTraffic(t *testing.T) {
 	}
 	close(done)
 	<-writerDone
+}
+
+// TestRepairNeedsARelayForEachShard: with no relay, a repair writes nothing
+// and says so at once; with a relay serving only some shards, the rows of
+// the others wait for nobody, and the repair says which shard, and what it
+// wrote, instead of waiting out --wait.
+func TestRepairNeedsARelayForEachShard(t *testing.T) {
+	w := ecsttest.New(t, nil)
+	ctx := context.Background()
+	keys := ecsttest.Keys(20)
+	w.Seed(ctx, keys)
+	w.Drain()
+	w.Exec(`UPDATE customers SET name = 'changed'`)
+	cfg2 := *w.Config
+	cfg2.Outbox.Shards = 2
+	pub, err := producer.FromConfig(&cfg2, w.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc := cfg(w)
+	vc.Publisher = pub
+	opts := verify.Options{Repair: true, Wait: time.Minute}
+	verify.LeaderGrace(&opts, 500*time.Millisecond)
+
+	start := time.Now()
+	rep, err := verify.Run(ctx, vc, opts)
+	if !errors.Is(err, verify.ErrNoRelay) || rep == nil || rep.Repair != nil || rep.Stale != 20 || !strings.Contains(err.Error(), "Nothing was written") {
+		t.Fatalf("no relay: %v, report %+v", err, rep)
+	}
+	var n int
+	_ = w.Pool.QueryRow(ctx, `SELECT count(*) FROM ecst.outbox`).Scan(&n)
+	if n != 0 || time.Since(start) > 20*time.Second {
+		t.Fatalf("no relay: %d outbox rows written, failed after %s", n, time.Since(start))
+	}
+
+	rc := w.RelayConfig(false)
+	rc.TotalShards, rc.Shards = 2, []int{0}
+	r, err := outbox.NewRelay(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(relayCtx) }()
+	defer func() { stop(); <-done }()
+	if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "the relay to lead shard 0", func() (bool, error) {
+		l, err := outbox.Leaders(ctx, w.Pool)
+		return len(l) == 1, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var inShard1 int
+	for _, k := range keys {
+		if outbox.Shard(w.Topic, k, 2) == 1 {
+			inShard1++
+		}
+	}
+	rep, err = verify.Run(ctx, vc, opts)
+	if !errors.Is(err, verify.ErrNoRelay) || rep.Repair == nil || rep.Repair.Republished != 20 {
+		t.Fatalf("shard 1 not led: %v, repair %+v", err, rep.Repair)
+	}
+	for _, want := range []string{"no relay has led outbox shard 1 for 500ms", "republish run 1: 20 full states, 0 tombstones", "start `ecst relay`", "check with `ecst verify customer`"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("shard 1 not led: the error lacks %q:\n%v", want, err)
+		}
+	}
+	// Shard 1's rows are left (and shard 0's, if its relay is slow).
+	m := regexp.MustCompile(`(\d+) of the 20 outbox rows the repair waits for are not published yet`).FindStringSubmatch(err.Error())
+	if m == nil {
+		t.Fatalf("shard 1 not led: the error does not say how many rows are left:\n%v", err)
+	}
+	if left, _ := strconv.Atoi(m[1]); left < inShard1 {
+		t.Errorf("shard 1 not led, with %d of the repair's rows: the error says %s are left", inShard1, m[1])
+	}
 }

@@ -157,6 +157,12 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %q", want)
 		}
 	}
+	// The repair verify suggests is the step the demo runs next (and the
+	// demo fails unless that step converged).
+	m := regexp.MustCompile(`(?m)^\s+Repair it with: (ecst .+)$`).FindStringSubmatch(r.out)
+	if m == nil || m[1] != "ecst verify customer --mirror billing_customers --repair" || !strings.Contains(r.out, ". "+m[1]+": ") {
+		t.Errorf("the demo suggests %q, and should then run it as a step:\n%s", m, r.out)
+	}
 }
 
 func newMigratedDB(t *testing.T) string { return pgtest.NewDBURL(t) }

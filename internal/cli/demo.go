@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"io"
+
 	"github.com/spf13/cobra"
 
 	"github.com/ecst-io/ecst/internal/demo"
+	"github.com/ecst-io/ecst/verify"
 )
 
 func newDemoCmd(_ *app) *cobra.Command {
@@ -21,14 +24,17 @@ broker and Schema Registry) and tells the whole story in about a minute or less:
                    replaying it from offset 0, into a Postgres table and into memory
   recovery         a read model corrupted by hand (UPDATE and DELETE), a source row
                    hot-fixed with no event, a consumer losing its state; 'ecst verify'
-                   naming exactly that drift; 'ecst republish' repairing it; verify
-                   finding none
+                   naming exactly that drift, and the repair it suggests
+                   republishing exactly those keys, then finding none
 
 Everything it starts is stopped and removed at the end. Needs the PostgreSQL
 server binaries (make setup installs them). Exits 0 only if the story converged.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return demo.Run(cmd.Context(), cmd.OutOrStdout(), printReport)
+			// The demo's stack is its own, not the one --config names:
+			// its suggestions carry no global flags.
+			plain := &app{}
+			return demo.Run(cmd.Context(), cmd.OutOrStdout(), func(w io.Writer, r *verify.Report) { printReport(w, r, plain.repairHint) })
 		},
 	}
 }

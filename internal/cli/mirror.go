@@ -95,7 +95,7 @@ With --once it catches up to the end of the topic as it was at start and
 exits 0; without, it keeps following, serving /metrics and /readyz.`,
 		Example: `  ecst mirror customer --once
   ecst mirror customer --table billing.customers --poison skip`,
-		Args: cobra.ExactArgs(1),
+		Args: entityArg(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {

@@ -41,7 +41,11 @@ func TestVerifyRepublishMirror(t *testing.T) {
 
 // recoveryConfig writes an ecst.yaml for w's entity, with its source.
 func recoveryConfig(t *testing.T, w *ecsttest.World) (string, map[string]string) {
-	dir := t.TempDir()
+	return recoveryConfigIn(t, w, t.TempDir())
+}
+
+// recoveryConfigIn writes it in dir.
+func recoveryConfigIn(t *testing.T, w *ecsttest.World, dir string) (string, map[string]string) {
 	os.MkdirAll(filepath.Join(dir, "schemas"), 0o755)
 	os.WriteFile(filepath.Join(dir, "schemas", "customer.avsc"), []byte(customers.Schema), 0o644)
 	cfgPath := filepath.Join(dir, "ecst.yaml")

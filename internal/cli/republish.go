@@ -59,7 +59,7 @@ ask for confirmation unless --yes is given; scripts never get a prompt.`,
   ecst republish customer --key c-1 --key c-2
   ecst republish customer --where "tier = 'gold'"
   ecst republish customer --resume 7`,
-		Args: cobra.ExactArgs(1),
+		Args: entityArg(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rate != "" {
 				r, err := strconv.ParseFloat(strings.TrimSuffix(rate, "/s"), 64)
@@ -130,7 +130,7 @@ ask for confirmation unless --yes is given; scripts never get a prompt.`,
 			if res.Vanished > 0 {
 				fmt.Fprintf(out, ", %d deleted meanwhile: their live tombstones stand", res.Vanished)
 			}
-			fmt.Fprintf(out, ") in %s.\nThe relay publishes them to %s; check with: ecst verify %s\n", res.Elapsed.Round(1e6), entity.Topic, entity.Name)
+			fmt.Fprintf(out, ") in %s.\nThe relay publishes them to %s; check with: %s\n", res.Elapsed.Round(1e6), entity.Topic, a.command("verify", entity.Name))
 			return nil
 		},
 	}

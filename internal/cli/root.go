@@ -48,17 +48,18 @@ type app struct {
 	logFormat  string
 	logLevel   string
 	cmd        *cobra.Command
+	root       *cobra.Command
 }
 
 // Run executes the command line and returns the process exit code.
 func Run(ctx context.Context, args []string, stdio IO) int {
-	root := NewCommand(stdio)
+	root, a := newRoot(stdio)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintln(stdio.Err, "ecst:", err)
+	fmt.Fprintln(stdio.Err, "ecst:", a.withFlags(err.Error()))
 	if hint := switchHint(args); hint != "" {
 		fmt.Fprintln(stdio.Err, hint)
 	}
@@ -89,6 +90,11 @@ func switchHint(args []string) string {
 // NewCommand builds the whole command tree on stdio, as Run executes it,
 // for tools that walk it (gendocs writes docs/cli from it).
 func NewCommand(stdio IO) *cobra.Command {
+	root, _ := newRoot(stdio)
+	return root
+}
+
+func newRoot(stdio IO) (*cobra.Command, *app) {
 	if stdio.Env == nil {
 		stdio.Env = func(string) string { return "" }
 	}
@@ -167,7 +173,8 @@ install it.`,
 	// tree whole for those who walk it without executing (gendocs).
 	root.InitDefaultCompletionCmd()
 	root.InitDefaultVersionFlag()
-	return root
+	a.root = root
+	return root, a
 }
 
 // loadConfig reads the config with env and flag overrides and validates it.

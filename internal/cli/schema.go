@@ -350,7 +350,7 @@ func newSchemaListCmd(a *app) *cobra.Command {
 					continue
 				}
 				latest := versions[len(versions)-1]
-				state := "differs from latest (see ecst schema diff " + e.Name + ")"
+				state := "differs from latest (see " + a.command("schema", "diff", e.Name) + ")"
 				for _, v := range versions {
 					if schemas.SameText(v.Text, e.SchemaText) {
 						state = "is " + v.Label
@@ -371,7 +371,7 @@ func newSchemaDiffCmd(a *app) *cobra.Command {
 entity's subject to the local .avsc: + added, - removed, ~ changed (type or
 default). Exits 0 whether or not anything differs; 'ecst schema check' judges
 compatibility.`,
-		Args: cobra.ExactArgs(1),
+		Args: entityArg(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, reg, err := a.registry()
 			if err != nil {

@@ -133,7 +133,8 @@ func TestRelayDrainCommand(t *testing.T) {
 	env := map[string]string{"ECST_BROKERS": strings.Join(b.Seeds, ","), "ECST_DATABASE_URL": dbURL, "ECST_METRICS_ADDR": "off"}
 	cfg := topicsConfig(t, topic, 3, "")
 	r := run(t, env, "--config", cfg, "relay", "--drain")
-	if r.code != cli.ExitError || !strings.Contains(r.err, "ecst topics apply") {
+	// The command it suggests carries the --config it was given.
+	if r.code != cli.ExitError || !strings.Contains(r.err, "`ecst --config "+cfg+" topics apply`") {
 		t.Fatalf("relay before topics exist: code %d\n%s", r.code, r.err)
 	}
 	if r := run(t, env, "--config", cfg, "topics", "apply"); r.code != 0 {

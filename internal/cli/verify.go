@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,15 +37,21 @@ Nothing in flight is drift: keys with rows still in the outbox are counted apart
 and a key that changed while it was compared is checked again (up to three
 times) before it is reported. A few stale keys get a field-level diff.
 
+On drift it prints the commands that repair it, ready to run.
+
 --repair republishes exactly the drifted keys (tombstones for the extra ones),
 waits for the relay (and the mirror) to take them (--wait), and verifies again.
-The relay, and the mirror when given, must be running.
+The relay, and the mirror when given, must be running: with no relay running
+(no session holds a relay leader lock) it writes nothing and says so within
+seconds. While it waits it says what for: the outbox rows the relay has left
+to publish, then the offsets the mirror has left to consume.
 
-Exit codes: 0 in sync; 1 drift found (after --repair: drift left); 2 error.`,
+Exit codes: 0 in sync; 1 drift found (after --repair: drift left); 2 error
+(a repair that could not finish included).`,
 		Example: `  ecst verify customer
   ecst verify customer --mirror customer_mirror --json | jq .stale
   ecst verify customer --repair`,
-		Args: cobra.ExactArgs(1),
+		Args: entityArg(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
@@ -61,24 +68,26 @@ Exit codes: 0 in sync; 1 drift found (after --repair: drift left); 2 error.`,
 			}
 			defer c.close()
 			vc := verify.Config{Pool: c.pool, Registry: c.reg, Entity: entity, Kafka: c.kopts, Logger: a.logger(), Publisher: c.pub}
-			p := newProgress(cmd.ErrOrStderr(), "verify "+entity.Name)
-			o.Progress = func(phase string, n int64) {
-				p.mu.Lock()
-				p.what = "verify " + entity.Name + ": " + phase
-				p.mu.Unlock()
-				p.update(n, 0)
-			}
+			w := verifyWatch{a: a, entity: entity.Name, topic: entity.Topic, mirror: o.Mirror}
+			w.status = newStatus(cmd.ErrOrStderr(), w.line)
+			o.Progress = w.progress
 			rep, err := verify.Run(ctx, vc, o)
-			p.finish()
+			w.status.finish()
+			if rep != nil {
+				if jsonOut {
+					if err := json.NewEncoder(cmd.OutOrStdout()).Encode(rep); err != nil {
+						return err
+					}
+				} else {
+					hint := a.repairHint
+					if o.Repair {
+						hint = nil // the repair ran; what it says is in err
+					}
+					printReport(cmd.OutOrStdout(), rep, hint)
+				}
+			}
 			if err != nil {
 				return err
-			}
-			if jsonOut {
-				if err := json.NewEncoder(cmd.OutOrStdout()).Encode(rep); err != nil {
-					return err
-				}
-			} else {
-				printReport(cmd.OutOrStdout(), rep)
 			}
 			if !rep.InSync() {
 				return problem("%s: drift found", entity.Name)
@@ -95,16 +104,72 @@ Exit codes: 0 in sync; 1 drift found (after --repair: drift left); 2 error.`,
 	return cmd
 }
 
+// verifyWatch follows a verification's progress for a person: counts of
+// what was read while it reads, and what a repair waits for, said as soon
+// as it starts waiting.
+type verifyWatch struct {
+	a                     *app
+	entity, topic, mirror string
+	status                *status
+
+	mu    sync.Mutex
+	phase verify.Phase
+	done  map[verify.Phase]int64
+	total int64
+}
+
+func (w *verifyWatch) progress(p verify.Progress) {
+	w.mu.Lock()
+	if w.done == nil {
+		w.done = map[verify.Phase]int64{}
+	}
+	started := p.Phase != w.phase && p.Phase != verify.PhaseSource && p.Phase != verify.PhaseTopic && p.Phase != verify.PhaseMirror
+	w.phase, w.done[p.Phase], w.total = p.Phase, p.Done, p.Total
+	w.mu.Unlock()
+	if started {
+		switch p.Phase {
+		case verify.PhaseRelay:
+			w.status.say("repair: waiting for the relay to publish %d outbox rows to %s", p.Total, w.topic)
+		case verify.PhaseCatchUp:
+			w.status.say("repair: waiting for mirror %s to consume %d offsets of %s (`%s` must be running)",
+				w.mirror, p.Total, w.topic, w.a.command("mirror", w.entity, "--table", w.mirror))
+		}
+	}
+	w.status.tick()
+}
+
+func (w *verifyWatch) line() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch w.phase {
+	case verify.PhaseRepublish:
+		return fmt.Sprintf("repair: %d/%d drifted keys written to the outbox", w.done[w.phase], w.total)
+	case verify.PhaseRelay:
+		return fmt.Sprintf("repair: the relay has published %d/%d outbox rows", w.done[w.phase], w.total)
+	case verify.PhaseCatchUp:
+		return fmt.Sprintf("repair: mirror %s has consumed %d/%d offsets", w.mirror, w.done[w.phase], w.total)
+	}
+	l := fmt.Sprintf("verify %s: read %d source keys, %d topic records", w.entity, w.done[verify.PhaseSource], w.done[verify.PhaseTopic])
+	if w.mirror != "" {
+		l += fmt.Sprintf(", %d mirror rows", w.done[verify.PhaseMirror])
+	}
+	return l
+}
+
 // printReport writes the report in one Write, so that a line-prefixing
-// writer sees whole lines.
-func printReport(w io.Writer, r *verify.Report) {
+// writer sees whole lines. hint, if set, says how to repair the drift.
+func printReport(w io.Writer, r *verify.Report, hint func(*verify.Report) string) {
 	var b strings.Builder
 	writeReport(&b, r)
+	if !r.InSync() && hint != nil && r.Repair == nil {
+		b.WriteString(hint(r))
+	}
 	_, _ = io.WriteString(w, b.String())
 }
 
 func writeReport(w io.Writer, r *verify.Report) {
-	fmt.Fprintf(w, "%s: source %d keys, topic %s %d keys alive, %d in flight (in the outbox)\n", r.Entity, r.SourceKeys, r.Topic, r.TopicKeys, r.InFlight)
+	fmt.Fprintf(w, "%s: source %d keys, topic %s %d keys alive in %d records, %d in flight (in the outbox)\n",
+		r.Entity, r.SourceKeys, r.Topic, r.TopicKeys, r.TopicRecords, r.InFlight)
 	printKinds(w, r.Missing, r.Extra, r.Stale, r.Samples, "source", "topic")
 	printDiffs(w, r.Diffs, "source", "topic")
 	if m := r.Mirror; m != nil {
@@ -113,19 +178,75 @@ func writeReport(w io.Writer, r *verify.Report) {
 		printDiffs(w, m.Diffs, "topic", "mirror")
 	}
 	if rr := r.Repair; rr != nil {
-		fmt.Fprintf(w, "repair: run %d republished %d keys and tombstoned %d; verified again:\n", rr.RunID, rr.Republished, rr.Tombstoned)
-		if rr.After != nil {
-			var b strings.Builder
-			writeReport(&b, rr.After)
-			fmt.Fprint(w, "  "+strings.ReplaceAll(strings.TrimSuffix(b.String(), "\n"), "\n", "\n  ")+"\n")
+		fmt.Fprintf(w, "repair: run %d republished %d keys and tombstoned %d", rr.RunID, rr.Republished, rr.Tombstoned)
+		if rr.After == nil {
+			fmt.Fprintln(w, "; it did not finish (see the error)")
+			return
 		}
+		fmt.Fprintln(w, "; verified again:")
+		var b strings.Builder
+		writeReport(&b, rr.After)
+		fmt.Fprint(w, "  "+strings.ReplaceAll(strings.TrimSuffix(b.String(), "\n"), "\n", "\n  ")+"\n")
 		return
 	}
+	fmt.Fprintln(w, summary(r))
+}
+
+// summary is a report's last line: the verdict, with the totals.
+func summary(r *verify.Report) string {
+	totals := fmt.Sprintf("source %d keys, topic %d keys alive in %d records", r.SourceKeys, r.TopicKeys, r.TopicRecords)
+	if m := r.Mirror; m != nil {
+		totals += fmt.Sprintf(", mirror %d rows", m.Rows)
+	}
+	totals += fmt.Sprintf(", %d in flight; %s", r.InFlight, r.Elapsed)
 	if r.InSync() {
-		fmt.Fprintf(w, "in sync (%s)\n", r.Elapsed)
-		return
+		return "in sync: " + totals
 	}
-	fmt.Fprintf(w, "drift found (%s). Repair it with: ecst verify %s --repair   (or ecst republish %s --all --tombstone-orphans)\n", r.Elapsed, r.Entity, r.Entity)
+	var drift []string
+	if k := kinds(r.Missing, r.Extra, r.Stale); k != "" {
+		drift = append(drift, k+" on the topic")
+	}
+	if m := r.Mirror; m != nil {
+		if k := kinds(m.Missing, m.Extra, m.Stale); k != "" {
+			drift = append(drift, k+" in mirror "+m.Table)
+		}
+	}
+	return "drift found: " + strings.Join(drift, "; ") + " (of " + totals + ")"
+}
+
+func kinds(missing, extra, stale int64) string {
+	var out []string
+	for _, k := range []struct {
+		n    int64
+		name string
+	}{{missing, "missing"}, {extra, "extra"}, {stale, "stale"}} {
+		if k.n > 0 {
+			out = append(out, fmt.Sprintf("%d %s", k.n, k.name))
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// repairHint says which commands repair r's drift, each as it runs: the
+// repair needs the mirror too when the mirror drifted, and a mirror that
+// alone drifted can also be rebuilt from the topic.
+func (a *app) repairHint(r *verify.Report) string {
+	topicDrift := r.Missing+r.Extra+r.Stale > 0
+	args := []string{"verify", r.Entity}
+	needs := "`" + a.command("relay") + "` must be running"
+	if m := r.Mirror; m != nil {
+		args = append(args, "--mirror", m.Table)
+		needs = "`" + a.command("relay") + "` and `" + a.command("mirror", r.Entity, "--table", m.Table) + "` must be running"
+	}
+	b := "Repair it with: " + a.command(append(args, "--repair")...) + "\n" +
+		"  (it republishes exactly the drifted keys and waits for them; " + needs + ")\n"
+	switch {
+	case !topicDrift:
+		b += "or rebuild the mirror from the topic: " + a.command("rebuild", "mirror:"+r.Mirror.Table) + "\n"
+	case r.Mirror == nil || r.Mirror.Missing+r.Mirror.Extra+r.Mirror.Stale == 0:
+		b += "or republish every key: " + a.command("republish", r.Entity, "--all", "--tombstone-orphans") + "\n"
+	}
+	return b
 }
 
 func printKinds(w io.Writer, missing, extra, stale int64, s verify.Sample, want, got string) {

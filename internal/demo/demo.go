@@ -257,7 +257,7 @@ func (n *narrator) showOutbox(ctx context.Context, pool *pgxpool.Pool) error {
 func (n *narrator) done() {
 	fmt.Fprintf(n.w, "\nThe story converged in %.1fs: every committed change reached the topic as a full state,\n"+
 		"in order per key; when the read model and the source went wrong, verify found exactly\n"+
-		"what and republish repaired it, deletions included.\n\n"+
+		"what, and its repair republished exactly that, the row deleted by hand included.\n\n"+
 		"Where to go next:\n"+
 		"  ecst dev                      the same stack, kept running (ecst dev --env prints its settings)\n"+
 		"  examples/customers/           a producer service and a consumer service on the generated types\n"+

@@ -32,6 +32,7 @@ import (
 	"github.com/ecst-io/ecst/internal/kafkatest"
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/internal/topicscan"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/schemas"
@@ -231,6 +232,19 @@ func (w *World) StartRelay() (stop func() error) {
 			}
 		})
 		return rerr
+	}
+}
+
+// WaitRelayLeads waits until a relay leads a shard of the world's outbox:
+// one just started has then taken its lock.
+func (w *World) WaitRelayLeads() {
+	w.T.Helper()
+	ctx := context.Background()
+	if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "a relay to lead a shard", func() (bool, error) {
+		l, err := outbox.Leaders(ctx, w.Pool)
+		return len(l) > 0, err
+	}); err != nil {
+		w.T.Fatal(err)
 	}
 }
 
