@@ -32,8 +32,8 @@ import (
 	"github.com/ecst-io/ecst/internal/kafkatest"
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/internal/topicscan"
-	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
 )
 
@@ -193,15 +193,15 @@ func (w *World) Exec(sql string, args ...any) {
 }
 
 // RelayConfig is the world's relay configuration.
-func (w *World) RelayConfig(drain bool) outbox.RelayConfig {
-	return outbox.RelayConfig{Pool: w.Pool, KafkaOpts: w.Kafka(), Service: w.Config.Service, Topics: []string{w.Topic},
+func (w *World) RelayConfig(drain bool) relay.Config {
+	return relay.Config{Pool: w.Pool, KafkaOpts: w.Kafka(), Service: w.Config.Service, Topics: []string{w.Topic},
 		PollMin: time.Millisecond, PollMax: 20 * time.Millisecond, Drain: drain}
 }
 
 // Drain publishes everything in the outbox.
 func (w *World) Drain() {
 	w.T.Helper()
-	r, err := outbox.NewRelay(w.RelayConfig(true))
+	r, err := relay.New(w.RelayConfig(true))
 	if err != nil {
 		w.T.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func (w *World) Drain() {
 // StartRelay runs the relay until the returned stop is called; stop
 // returns its error (nil when stopped by stop).
 func (w *World) StartRelay() (stop func() error) {
-	r, err := outbox.NewRelay(w.RelayConfig(false))
+	r, err := relay.New(w.RelayConfig(false))
 	if err != nil {
 		w.T.Fatal(err)
 	}
