@@ -5,14 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/pkg/sr"
 )
 
@@ -47,39 +42,6 @@ func (t TLS) ClientConfig() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
-}
-
-// ClientOpts returns the kgo options for seed brokers, TLS and SASL. Every
-// Kafka client ecst builds starts from these.
-func (k Kafka) ClientOpts() ([]kgo.Opt, error) {
-	if len(k.Brokers) == 0 {
-		return nil, errors.New("kafka.brokers: no brokers set; set ECST_BROKERS (host:port, comma-separated) or --brokers")
-	}
-	opts := []kgo.Opt{kgo.SeedBrokers(k.Brokers...)}
-	if k.ClientID != "" {
-		opts = append(opts, kgo.ClientID(k.ClientID))
-	}
-	tlsCfg, err := k.TLS.ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kafka.tls: %w", err)
-	}
-	if tlsCfg != nil {
-		dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: tlsCfg}
-		opts = append(opts, kgo.Dialer(dialer.DialContext))
-	}
-	user, pass := k.SASL.Username, k.SASL.Password.Reveal()
-	switch k.SASL.Mechanism {
-	case "":
-	case "PLAIN":
-		opts = append(opts, kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()))
-	case "SCRAM-SHA-256":
-		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()))
-	case "SCRAM-SHA-512":
-		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()))
-	default:
-		return nil, fmt.Errorf("kafka.sasl.mechanism: %q is not supported; use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", k.SASL.Mechanism)
-	}
-	return opts, nil
 }
 
 // ClientOpts returns the sr options for URL, basic auth and TLS.

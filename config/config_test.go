@@ -9,10 +9,14 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/config/kafkaopts"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const schema = `{"type":"record","name":"Customer","fields":[{"name":"id","type":"string"},{"name":"version","type":"long"}]}`
 
@@ -190,7 +194,7 @@ schema_registry: {url: 'http://file:8081'}
 		cfg.Service != "from-env" || cfg.Registry.URL.Reveal() != "http://file:8081" || cfg.Kafka.SASL.Mechanism != "SCRAM-SHA-256" {
 		t.Fatalf("overrides not applied: %+v", cfg)
 	}
-	if _, err := cfg.Kafka.ClientOpts(); err != nil {
+	if _, err := kafkaopts.Client(cfg.Kafka); err != nil {
 		t.Fatal(err)
 	}
 }

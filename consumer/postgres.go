@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"strings"
 	"time"
 
+	"github.com/ecst-io/ecst/internal/pglock"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -197,16 +197,9 @@ func lastPerKey[T any](cs []Change[T]) []Change[T] {
 // a waiting SELECT ... FOR UPDATE skips rows the swap deleted and cannot
 // see the ones it inserted.)
 func lockModel(ctx context.Context, tx pgx.Tx, consumer, topic string) error {
-	h := fnv.New32a()
-	h.Write([]byte(consumer))
-	h.Write([]byte{0})
-	h.Write([]byte(topic))
-	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, $2)", modelLockClass, int32(h.Sum32())) //nolint:gosec // a wrapping hash
+	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, $2)", pglock.Model, pglock.Hash(consumer, topic))
 	return err
 }
-
-// modelLockClass is the two-int4 advisory lock class of read models: "ecsm".
-const modelLockClass = 0x6563736d
 
 func checkOffsets(ctx context.Context, tx pgx.Tx, consumer, topic string, from map[int32]int64) error {
 	rows, err := tx.Query(ctx, "SELECT partition, next_offset FROM ecst.consumer_offsets WHERE consumer = $1 AND topic = $2 FOR UPDATE", consumer, topic)

@@ -1,6 +1,7 @@
-// Package outbox holds the ecst schema's migrations, the outbox table's
-// write path (the per-key lock folded into the insert) and, with the relay,
-// its read path.
+// Package outbox is the outbox table's write path: rows inserted inside the
+// writer's transaction under the per-key lock, the bulk paths republish
+// uses, shards, and the header encoding. The relay (package relay) reads
+// and publishes what is written here; package migrate owns the table.
 //
 // Per-key order rests on one rule: every writer of a (topic, key) pair takes
 // the transaction-scoped advisory lock KeyLock(topic, key) before it inserts

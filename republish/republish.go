@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -32,6 +31,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/internal/pglock"
 	"github.com/ecst-io/ecst/internal/source"
 	"github.com/ecst-io/ecst/internal/topicscan"
 	"github.com/ecst-io/ecst/internal/wait"
@@ -116,10 +116,6 @@ var (
 	ErrNoSource = errors.New("the entity has no source")
 )
 
-// lockClass is the advisory lock class of ecst ("ecst"); objects 200+ are
-// republish runs by entity.
-const lockClass = 0x65637374
-
 type selection struct {
 	All              bool     `json:"all,omitempty"`
 	Keys             []string `json:"keys,omitempty"`
@@ -185,7 +181,7 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 	// One run per entity: a session lock on this connection, released
 	// when the run ends or its process dies.
 	var locked bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, int32(lockClass), entityLock(e.Name)).Scan(&locked); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, pglock.Republish, pglock.Hash(e.Name)).Scan(&locked); err != nil {
 		return nil, fmt.Errorf("take the republish lock: %w", err)
 	}
 	if !locked {
@@ -194,7 +190,7 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("%w (run %d): wait for it, or stop it and resume it with `ecst republish %s --resume %d`", ErrRunning, other, e.Name, other)
 	}
 	defer func() {
-		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, $2)`, int32(lockClass), entityLock(e.Name))
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, $2)`, pglock.Republish, pglock.Hash(e.Name))
 	}()
 
 	if err := r.open(ctx, conn.Conn()); err != nil {
@@ -207,12 +203,6 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 		return &r.res, fmt.Errorf("republish run %d of %s: %w (resume it with `ecst republish %s --resume %d`)", r.id, e.Name, err, e.Name, r.id)
 	}
 	return &r.res, nil
-}
-
-func entityLock(entity string) int32 {
-	h := fnv.New32a()
-	h.Write([]byte(entity))
-	return int32(h.Sum32()) //nolint:gosec // a wrapping conversion is the intent
 }
 
 func (r *run) setSelection() error {

@@ -46,8 +46,8 @@ import (
 	"github.com/ecst-io/ecst/internal/source"
 	"github.com/ecst-io/ecst/internal/topicscan"
 	"github.com/ecst-io/ecst/internal/wait"
-	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/republish"
 	"github.com/ecst-io/ecst/schemas"
 )
@@ -826,7 +826,7 @@ func (m *mirrorPlan) rows() string {
 	return "SELECT * FROM " + quoteTable(m.table) + ` WHERE "_key" = ANY($1::text[])`
 }
 
-func (m *mirrorPlan) offsets(ctx context.Context, q outbox.Querier, topic string) (map[int32]int64, error) {
+func (m *mirrorPlan) offsets(ctx context.Context, q relay.Querier, topic string) (map[int32]int64, error) {
 	rows, err := q.Query(ctx, `SELECT partition, next_offset FROM ecst.consumer_offsets WHERE consumer = $1 AND topic = $2`, "mirror:"+m.table, topic)
 	if err != nil {
 		return nil, fmt.Errorf("read the mirror's offsets: %w", err)
@@ -902,10 +902,10 @@ const relayStartGrace = 3 * time.Second
 
 // relayRunning reports whether a relay leads a shard of the outbox, or
 // starts to within relayStartGrace.
-func relayRunning(ctx context.Context, q outbox.Querier) (bool, error) {
+func relayRunning(ctx context.Context, q relay.Querier) (bool, error) {
 	deadline := time.Now().Add(relayStartGrace)
 	for {
-		leaders, err := outbox.Leaders(ctx, q)
+		leaders, err := relay.Leaders(ctx, q)
 		if err != nil || len(leaders) > 0 {
 			return len(leaders) > 0, err
 		}
@@ -987,8 +987,8 @@ func waitRelayed(ctx context.Context, cfg Config, opts Options, rr *RepairReport
 }
 
 // unled returns the shards of byShard that no relay leads, in order.
-func unled(ctx context.Context, q outbox.Querier, byShard map[int]int64) ([]int, error) {
-	leaders, err := outbox.Leaders(ctx, q)
+func unled(ctx context.Context, q relay.Querier, byShard map[int]int64) ([]int, error) {
+	leaders, err := relay.Leaders(ctx, q)
 	if err != nil {
 		return nil, err
 	}

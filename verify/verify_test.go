@@ -17,6 +17,7 @@ import (
 	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/verify"
 )
 
@@ -197,7 +198,7 @@ func TestRepairNeedsARelayForEachShard(t *testing.T) {
 
 	rc := w.RelayConfig(false)
 	rc.TotalShards, rc.Shards = 2, []int{0}
-	r, err := outbox.NewRelay(rc)
+	r, err := relay.New(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +207,7 @@ func TestRepairNeedsARelayForEachShard(t *testing.T) {
 	go func() { done <- r.Run(relayCtx) }()
 	defer func() { stop(); <-done }()
 	if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "the relay to lead shard 0", func() (bool, error) {
-		l, err := outbox.Leaders(ctx, w.Pool)
+		l, err := relay.Leaders(ctx, w.Pool)
 		return len(l) == 1, err
 	}); err != nil {
 		t.Fatal(err)

@@ -135,7 +135,7 @@ import (
 
 	"github.com/ecst-io/ecst/internal/benchrelay"
 	"github.com/ecst-io/ecst/internal/pgcluster"
-	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/migrate"
 )
 
 const (
@@ -410,7 +410,7 @@ func peers(ctx context.Context, c config, dbURL string, brokers []string, kafkaT
 		return err
 	}
 	defer pool.Close()
-	if _, err := outbox.Migrate(ctx, pool); err != nil {
+	if _, err := migrate.Up(ctx, pool); err != nil {
 		return err
 	}
 	env := &benchrelay.Env{Pool: pool, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Topic: kafkaTopic + "-ecst", Service: "bench-" + runID}

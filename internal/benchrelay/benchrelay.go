@@ -25,6 +25,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/relay"
 )
 
 // Env is where a benchmark runs.
@@ -133,7 +134,7 @@ func (e *Env) Relay(ctx context.Context, batch int) (int, time.Duration, error) 
 	if err := e.Pool.QueryRow(ctx, "SELECT count(*) FROM ecst.outbox").Scan(&before); err != nil {
 		return 0, 0, err
 	}
-	r, err := outbox.NewRelay(outbox.RelayConfig{
+	r, err := relay.New(relay.Config{
 		Pool: e.Pool, KafkaOpts: e.KafkaOpts, Service: e.Service, Topics: []string{e.Topic},
 		BatchSize: batch, Drain: true, Logger: e.Log,
 	})
@@ -159,9 +160,9 @@ type Latency struct {
 // the Kafka commit of its batch.
 func (e *Env) Steady(ctx context.Context, rate int, d time.Duration, valueSize int) (Latency, error) {
 	reg := prometheus.NewRegistry()
-	r, err := outbox.NewRelay(outbox.RelayConfig{
+	r, err := relay.New(relay.Config{
 		Pool: e.Pool, KafkaOpts: e.KafkaOpts, Service: e.Service, Topics: []string{e.Topic},
-		Logger: e.Log, Metrics: outbox.NewRelayMetrics(reg),
+		Logger: e.Log, Metrics: relay.NewMetrics(reg),
 	})
 	if err != nil {
 		return Latency{}, err

@@ -18,9 +18,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/internal/benchrelay"
 	"github.com/ecst-io/ecst/internal/pgcluster"
-	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/migrate"
 )
 
 func newBenchCmd(a *app) *cobra.Command {
@@ -183,7 +184,7 @@ func (a *app) benchParts(ctx context.Context, out io.Writer, maxConns int) (*ben
 // configured; stop releases the kfake broker.
 func benchBroker(cfg *config.Config) (kopts []kgo.Opt, name string, stop func(), err error) {
 	if len(cfg.Kafka.Brokers) > 0 {
-		kopts, err = cfg.Kafka.ClientOpts()
+		kopts, err = kafkaopts.Client(cfg.Kafka)
 		return kopts, "Kafka at " + strings.Join(cfg.Kafka.Brokers, ","), func() {}, err
 	}
 	fake, err := kfake.NewCluster(kfake.NumBrokers(1))
@@ -218,7 +219,7 @@ func benchDatabase(ctx context.Context, maxConns int) (url string, pool *pgxpool
 		pool.Close()
 		_ = cluster.Stop()
 	}
-	if _, err := outbox.Migrate(ctx, pool); err != nil {
+	if _, err := migrate.Up(ctx, pool); err != nil {
 		stop()
 		return "", nil, nil, err
 	}

@@ -20,8 +20,8 @@ import (
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
-	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
 )
 
@@ -140,7 +140,7 @@ func e2eRun(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, fakeReg *s
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, KafkaOpts: kopts, Service: "bench-" + suffix, Topics: []string{topic}, PollMin: time.Millisecond, PollMax: 50 * time.Millisecond})
+	relay, err := relay.New(relay.Config{Pool: pool, KafkaOpts: kopts, Service: "bench-" + suffix, Topics: []string{topic}, PollMin: time.Millisecond, PollMax: 50 * time.Millisecond})
 	if err != nil {
 		return e2eResult{}, err
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/topicscan"
-	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/republish"
 	"github.com/ecst-io/ecst/schemas"
 	"github.com/ecst-io/ecst/verify"
@@ -136,7 +136,7 @@ entities:
 				return err
 			}
 			fmt.Fprintf(out, "relaying %d rows to %s...\n", res.Written, brokerName)
-			relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, KafkaOpts: kopts, Service: bcfg.Service, Topics: []string{topic}, Drain: true})
+			relay, err := relay.New(relay.Config{Pool: pool, KafkaOpts: kopts, Service: bcfg.Service, Topics: []string{topic}, Drain: true})
 			if err != nil {
 				return err
 			}

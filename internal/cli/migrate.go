@@ -5,9 +5,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ecst-io/ecst/migrate"
 	"github.com/spf13/cobra"
-
-	"github.com/ecst-io/ecst/outbox"
 )
 
 func newMigrateCmd(a *app) *cobra.Command {
@@ -42,7 +41,7 @@ exits 1 when any is pending, so scripts can check before they deploy.`,
 			defer pool.Close()
 			out := cmd.OutOrStdout()
 			if status {
-				st, err := outbox.Status(ctx, pool)
+				st, err := migrate.Status(ctx, pool)
 				if err != nil {
 					return err
 				}
@@ -64,14 +63,14 @@ exits 1 when any is pending, so scripts can check before they deploy.`,
 				}
 				return nil
 			}
-			applied, err := outbox.Migrate(ctx, pool)
+			applied, err := migrate.Up(ctx, pool)
 			for _, m := range applied {
 				fmt.Fprintf(out, "applied %03d_%s\n", m.Version, m.Name)
 			}
 			if err != nil {
 				return err
 			}
-			all, _ := outbox.Migrations()
+			all, _ := migrate.All()
 			if len(applied) == 0 {
 				fmt.Fprintf(out, "ecst schema is up to date (version %03d)\n", all[len(all)-1].Version)
 			} else {

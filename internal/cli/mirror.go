@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/schemas"
 )
@@ -34,7 +35,7 @@ func (s *mirrorSetup) close() {
 }
 
 func (a *app) mirrorSetup(ctx context.Context, cfg *config.Config, entity *config.Entity, table, poison, group string) (*mirrorSetup, error) {
-	kopts, err := cfg.Kafka.ClientOpts()
+	kopts, err := kafkaopts.Client(cfg.Kafka)
 	if err != nil {
 		return nil, err
 	}

@@ -14,12 +14,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ecst-io/ecst/config/kafkaopts"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
-
-	"github.com/ecst-io/ecst/outbox"
 )
 
 func newRelayCmd(a *app) *cobra.Command {
@@ -62,7 +62,7 @@ rows stay in the outbox) and exits 0.`,
 			}
 			ctx := cmd.Context()
 			log := a.logger()
-			kopts, err := cfg.Kafka.ClientOpts()
+			kopts, err := kafkaopts.Client(cfg.Kafka)
 			if err != nil {
 				return err
 			}
@@ -88,7 +88,7 @@ rows stay in the outbox) and exits 0.`,
 			for _, n := range cfg.EntityNames() {
 				topics = append(topics, cfg.Entities[n].Topic)
 			}
-			relay, err := outbox.NewRelay(outbox.RelayConfig{
+			rl, err := relay.New(relay.Config{
 				Pool:         pool,
 				KafkaOpts:    kopts,
 				Service:      cfg.Service,
@@ -100,16 +100,16 @@ rows stay in the outbox) and exits 0.`,
 				PollMin:      cfg.Relay.PollMin,
 				PollMax:      cfg.Relay.PollMax,
 				LeaseTimeout: cfg.Relay.LeaseTimeout,
-				OnReject:     outbox.RejectPolicy(cfg.Relay.OnReject),
+				OnReject:     relay.RejectPolicy(cfg.Relay.OnReject),
 				Drain:        drain,
 				Logger:       log,
-				Metrics:      outbox.NewRelayMetrics(reg),
+				Metrics:      relay.NewMetrics(reg),
 			})
 			if err != nil {
 				return err
 			}
 			if cfg.Relay.MetricsAddr != "" && !drain {
-				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, reg, relay.Ready)
+				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, reg, rl.Ready)
 				if err != nil {
 					return err
 				}
@@ -117,15 +117,15 @@ rows stay in the outbox) and exits 0.`,
 				log.Info("serving /metrics, /healthz, /readyz", "addr", cfg.Relay.MetricsAddr)
 			}
 			log.Info("relay starting", "service", cfg.Service, "shards", cfg.Outbox.Shards, "drain", drain)
-			err = relay.Run(ctx)
+			err = rl.Run(ctx)
 			if err != nil {
 				return err
 			}
-			counts := relay.Counts()
+			counts := rl.Counts()
 			if drain {
 				printDrained(cmd.OutOrStdout(), counts)
 			}
-			log.Info("relay stopped", "published", outbox.Total(counts.Published), "parked", outbox.Total(counts.Parked))
+			log.Info("relay stopped", "published", relay.Total(counts.Published), "parked", relay.Total(counts.Parked))
 			return nil
 		},
 	}
@@ -136,7 +136,7 @@ rows stay in the outbox) and exits 0.`,
 
 // printDrained says what a drain published, per topic, and ends with the
 // totals.
-func printDrained(w io.Writer, c outbox.Counts) {
+func printDrained(w io.Writer, c relay.Counts) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, t := range slices.Sorted(maps.Keys(c.Published)) {
 		fmt.Fprintf(tw, "published to %s\t%s\n", t, records(c.Published[t]))
@@ -145,7 +145,7 @@ func printDrained(w io.Writer, c outbox.Counts) {
 		fmt.Fprintf(tw, "parked from %s\t%s\n", t, records(c.Parked[t]))
 	}
 	tw.Flush()
-	published, parked := outbox.Total(c.Published), outbox.Total(c.Parked)
+	published, parked := relay.Total(c.Published), relay.Total(c.Parked)
 	summary := fmt.Sprintf("outbox drained: %s published", records(published))
 	if n := len(c.Published); n > 1 {
 		summary += fmt.Sprintf(" to %d topics", n)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/republish"
 	"github.com/ecst-io/ecst/schemas"
@@ -179,7 +180,7 @@ func (c *recoveryClients) close() {
 }
 
 func openRecovery(ctx context.Context, cfg *config.Config, publisher bool) (*recoveryClients, error) {
-	kopts, err := cfg.Kafka.ClientOpts()
+	kopts, err := kafkaopts.Client(cfg.Kafka)
 	if err != nil {
 		return nil, err
 	}

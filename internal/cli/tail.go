@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/schemas"
 )
 
@@ -56,7 +57,7 @@ going); -n stops after N records; --key shows only one key.`,
 			if err != nil {
 				return err
 			}
-			kopts, err := cfg.Kafka.ClientOpts()
+			kopts, err := kafkaopts.Client(cfg.Kafka)
 			if err != nil {
 				return err
 			}

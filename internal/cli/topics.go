@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/internal/topics"
 )
 
@@ -48,7 +49,7 @@ change; 2 usage, config or connection error.`,
 			if len(cfg.Entities) == 0 {
 				return fmt.Errorf("no entities declared: is --config pointing at your ecst.yaml?")
 			}
-			kopts, err := cfg.Kafka.ClientOpts()
+			kopts, err := kafkaopts.Client(cfg.Kafka)
 			if err != nil {
 				return err
 			}

@@ -22,6 +22,7 @@ import (
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/devstack"
+	"github.com/ecst-io/ecst/migrate"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/schemas"
@@ -52,7 +53,7 @@ func Run(ctx context.Context, w io.Writer, report Report) error {
 	defer pool.Close()
 
 	n.step("ecst migrate: create the ecst schema")
-	applied, err := outbox.Migrate(ctx, pool)
+	applied, err := migrate.Up(ctx, pool)
 	if err != nil {
 		return err
 	}

@@ -12,12 +12,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/topics"
 	"github.com/ecst-io/ecst/internal/wait"
-	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
 	"github.com/ecst-io/ecst/verify"
 )
@@ -27,7 +28,7 @@ const billingTable = "billing_customers"
 // recoveryStory is the second half: relay, consume, break, detect, repair.
 func recoveryStory(ctx context.Context, n *narrator, cfg *config.Config, pool *pgxpool.Pool, pub *producer.Publisher, reg *schemas.Registry, report Report) error {
 	entity := cfg.Entities["customer"]
-	kopts, err := cfg.Kafka.ClientOpts()
+	kopts, err := kafkaopts.Client(cfg.Kafka)
 	if err != nil {
 		return err
 	}
@@ -36,7 +37,7 @@ func recoveryStory(ctx context.Context, n *narrator, cfg *config.Config, pool *p
 	if err := createTopic(ctx, kopts, entity); err != nil {
 		return err
 	}
-	relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, KafkaOpts: kopts, Service: cfg.Service, Topics: []string{entity.Topic},
+	relay, err := relay.New(relay.Config{Pool: pool, KafkaOpts: kopts, Service: cfg.Service, Topics: []string{entity.Topic},
 		PollMin: time.Millisecond, PollMax: 20 * time.Millisecond})
 	if err != nil {
 		return err

@@ -33,8 +33,8 @@ import (
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/internal/topicscan"
 	"github.com/ecst-io/ecst/internal/wait"
-	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
 )
 
@@ -194,15 +194,15 @@ func (w *World) Exec(sql string, args ...any) {
 }
 
 // RelayConfig is the world's relay configuration.
-func (w *World) RelayConfig(drain bool) outbox.RelayConfig {
-	return outbox.RelayConfig{Pool: w.Pool, KafkaOpts: w.Kafka(), Service: w.Config.Service, Topics: []string{w.Topic},
+func (w *World) RelayConfig(drain bool) relay.Config {
+	return relay.Config{Pool: w.Pool, KafkaOpts: w.Kafka(), Service: w.Config.Service, Topics: []string{w.Topic},
 		PollMin: time.Millisecond, PollMax: 20 * time.Millisecond, Drain: drain}
 }
 
 // Drain publishes everything in the outbox.
 func (w *World) Drain() {
 	w.T.Helper()
-	r, err := outbox.NewRelay(w.RelayConfig(true))
+	r, err := relay.New(w.RelayConfig(true))
 	if err != nil {
 		w.T.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func (w *World) Drain() {
 // StartRelay runs the relay until the returned stop is called; stop
 // returns its error (nil when stopped by stop).
 func (w *World) StartRelay() (stop func() error) {
-	r, err := outbox.NewRelay(w.RelayConfig(false))
+	r, err := relay.New(w.RelayConfig(false))
 	if err != nil {
 		w.T.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func (w *World) WaitRelayLeads() {
 	w.T.Helper()
 	ctx := context.Background()
 	if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "a relay to lead a shard", func() (bool, error) {
-		l, err := outbox.Leaders(ctx, w.Pool)
+		l, err := relay.Leaders(ctx, w.Pool)
 		return len(l) > 0, err
 	}); err != nil {
 		w.T.Fatal(err)

@@ -25,12 +25,14 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/kafkatest"
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/internal/topics"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
 )
 
@@ -115,7 +117,7 @@ func writeCustomers(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kopts, err := cfg.Kafka.ClientOpts()
+	kopts, err := kafkaopts.Client(cfg.Kafka)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +238,7 @@ func writeCustomers(t *testing.T) *world {
 		t.Fatalf("outbox holds %d rows, %d events were written", i, len(events))
 	}
 
-	relay, err := outbox.NewRelay(outbox.RelayConfig{
+	relay, err := relay.New(relay.Config{
 		Pool:        pool,
 		KafkaOpts:   kopts,
 		Service:     cfg.Service,

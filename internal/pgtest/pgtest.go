@@ -26,7 +26,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ecst-io/ecst/internal/pgcluster"
-	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/migrate"
 )
 
 // server is the one per test binary, set by Main.
@@ -99,7 +99,7 @@ func setUp(ctx context.Context) error {
 		return err
 	}
 	defer pool.Close()
-	if _, err := outbox.Migrate(ctx, pool); err != nil {
+	if _, err := migrate.Up(ctx, pool); err != nil {
 		return fmt.Errorf("migrate template: %w", err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/examples/customers/internal/web"
@@ -63,7 +64,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	kopts, err := cfg.Kafka.ClientOpts()
+	kopts, err := kafkaopts.Client(cfg.Kafka)
 	if err != nil {
 		return err
 	}

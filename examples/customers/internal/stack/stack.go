@@ -29,6 +29,7 @@ import (
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/internal/topics"
 	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
 )
 
@@ -154,7 +155,7 @@ func (s *Stack) Drain() {
 		s.t.Fatal(err)
 	}
 	defer pool.Close()
-	r, err := outbox.NewRelay(outbox.RelayConfig{
+	r, err := relay.New(relay.Config{
 		Pool:        pool,
 		KafkaOpts:   s.KafkaOpts(),
 		Service:     s.Service,

@@ -1,9 +1,11 @@
-package outbox
+package relay
 
 import (
 	"context"
 	"fmt"
 
+	"github.com/ecst-io/ecst/internal/pglock"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -24,7 +26,7 @@ func Leaders(ctx context.Context, q Querier) ([]int, error) {
 		WHERE locktype = 'advisory' AND granted AND objsubid = 2
 		  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 		  AND classid::bigint = $1 AND objid::bigint >= $2 AND objid::bigint < $2 + $3
-		ORDER BY 1`, int64(migrateLockClass), int64(relayLockBase), int64(MaxShards))
+		ORDER BY 1`, int64(pglock.ECST), int64(pglock.ObjRelayShard), int64(outbox.MaxShards))
 	if err != nil {
 		return nil, fmt.Errorf("read the relay leader locks from pg_locks: %w", err)
 	}

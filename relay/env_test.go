@@ -1,4 +1,4 @@
-package outbox_test
+package relay_test
 
 import (
 	"context"
@@ -31,10 +31,12 @@ import (
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/kafkatest"
 	"github.com/ecst-io/ecst/internal/pgtest"
-	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
 )
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // env is one relay test's world: a database with the customers table, a
 // broker with the test's own topic, a registry, and a publisher.
@@ -133,7 +135,7 @@ func (e *env) client(opts ...kgo.Opt) *kgo.Client {
 	return cl
 }
 
-func (e *env) relayConfig() outbox.RelayConfig {
+func (e *env) relayConfig() relay.Config {
 	if e.relayLog == nil {
 		e.relayLog = &syncBuffer{}
 		e.t.Cleanup(func() {
@@ -149,7 +151,7 @@ func (e *env) relayConfig() outbox.RelayConfig {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(pool.Close)
-	return outbox.RelayConfig{
+	return relay.Config{
 		Logger:       slog.New(slog.NewTextHandler(e.relayLog, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Pool:         pool,
 		KafkaOpts:    e.kopts,
@@ -163,9 +165,9 @@ func (e *env) relayConfig() outbox.RelayConfig {
 }
 
 // runRelay runs a relay in process until the test ends or stop is called.
-func (e *env) runRelay(cfg outbox.RelayConfig) (stop func() error) {
+func (e *env) runRelay(cfg relay.Config) (stop func() error) {
 	e.t.Helper()
-	r, err := outbox.NewRelay(cfg)
+	r, err := relay.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -190,7 +192,7 @@ func (e *env) drain() {
 	e.t.Helper()
 	cfg := e.relayConfig()
 	cfg.Drain = true
-	r, err := outbox.NewRelay(cfg)
+	r, err := relay.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package outbox_test
+package relay_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ecst-io/ecst/internal/wait"
-	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/relay"
 )
 
 // TestLeaders: the shards a running relay leads are listed, and none once
@@ -19,7 +19,7 @@ func TestLeaders(t *testing.T) {
 	e := newEnv(t, envOpts{shards: 4})
 	leaders := func() []int {
 		t.Helper()
-		got, err := outbox.Leaders(ctx, e.pool)
+		got, err := relay.Leaders(ctx, e.pool)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,13 +35,13 @@ func TestLeaders(t *testing.T) {
 	waitLeaders := func(want []int) {
 		t.Helper()
 		if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "the relay's leader locks", func() (bool, error) {
-			got, err := outbox.Leaders(ctx, other.pool)
+			got, err := relay.Leaders(ctx, other.pool)
 			return len(got) == 1, err
 		}); err != nil {
 			t.Fatal(err)
 		}
 		if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "the relay's leader locks", func() (bool, error) {
-			got, err := outbox.Leaders(ctx, e.pool)
+			got, err := relay.Leaders(ctx, e.pool)
 			return slices.Equal(got, want), err
 		}); err != nil {
 			t.Fatalf("%v (leaders %v, want %v)", err, leaders(), want)

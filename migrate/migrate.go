@@ -1,4 +1,9 @@
-package outbox
+// Package migrate owns every table of the ecst schema: the outbox, the
+// relay's state, the republish runs, the consumers' offsets and skipped
+// records. Its migrations are embedded SQL files, each applied in its own
+// transaction that also records its version, serialized across processes by
+// a session advisory lock.
+package migrate
 
 import (
 	"context"
@@ -11,6 +16,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ecst-io/ecst/internal/pglock"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -25,24 +31,19 @@ type Migration struct {
 	SQL     string
 }
 
-// MigrationStatus is a migration and, if applied, when.
-type MigrationStatus struct {
+// State is a migration and, if applied, when.
+type State struct {
 	Migration
 	AppliedAt time.Time // zero when pending
 }
 
 // Applied reports whether the migration has been applied.
-func (s MigrationStatus) Applied() bool { return !s.AppliedAt.IsZero() }
-
-// migrateLockID is the session advisory lock that serializes concurrent
-// migrators, in the two-int4 key space so that it never collides with the
-// per-key locks (which use the bigint space).
-const migrateLockClass, migrateLockID = 0x65637374, 1 // "ecst"
+func (s State) Applied() bool { return !s.AppliedAt.IsZero() }
 
 var migrationNameRE = regexp.MustCompile(`^(\d+)_([a-z0-9_]+)\.up\.sql$`)
 
-// Migrations returns the embedded migrations in version order.
-func Migrations() ([]Migration, error) {
+// All returns the embedded migrations in version order.
+func All() ([]Migration, error) {
 	entries, err := fs.ReadDir(migrationFS, "migrations")
 	if err != nil {
 		return nil, err
@@ -69,12 +70,12 @@ func Migrations() ([]Migration, error) {
 	return ms, nil
 }
 
-// Migrate applies every pending migration, each in its own transaction that
+// Up applies every pending migration, each in its own transaction that
 // also records its version. Concurrent callers are serialized by a session
 // advisory lock: the second waits, then finds nothing left to do. It returns
 // the migrations it applied.
-func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
-	all, err := Migrations()
+func Up(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
+	all, err := All()
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +84,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
 		return nil, fmt.Errorf("migrate: connect: %w", err)
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1, $2)", migrateLockClass, migrateLockID); err != nil {
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1, $2)", pglock.ECST, pglock.ObjMigrate); err != nil {
 		return nil, fmt.Errorf("migrate: take migration lock: %w", err)
 	}
 	defer func() {
@@ -91,7 +92,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
 		// would block every later migrate on this pooled connection's session.
 		unlockCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, err := conn.Exec(unlockCtx, "SELECT pg_advisory_unlock($1, $2)", migrateLockClass, migrateLockID); err != nil {
+		if _, err := conn.Exec(unlockCtx, "SELECT pg_advisory_unlock($1, $2)", pglock.ECST, pglock.ObjMigrate); err != nil {
 			conn.Conn().Close(unlockCtx) //nolint:errcheck // closing ends the session and so the lock
 		}
 	}()
@@ -131,8 +132,8 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
 
 // Status lists every known migration with when it was applied. A database
 // that was never migrated reports every migration pending.
-func Status(ctx context.Context, pool *pgxpool.Pool) ([]MigrationStatus, error) {
-	all, err := Migrations()
+func Status(ctx context.Context, pool *pgxpool.Pool) ([]State, error) {
+	all, err := All()
 	if err != nil {
 		return nil, err
 	}
@@ -151,9 +152,9 @@ func Status(ctx context.Context, pool *pgxpool.Pool) ([]MigrationStatus, error) 
 			return nil, err
 		}
 	}
-	out := make([]MigrationStatus, len(all))
+	out := make([]State, len(all))
 	for i, m := range all {
-		out[i] = MigrationStatus{Migration: m, AppliedAt: applied[m.Version]}
+		out[i] = State{Migration: m, AppliedAt: applied[m.Version]}
 	}
 	return out, nil
 }
@@ -162,8 +163,8 @@ func Status(ctx context.Context, pool *pgxpool.Pool) ([]MigrationStatus, error) 
 // it is missing or behind the binary's migrations.
 var ErrNotMigrated = errors.New("the ecst schema is missing or out of date: run `ecst migrate`")
 
-// CheckMigrated returns ErrNotMigrated unless every migration is applied.
-func CheckMigrated(ctx context.Context, pool *pgxpool.Pool) error {
+// Check returns ErrNotMigrated unless every migration is applied.
+func Check(ctx context.Context, pool *pgxpool.Pool) error {
 	st, err := Status(ctx, pool)
 	if err != nil {
 		return err

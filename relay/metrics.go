@@ -1,4 +1,4 @@
-package outbox
+package relay
 
 import (
 	"time"
@@ -6,8 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// RelayMetrics are the relay's Prometheus metrics.
-type RelayMetrics struct {
+// Metrics are the relay's Prometheus metrics.
+type Metrics struct {
 	leader    *prometheus.GaugeVec
 	backlog   *prometheus.GaugeVec
 	oldest    *prometheus.GaugeVec
@@ -21,10 +21,10 @@ type RelayMetrics struct {
 	latency   prometheus.Histogram
 }
 
-// NewRelayMetrics creates the relay's metrics and registers them with reg
+// NewMetrics creates the relay's metrics and registers them with reg
 // (nil: not registered, for tests and embedding).
-func NewRelayMetrics(reg prometheus.Registerer) *RelayMetrics {
-	m := &RelayMetrics{
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
 		leader: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ecst_relay_leader", Help: "1 while this process leads the outbox shard.",
 		}, []string{"shard"}),
@@ -68,7 +68,7 @@ func NewRelayMetrics(reg prometheus.Registerer) *RelayMetrics {
 	return m
 }
 
-func (m *RelayMetrics) observeBatch(rows []record, took time.Duration) {
+func (m *Metrics) observeBatch(rows []record, took time.Duration) {
 	now := time.Now()
 	m.batchSize.Observe(float64(len(rows)))
 	m.batchTime.Observe(took.Seconds())

@@ -1,4 +1,4 @@
-package outbox
+package relay
 
 import (
 	"context"
@@ -8,23 +8,23 @@ import (
 
 // WithBeforeProduce calls f with each batch's row ids after the batch is
 // read and before it is produced: tests stall a leader there.
-func WithBeforeProduce(cfg *RelayConfig, f func(shard int, ids []int64)) { cfg.beforeProduce = f }
+func WithBeforeProduce(cfg *Config, f func(shard int, ids []int64)) { cfg.beforeProduce = f }
 
 // WithoutFencing makes the relay produce without a transactional id, so
 // that a test can show what fencing prevents.
-func WithoutFencing(cfg *RelayConfig) { cfg.noFencing = true }
+func WithoutFencing(cfg *Config) { cfg.noFencing = true }
 
 // WithReadAheadByID makes the relay read ahead with `id > max(in flight)`
 // instead of the head minus the rows in flight, so that a test can show
 // the reordering that would allow.
-func WithReadAheadByID(cfg *RelayConfig) { cfg.readAheadByID = true }
+func WithReadAheadByID(cfg *Config) { cfg.readAheadByID = true }
 
 // ReadAheadSQL is the relay's read of the head minus the batch in flight.
 const ReadAheadSQL = readAheadSQL
 
 // RefreshStats runs a relay's statistics check for a backlog of n rows.
 func RefreshStats(ctx context.Context, pool *pgxpool.Pool, n int64) {
-	r, err := NewRelay(RelayConfig{Pool: pool, Service: "test"})
+	r, err := New(Config{Pool: pool, Service: "test"})
 	if err != nil {
 		panic(err)
 	}

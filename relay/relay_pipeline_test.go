@@ -1,4 +1,4 @@
-package outbox_test
+package relay_test
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 )
 
 // lateCommitScenario makes the relay read its next batch while a batch is
@@ -52,11 +52,11 @@ func lateCommitScenario(t *testing.T, readAheadByID bool) (kVersions []string, m
 
 	cfg := e.relayConfig()
 	if readAheadByID {
-		outbox.WithReadAheadByID(&cfg)
+		relay.WithReadAheadByID(&cfg)
 	}
 	held, release := make(chan struct{}), make(chan struct{})
 	var mu sync.Mutex
-	outbox.WithBeforeProduce(&cfg, func(_ int, ids []int64) {
+	relay.WithBeforeProduce(&cfg, func(_ int, ids []int64) {
 		mu.Lock()
 		batches = append(batches, slices.Clone(ids))
 		first := len(batches) == 1

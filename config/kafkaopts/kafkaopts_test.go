@@ -1,4 +1,4 @@
-package config_test
+package kafkaopts_test
 
 import (
 	"context"
@@ -26,6 +26,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/internal/kafkatest"
 )
 
@@ -35,7 +36,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // client built only from cfg's options.
 func roundTrip(t *testing.T, k config.Kafka) error {
 	t.Helper()
-	opts, err := k.ClientOpts()
+	opts, err := kafkaopts.Client(k)
 	if err != nil {
 		return err
 	}

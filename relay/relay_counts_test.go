@@ -1,4 +1,4 @@
-package outbox_test
+package relay_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/relay"
 )
 
 // TestRelayCounts: a relay counts, by topic, the records it committed to
@@ -23,13 +23,13 @@ func TestRelayCounts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	drain := func() outbox.Counts {
+	drain := func() relay.Counts {
 		t.Helper()
 		cfg := e.relayConfig()
 		cfg.Drain = true
-		cfg.OnReject = outbox.RejectPark
+		cfg.OnReject = relay.RejectPark
 		cfg.BatchSize = 2 // several batches
-		r, err := outbox.NewRelay(cfg)
+		r, err := relay.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,8 +45,8 @@ func TestRelayCounts(t *testing.T) {
 	if want := map[string]int64{e.topic: 1}; !maps.Equal(c.Parked, want) {
 		t.Errorf("parked %v, want %v", c.Parked, want)
 	}
-	if outbox.Total(c.Published) != 5 || outbox.Total(c.Parked) != 1 {
-		t.Errorf("totals %d published, %d parked", outbox.Total(c.Published), outbox.Total(c.Parked))
+	if relay.Total(c.Published) != 5 || relay.Total(c.Parked) != 1 {
+		t.Errorf("totals %d published, %d parked", relay.Total(c.Published), relay.Total(c.Parked))
 	}
 	if n := e.outboxCount(); n != 0 {
 		t.Fatalf("%d rows left in the outbox", n)

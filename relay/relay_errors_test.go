@@ -1,4 +1,4 @@
-package outbox_test
+package relay_test
 
 import (
 	"bytes"
@@ -16,11 +16,12 @@ import (
 
 	"github.com/ecst-io/ecst/internal/kafkatest"
 	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/relay"
 )
 
-func runOnce(t *testing.T, cfg outbox.RelayConfig) error {
+func runOnce(t *testing.T, cfg relay.Config) error {
 	t.Helper()
-	r, err := outbox.NewRelay(cfg)
+	r, err := relay.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -38,7 +39,7 @@ func TestRelayConfigErrors(t *testing.T) {
 		cfg.Drain = true
 		cfg.Topics = []string{e.topic, "no-such-topic-" + e.service}
 		err := runOnce(t, cfg)
-		if !errors.Is(err, outbox.ErrTopicMissing) || !strings.Contains(err.Error(), "ecst topics apply") || !strings.Contains(err.Error(), "no-such-topic") {
+		if !errors.Is(err, relay.ErrTopicMissing) || !strings.Contains(err.Error(), "ecst topics apply") || !strings.Contains(err.Error(), "no-such-topic") {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -54,7 +55,7 @@ func TestRelayConfigErrors(t *testing.T) {
 		cfg := db.relayConfig()
 		cfg.Drain = true
 		err = runOnce(t, cfg)
-		if !errors.Is(err, outbox.ErrTopicMissing) {
+		if !errors.Is(err, relay.ErrTopicMissing) {
 			t.Fatalf("err = %v", err)
 		}
 		if db.outboxCount() != 1 {
@@ -90,12 +91,12 @@ func TestRelayConfigErrors(t *testing.T) {
 	t.Run("bad settings", func(t *testing.T) {
 		cfg := e.relayConfig()
 		cfg.Service = ""
-		if _, err := outbox.NewRelay(cfg); err == nil || !strings.Contains(err.Error(), "service") {
+		if _, err := relay.New(cfg); err == nil || !strings.Contains(err.Error(), "service") {
 			t.Fatalf("err = %v", err)
 		}
 		cfg = e.relayConfig()
 		cfg.Shards = []int{3}
-		if _, err := outbox.NewRelay(cfg); err == nil || !strings.Contains(err.Error(), "shard 3") {
+		if _, err := relay.New(cfg); err == nil || !strings.Contains(err.Error(), "shard 3") {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -128,7 +129,7 @@ func TestRelayRejectHalt(t *testing.T) {
 	cfg := e.relayConfig()
 	cfg.Drain = true
 	err := runOnce(t, cfg)
-	var rej *outbox.RejectedError
+	var rej *relay.RejectedError
 	if !errors.As(err, &rej) || rej.Key != "huge" || !strings.Contains(err.Error(), "on_reject: park") {
 		t.Fatalf("err = %v", err)
 	}
@@ -145,8 +146,8 @@ func TestRelayRejectPark(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	cfg := e.relayConfig()
 	cfg.Drain = true
-	cfg.OnReject = outbox.RejectPark
-	cfg.Metrics = outbox.NewRelayMetrics(reg)
+	cfg.OnReject = relay.RejectPark
+	cfg.Metrics = relay.NewMetrics(reg)
 	if err := runOnce(t, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestRelayMetricsCountRetries(t *testing.T) {
 	ctx := context.Background()
 	reg := prometheus.NewRegistry()
 	cfg := e.relayConfig()
-	cfg.Metrics = outbox.NewRelayMetrics(reg)
+	cfg.Metrics = relay.NewMetrics(reg)
 	stop := e.runRelay(cfg)
 	log, wait := e.runLoad(ctx, 2, 50, 300)
 	wait()

@@ -1,4 +1,4 @@
-package outbox_test
+package relay_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ecst-io/ecst/internal/pgtest"
-	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/relay"
 )
 
 // TestRelayRefreshesStaleStatistics: right after a burst of rows (a big
@@ -32,12 +32,12 @@ func TestRelayRefreshesStaleStatistics(t *testing.T) {
 	for i := range inFlight {
 		inFlight[i] = int64(i + 1)
 	}
-	before := explain(t, pool, outbox.ReadAheadSQL, int16(0), 2000, inFlight)
+	before := explain(t, pool, relay.ReadAheadSQL, int16(0), 2000, inFlight)
 	if !strings.Contains(before, "Sort") {
 		t.Logf("before: the planner already walks the index:\n%s", before)
 	}
-	outbox.RefreshStats(ctx, pool, n)
-	after := explain(t, pool, outbox.ReadAheadSQL, int16(0), 2000, inFlight)
+	relay.RefreshStats(ctx, pool, n)
+	after := explain(t, pool, relay.ReadAheadSQL, int16(0), 2000, inFlight)
 	if !strings.Contains(after, "Index Scan using outbox_pkey") || strings.Contains(after, "Sort") {
 		t.Fatalf("read-ahead plan after the relay refreshed the statistics:\n%s\nbefore:\n%s", after, before)
 	}
@@ -47,7 +47,7 @@ func TestRelayRefreshesStaleStatistics(t *testing.T) {
 		t.Fatalf("reltuples %v after refresh, want about %d", tuples, n)
 	}
 	// A backlog the statistics already know is left alone.
-	outbox.RefreshStats(ctx, pool, n)
+	relay.RefreshStats(ctx, pool, n)
 }
 
 func explain(t *testing.T, pool interface {

@@ -1,4 +1,4 @@
-package outbox_test
+package relay_test
 
 import (
 	"context"
@@ -11,8 +11,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ecst-io/ecst/internal/pgcluster"
-	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/migrate"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 )
 
 // waitFor polls cond until it holds or the timeout passes.
@@ -41,11 +42,11 @@ func fencingScenario(t *testing.T, fencing bool) (last string, newest int64) {
 	cfgA.LeaseTimeout = time.Minute // A's own heartbeat will not notice in time: a real stall
 	read, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	outbox.WithBeforeProduce(&cfgA, func(int, []int64) { once.Do(func() { close(read); <-release }) })
+	relay.WithBeforeProduce(&cfgA, func(int, []int64) { once.Do(func() { close(read); <-release }) })
 	cfgB := e.relayConfig()
 	if !fencing {
-		outbox.WithoutFencing(&cfgA)
-		outbox.WithoutFencing(&cfgB)
+		relay.WithoutFencing(&cfgA)
+		relay.WithoutFencing(&cfgB)
 	}
 	stopA := e.runRelay(cfgA)
 	select {
@@ -133,7 +134,7 @@ func TestRelayPostgresRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := outbox.Migrate(ctx, pool); err != nil {
+	if _, err := migrate.Up(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
 	pool.Close()

@@ -1,0 +1,343 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/internal/wait"
+	"github.com/ecst-io/ecst/migrate"
+)
+
+// RejectPolicy is what the relay does with a record the broker rejects for
+// good.
+type RejectPolicy string
+
+// Reject policies.
+const (
+	// RejectHalt stops the relay with an error naming the row: nothing is
+	// published past it until an operator acts.
+	RejectHalt RejectPolicy = "halt"
+	// RejectPark moves the row to ecst.outbox_parked, counts it and goes on.
+	// A later full state of the key supersedes it.
+	RejectPark RejectPolicy = "park"
+)
+
+// Config configures a Relay.
+type Config struct {
+	// Pool reads and deletes outbox rows.
+	Pool *pgxpool.Pool
+	// KafkaOpts carry seed brokers, TLS and SASL (config.Kafka.ClientOpts).
+	KafkaOpts []kgo.Opt
+	// Service names the transactional ids, ecst-relay.<service>.<shard>:
+	// two outboxes must never share one, or their relays fence each other.
+	Service string
+	// TotalShards is outbox.shards.
+	TotalShards int
+	// Shards are the shards this process serves; empty means all.
+	Shards []int
+	// Topics are checked to exist before anything is published.
+	Topics []string
+
+	BatchSize    int
+	BatchBytes   int
+	PollMin      time.Duration
+	PollMax      time.Duration
+	LeaseTimeout time.Duration
+	OnReject     RejectPolicy
+	// Drain publishes what is in the outbox, then returns.
+	Drain bool
+	// ShutdownGrace bounds how long a stopping relay spends finishing the
+	// batch in flight before it abandons it (the rows stay in the outbox).
+	ShutdownGrace time.Duration
+
+	Logger  *slog.Logger
+	Metrics *Metrics
+
+	// Test hooks, set through export_test.go.
+	noFencing     bool
+	readAheadByID bool
+	beforeProduce func(shard int, ids []int64)
+}
+
+// Relay publishes outbox rows to Kafka: per shard, one leader reads
+// committed rows in id order, produces them in one Kafka transaction, and
+// deletes them once the transaction commits.
+type Relay struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *Metrics
+	lockCfg *pgx.ConnConfig
+	ready   atomic.Bool
+
+	mu     sync.Mutex // guards counts
+	counts Counts
+}
+
+// Counts are the records a relay has dealt with since it was created, by
+// topic.
+type Counts struct {
+	// Published are records committed to Kafka.
+	Published map[string]int64
+	// Parked are records the broker rejected for good, moved to
+	// ecst.outbox_parked (RejectPark).
+	Parked map[string]int64
+}
+
+// Total sums a count over its topics.
+func Total(byTopic map[string]int64) int64 {
+	var n int64
+	for _, c := range byTopic {
+		n += c
+	}
+	return n
+}
+
+// Counts returns what the relay has published and parked so far. It may be
+// called while the relay runs; `ecst relay --drain` prints it at the end.
+func (r *Relay) Counts() Counts {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Counts{Published: maps.Clone(r.counts.Published), Parked: maps.Clone(r.counts.Parked)}
+}
+
+// addPublished counts a committed batch's records by topic.
+func (r *Relay) addPublished(records []record) {
+	published := map[string]int64{}
+	for _, rec := range records {
+		published[rec.topic]++
+	}
+	r.add(published, nil)
+}
+
+// add counts records published and parked, by topic.
+func (r *Relay) add(published, parked map[string]int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for t, n := range published {
+		r.counts.Published[t] += n
+	}
+	for t, n := range parked {
+		r.counts.Parked[t] += n
+	}
+}
+
+// Errors callers branch on.
+var (
+	// ErrTopicMissing: a topic does not exist and must be created.
+	ErrTopicMissing = errors.New("topic does not exist: create it with `ecst topics apply`")
+	// errLeaseLost ends a leadership term.
+	errLeaseLost = errors.New("leader lease lost")
+)
+
+// RejectedError is a record the broker rejected for good under RejectHalt.
+type RejectedError struct {
+	ID    int64
+	Topic string
+	Key   string
+	Err   error
+}
+
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("the broker rejected outbox row %d (topic %s, key %q) for good: %v; fix the cause (for a record too large, raise the topic's max.message.bytes) or run the relay with relay.on_reject: park to set it aside", e.ID, e.Topic, e.Key, e.Err)
+}
+
+func (e *RejectedError) Unwrap() error { return e.Err }
+
+// New validates cfg and fills defaults.
+func New(cfg Config) (*Relay, error) {
+	if cfg.Pool == nil {
+		return nil, errors.New("relay: a database pool is required")
+	}
+	if cfg.Service == "" {
+		return nil, errors.New("relay: service is required; it names the relay's Kafka transactional ids (service in ecst.yaml or ECST_SERVICE)")
+	}
+	if cfg.TotalShards <= 0 {
+		cfg.TotalShards = 1
+	}
+	if len(cfg.Shards) == 0 {
+		for s := range cfg.TotalShards {
+			cfg.Shards = append(cfg.Shards, s)
+		}
+	}
+	for _, s := range cfg.Shards {
+		if s < 0 || s >= cfg.TotalShards {
+			return nil, fmt.Errorf("relay: shard %d is outside 0..%d (outbox.shards is %d)", s, cfg.TotalShards-1, cfg.TotalShards)
+		}
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = config.DefaultBatchSize
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = config.DefaultBatchBytes
+	}
+	if cfg.PollMin <= 0 {
+		cfg.PollMin = config.DefaultPollMin
+	}
+	if cfg.PollMax < cfg.PollMin {
+		cfg.PollMax = max(cfg.PollMin, config.DefaultPollMax)
+	}
+	if cfg.LeaseTimeout <= 0 {
+		cfg.LeaseTimeout = config.DefaultLeaseTimeout
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 10 * time.Second
+	}
+	switch cfg.OnReject {
+	case "":
+		cfg.OnReject = RejectHalt
+	case RejectHalt, RejectPark:
+	default:
+		return nil, fmt.Errorf("relay: on_reject %q is not halt or park", cfg.OnReject)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	lockCfg := cfg.Pool.Config().ConnConfig.Copy()
+	// A leader's session ends when it stops heartbeating (a paused or
+	// partitioned process), which frees its lock for a standby.
+	lockCfg.RuntimeParams["idle_session_timeout"] = strconv.FormatInt(cfg.LeaseTimeout.Milliseconds(), 10)
+	lockCfg.RuntimeParams["application_name"] = "ecst-relay-lock"
+	return &Relay{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, lockCfg: lockCfg,
+		counts: Counts{Published: map[string]int64{}, Parked: map[string]int64{}}}, nil
+}
+
+// Ready reports whether the start-up checks passed and the relay is
+// running: what /readyz serves.
+func (r *Relay) Ready() bool { return r.ready.Load() }
+
+// Run relays until ctx is done (or, with Drain, until the outbox is empty)
+// and returns nil, or returns the first fatal error: a missing topic, a
+// record rejected under RejectHalt, a configuration the broker refuses.
+// Transient database and broker errors are retried with backoff.
+func (r *Relay) Run(ctx context.Context) error {
+	if err := migrate.Check(ctx, r.cfg.Pool); err != nil {
+		return err
+	}
+	if err := r.checkTopics(ctx); err != nil {
+		return err
+	}
+	r.ready.Store(true)
+	defer r.ready.Store(false)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	var first atomic.Pointer[error]
+	for _, shard := range r.cfg.Shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.runShard(ctx, shard); err != nil {
+				if first.CompareAndSwap(nil, &err) {
+					cancel(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if p := first.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (r *Relay) checkTopics(ctx context.Context) error {
+	if len(r.cfg.Topics) == 0 {
+		return nil
+	}
+	// A topic created a moment ago can still be unknown to the broker that
+	// answers; one still unknown after the grace is missing.
+	deadline := time.Now().Add(topicGrace)
+	for {
+		missing, err := r.missingTopics(ctx)
+		if err != nil || len(missing) == 0 {
+			return err
+		}
+		if time.Now().After(deadline) || !wait.Sleep(ctx, 250*time.Millisecond) {
+			return fmt.Errorf("%w: %v", ErrTopicMissing, missing)
+		}
+	}
+}
+
+// topicGrace is how long a topic may be unknown at start before it counts
+// as missing.
+const topicGrace = 5 * time.Second
+
+// missingTopics lists the configured topics the cluster does not know. It
+// uses a client of its own each time: kgo caches metadata, and a cached
+// "unknown topic" would outlive the topic's creation.
+func (r *Relay) missingTopics(ctx context.Context) ([]string, error) {
+	cl, err := kgo.NewClient(r.cfg.KafkaOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	details, err := kadm.NewClient(cl).ListTopics(cctx, r.cfg.Topics...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to Kafka: %w (check ECST_BROKERS, TLS and SASL settings)", explainKafka(err))
+	}
+	var missing []string
+	for _, t := range r.cfg.Topics {
+		if d, ok := details[t]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+			missing = append(missing, t)
+		} else if d.Err != nil {
+			return nil, fmt.Errorf("describe topic %s: %w", t, explainKafka(d.Err))
+		}
+	}
+	return missing, nil
+}
+
+// runShard alternates between standing by for the shard's lock and leading
+// it, until ctx ends or a fatal error.
+func (r *Relay) runShard(ctx context.Context, shard int) error {
+	log := r.log.With("shard", shard)
+	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	for ctx.Err() == nil {
+		lock, drained, err := r.acquire(ctx, shard)
+		if drained {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.m.errors.WithLabelValues("database").Inc()
+			log.Warn("standby: cannot reach the database", "err", err)
+			bo.sleep(ctx)
+			continue
+		}
+		log.Info("leading shard")
+		r.m.leader.WithLabelValues(strconv.Itoa(shard)).Set(1)
+		done, err := r.lead(ctx, shard, lock, log) // closes lock
+		r.m.leader.WithLabelValues(strconv.Itoa(shard)).Set(0)
+		switch {
+		case done:
+			return nil
+		case errors.Is(err, errLeaseLost):
+			r.m.errors.WithLabelValues("lease_lost").Inc()
+			log.Warn("lost the shard's lease; standing by", "err", err)
+		case err != nil && ctx.Err() == nil:
+			return err
+		}
+	}
+	return nil
+}
