@@ -31,6 +31,7 @@ import (
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/kafkatest"
 	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
@@ -203,13 +204,14 @@ func (e *env) drain() {
 	}
 }
 
+// outboxCount counts the outbox rows not yet published.
 func (e *env) outboxCount() int {
 	e.t.Helper()
-	var n int
-	if err := e.pool.QueryRow(context.Background(), "SELECT count(*) FROM ecst.outbox").Scan(&n); err != nil {
+	n, err := outbox.PendingCount(context.Background(), e.pool, 0)
+	if err != nil {
 		e.t.Fatal(err)
 	}
-	return n
+	return int(n)
 }
 
 // --- the load generator ---

@@ -30,6 +30,8 @@ type batch struct {
 	// drained is set on an empty batch in drain mode once the source has
 	// handed out everything it was asked to drain.
 	drained bool
+	// after is the table source's cursor once this batch is published.
+	after *cursor
 }
 
 // source is where a leader term's records come from: for the table
@@ -77,7 +79,7 @@ func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.L
 	if err != nil {
 		return false, err
 	}
-	src := r.tableSource(shard)
+	src := r.tableSource(shard, ls)
 	t := &termLoop{r: r, src: src, p: p, shard: shard, ls: ls, log: log}
 	defer t.end(ctx)
 	return t.run(term)

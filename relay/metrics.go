@@ -29,10 +29,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ecst_relay_leader", Help: "1 while this process leads the outbox shard.",
 		}, []string{"shard"}),
 		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "ecst_relay_backlog_rows", Help: "Rows waiting in the outbox shard (sampled every 5s by its leader).",
+			Name: "ecst_relay_backlog_rows", Help: "Rows of the outbox shard not yet published (sampled every 5s by its leader).",
 		}, []string{"shard"}),
 		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "ecst_relay_oldest_row_age_seconds", Help: "Age of the oldest row in the outbox shard (sampled every 5s by its leader).",
+			Name: "ecst_relay_oldest_row_age_seconds", Help: "Age of the oldest row of the outbox shard not yet published (sampled every 5s by its leader).",
 		}, []string{"shard"}),
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ecst_relay_records_published_total", Help: "Records committed to Kafka.",

@@ -179,14 +179,14 @@ func (s *Stack) Drain() {
 	}
 }
 
-// OutboxLen counts the rows waiting in the outbox.
+// OutboxLen counts the rows waiting in the outbox: not yet published.
 func (s *Stack) OutboxLen() int {
 	s.t.Helper()
-	var n int
-	if err := s.Pool.QueryRow(context.Background(), "SELECT count(*) FROM ecst.outbox").Scan(&n); err != nil {
+	n, err := outbox.PendingCount(context.Background(), s.Pool, 0)
+	if err != nil {
 		s.t.Fatal(err)
 	}
-	return n
+	return int(n)
 }
 
 // Row is an outbox row with its headers decoded.
@@ -201,7 +201,7 @@ type Row struct {
 // Outbox returns the rows waiting in the outbox, in id order.
 func (s *Stack) Outbox() []Row {
 	s.t.Helper()
-	rows, err := s.Pool.Query(context.Background(), "SELECT id, topic, key, value, headers FROM ecst.outbox ORDER BY id")
+	rows, err := s.Pool.Query(context.Background(), "SELECT id, topic, key, value, headers FROM ("+outbox.PendingSQL+") p ORDER BY id")
 	if err != nil {
 		s.t.Fatal(err)
 	}
