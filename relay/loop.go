@@ -71,9 +71,10 @@ func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.L
 		defer cancel()
 		lock.Close(cctx)
 	}()
-	bg.Add(2)
+	bg.Add(3)
 	go func() { defer bg.Done(); r.heartbeat(term, ls, endTerm) }()
 	go func() { defer bg.Done(); r.sampleBacklog(term, shard) }()
+	go func() { defer bg.Done(); r.rotateLoop(term) }()
 
 	p, err := r.startProducer(term, shard, ls, log)
 	if err != nil {

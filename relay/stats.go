@@ -9,8 +9,8 @@ import (
 	"github.com/ecst-io/ecst/outbox"
 )
 
-// sampleBacklog sets the shard's backlog metrics every 5 s while the term
-// lasts.
+// sampleBacklog sets the shard's backlog metrics, and the size of the
+// outbox, every 5 s while the term lasts.
 func (r *Relay) sampleBacklog(term context.Context, shard int) {
 	label := strconv.Itoa(shard)
 	for {
@@ -21,6 +21,12 @@ func (r *Relay) sampleBacklog(term context.Context, shard int) {
 				age = max(time.Since(oldest).Seconds(), 0)
 			}
 			r.m.oldest.WithLabelValues(label).Set(age)
+		}
+		// The planner's estimate: exact counts would read every row kept.
+		var rows float64
+		if err := r.cfg.Pool.QueryRow(term, `SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8
+			FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'ecst.outbox'::regclass`).Scan(&rows); err == nil {
+			r.m.outboxRows.Set(rows)
 		}
 		if !wait.Sleep(term, 5*time.Second) {
 			return
