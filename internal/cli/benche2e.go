@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -26,9 +25,8 @@ import (
 )
 
 func newBenchE2ECmd(a *app) *cobra.Command {
-	var rates string
-	var warmup time.Duration
-	var d time.Duration
+	var rates, transport string
+	var warmup, d, hold time.Duration
 	var writers int
 	cmd := &cobra.Command{
 		Use:   "e2e",
@@ -38,39 +36,59 @@ named by ECST_BROKERS (or an in-process kfake): writers commit business
 transactions that each publish one customer's full state, at each --rates
 value for --duration; the relay publishes them; a consumer applies them to a
 memory model. Reports the latency from each transaction's commit to the moment
-the model applied it: p50, p99 and max, exact (every event is timed).`,
+the model applied it: p50, p99 and max, exact (every event is timed).
+
+--hold-snapshot D holds a REPEATABLE READ snapshot open from the start of each
+rate's run, on a table other than the outbox, as a long pg_dump, report or
+idle transaction does on a production primary: the run then lasts D, the
+latencies are those of its last --duration (when the snapshot is oldest), and
+the dead tuples column is the outbox's at the end (pg_stat_user_tables).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
+			switch transport {
+			case "table":
+			case "wal":
+				return fmt.Errorf("--transport wal: the WAL transport is not built yet; measure the table transport (--transport table)")
+			default:
+				return fmt.Errorf("--transport %q: use table or wal", transport)
+			}
+			if hold < 0 || (hold > 0 && hold < d) {
+				return fmt.Errorf("--hold-snapshot %s: hold the snapshot at least as long as --duration (%s)", hold, d)
+			}
 			parts, err := a.benchParts(ctx, out, writers+8)
 			if err != nil {
 				return err
 			}
 			defer parts.stop()
-			kopts, broker, pool := parts.kopts, parts.broker, parts.pool
+			broker := parts.broker
 			fakeReg := srfake.New()
 			defer fakeReg.Close()
-			fmt.Fprintf(out, "commit -> read model applied, %s, durable PostgreSQL, %d writers, 2 cores\n\n", broker, writers)
+			fmt.Fprintf(out, "commit -> read model applied, %s, durable PostgreSQL, %d writers, %s transport, 2 cores\n", broker, writers, transport)
+			if hold > 0 {
+				fmt.Fprintf(out, "a REPEATABLE READ snapshot held for %s from the start of each run; latencies of its last %s\n", hold, d)
+			}
+			fmt.Fprintln(out)
 			if warmup > 0 {
 				// A fresh broker's first transactions (coordinator and
 				// partition set-up) take hundreds of ms: not what is measured.
-				if _, err := e2eRun(ctx, pool, kopts, fakeReg, 1000, writers, warmup); err != nil {
+				if _, err := e2eRun(ctx, parts, fakeReg, e2eOpts{rate: 1000, writers: writers, measure: warmup}); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "(warm-up: %s at 1000/s, not counted)\n", warmup)
 			}
-			fmt.Fprintf(out, "%10s %10s %8s %8s %8s %8s\n", "offered/s", "written/s", "p50 ms", "p99 ms", "max ms", "events")
+			fmt.Fprintf(out, "%10s %10s %8s %8s %8s %8s %12s\n", "offered/s", "written/s", "p50 ms", "p99 ms", "max ms", "events", "dead tuples")
 			for _, r := range strings.Split(rates, ",") {
 				rate, err := strconv.Atoi(strings.TrimSpace(r))
 				if err != nil {
 					return fmt.Errorf("--rates: %q is not a number", r)
 				}
-				res, err := e2eRun(ctx, pool, kopts, fakeReg, rate, writers, d)
+				res, err := e2eRun(ctx, parts, fakeReg, e2eOpts{rate: rate, writers: writers, measure: d, hold: hold})
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "%10d %10.0f %8.1f %8.1f %8.1f %8d\n", rate, res.written, ms(res.p50), ms(res.p99), ms(res.max), res.n)
+				fmt.Fprintf(out, "%10d %10.0f %8.1f %8.1f %8.1f %8d %12d\n", rate, res.written, ms(res.p50), ms(res.p99), ms(res.max), res.n, res.dead)
 			}
 			return nil
 		},
@@ -79,6 +97,8 @@ the model applied it: p50, p99 and max, exact (every event is timed).`,
 	cmd.Flags().DurationVar(&warmup, "warmup", 2*time.Second, "an uncounted run first, at 1000 events/s (0 skips it)")
 	cmd.Flags().DurationVar(&d, "duration", 10*time.Second, "how long each rate runs")
 	cmd.Flags().IntVar(&writers, "writers", 16, "concurrent writers")
+	cmd.Flags().DurationVar(&hold, "hold-snapshot", 0, "hold a REPEATABLE READ snapshot open for this long from the start of each run (the run lasts as long)")
+	cmd.Flags().StringVar(&transport, "transport", "table", "the outbox transport measured: table or wal")
 	return cmd
 }
 
@@ -88,11 +108,21 @@ type e2eResult struct {
 	written       float64
 	p50, p99, max time.Duration
 	n             int
+	dead          int64 // the outbox's dead tuples at the end
 }
 
-// timedStore records when each event (key, version) is applied.
+// e2eOpts is one run: rate events/s from writers writers for measure, or,
+// with a snapshot held, for hold, of which the last measure is timed.
+type e2eOpts struct {
+	rate, writers int
+	measure, hold time.Duration
+}
+
+// timedStore records when each event (key, version) is applied, from
+// from on.
 type timedStore struct {
 	*consumer.Memory[customers.Customer]
+	from    time.Time
 	mu      sync.Mutex
 	applied map[string]time.Time
 }
@@ -102,6 +132,9 @@ func (s *timedStore) Apply(ctx context.Context, name string, b *consumer.Batch[c
 		return err
 	}
 	now := time.Now()
+	if now.Before(s.from) {
+		return nil
+	}
 	s.mu.Lock()
 	for _, c := range b.Changes {
 		s.applied[c.Key+"@"+strconv.FormatInt(c.State.Version, 10)] = now
@@ -110,7 +143,8 @@ func (s *timedStore) Apply(ctx context.Context, name string, b *consumer.Batch[c
 	return nil
 }
 
-func e2eRun(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, fakeReg *srfake.Registry, rate, writers int, d time.Duration) (e2eResult, error) {
+func e2eRun(ctx context.Context, parts *benchParts, fakeReg *srfake.Registry, o e2eOpts) (e2eResult, error) {
+	pool, kopts, rate, writers := parts.pool, parts.kopts, o.rate, o.writers
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	topic := "bench-e2e-" + suffix
 	cl, err := kgo.NewClient(kopts...)
@@ -144,7 +178,10 @@ func e2eRun(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, fakeReg *s
 	if err != nil {
 		return e2eResult{}, err
 	}
-	store := &timedStore{Memory: consumer.NewMemory[customers.Customer](), applied: map[string]time.Time{}}
+	run := max(o.measure, o.hold)
+	start := time.Now()
+	measureFrom := start.Add(run - o.measure)
+	store := &timedStore{Memory: consumer.NewMemory[customers.Customer](), applied: map[string]time.Time{}, from: measureFrom}
 	cons, err := consumer.New(consumer.Config[customers.Customer]{Name: "bench", Topic: topic, KafkaOpts: kopts, Registry: reg, ReaderSchema: customers.Schema, Store: store})
 	if err != nil {
 		return e2eResult{}, err
@@ -158,11 +195,18 @@ func e2eRun(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, fakeReg *s
 		return e2eResult{}, err
 	}
 
+	if o.hold > 0 {
+		release, err := holdSnapshot(ctx, parts.dbURL)
+		if err != nil {
+			return e2eResult{}, err
+		}
+		defer release()
+	}
 	var mu sync.Mutex
 	committed := map[string]time.Time{}
 	var written atomic.Int64
 	per := time.Duration(float64(time.Second) * float64(writers) / float64(rate))
-	deadline := time.Now().Add(d)
+	deadline := start.Add(run)
 	var wg sync.WaitGroup
 	var werr atomic.Pointer[error]
 	for w := range writers {
@@ -181,17 +225,22 @@ func e2eRun(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, fakeReg *s
 					werr.CompareAndSwap(nil, &err)
 					return
 				}
-				at := time.Now()
-				mu.Lock()
-				committed[key+"@"+strconv.FormatInt(i, 10)] = at
-				mu.Unlock()
 				written.Add(1)
+				if at := time.Now(); !at.Before(measureFrom) {
+					mu.Lock()
+					committed[key+"@"+strconv.FormatInt(i, 10)] = at
+					mu.Unlock()
+				}
 			}
 		}()
 	}
 	wg.Wait()
 	if p := werr.Load(); p != nil {
 		return e2eResult{}, *p
+	}
+	var dead int64
+	if err := pool.QueryRow(ctx, `SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE schemaname = 'ecst' AND relname LIKE 'outbox%'`).Scan(&dead); err != nil {
+		return e2eResult{}, fmt.Errorf("read the outbox's dead tuples: %w", err)
 	}
 	// Wait for the model to apply everything written.
 	last := time.Now().Add(30 * time.Second)
@@ -231,5 +280,29 @@ func e2eRun(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, fakeReg *s
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	q := func(p float64) time.Duration { return lat[min(int(p*float64(len(lat))), len(lat)-1)] }
-	return e2eResult{written: float64(written.Load()) / d.Seconds(), p50: q(0.5), p99: q(0.99), max: lat[len(lat)-1], n: len(lat)}, nil
+	return e2eResult{written: float64(written.Load()) / run.Seconds(), p50: q(0.5), p99: q(0.99), max: lat[len(lat)-1], n: len(lat), dead: dead}, nil
+}
+
+// holdSnapshot opens a REPEATABLE READ transaction on a connection of its
+// own and takes its snapshot with a read of a catalog table, not the outbox;
+// release rolls it back.
+func holdSnapshot(ctx context.Context, dbURL string) (release func(), err error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("--hold-snapshot: connect: %w", err)
+	}
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err == nil {
+		_, err = tx.Exec(ctx, "SELECT count(*) FROM pg_class")
+	}
+	if err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("--hold-snapshot: take the snapshot: %w", err)
+	}
+	return func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(cctx)
+		conn.Close(cctx)
+	}, nil
 }
