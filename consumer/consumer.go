@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/hamba/avro/v2"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -224,14 +225,16 @@ func (c *Consumer[T]) markReady() {
 }
 
 // Run follows the topic until ctx ends (nil) or a fatal error: a poison
-// record under Halt, a missing topic. Broker and database errors are
-// retried.
+// record under Halt, a missing topic, a database error that retrying
+// cannot fix (a missing table or column, a privilege or a constraint
+// refused: see permanent). Other broker and database errors are retried.
 func (c *Consumer[T]) Run(ctx context.Context) error {
 	return c.run(ctx, false)
 }
 
 // CatchUp applies everything up to the end offsets seen at start, then
-// returns nil: `ecst mirror --once`.
+// returns nil: `ecst mirror --once`. If ctx ends first, it returns an
+// error wrapping ctx.Err(); it fails as Run does.
 func (c *Consumer[T]) CatchUp(ctx context.Context) error {
 	return c.run(ctx, true)
 }
@@ -241,9 +244,12 @@ func (c *Consumer[T]) run(ctx context.Context, once bool) error {
 	for {
 		err := c.session(ctx, once)
 		switch {
-		case err == nil || ctx.Err() != nil:
-			return nil
 		case errors.Is(err, errCaughtUp):
+			return nil
+		case err == nil || ctx.Err() != nil:
+			if once {
+				return fmt.Errorf("stopped before catching up with %s: %w", c.cfg.Topic, ctx.Err())
+			}
 			return nil
 		case errors.Is(err, ErrOffsetsMoved):
 			c.log.Info("stored offsets moved (a rebuild swapped the model in); resuming from them")
@@ -258,6 +264,8 @@ func (c *Consumer[T]) run(ctx context.Context, once bool) error {
 			}
 		case errors.Is(err, ErrPoison), errors.Is(err, errFatal):
 			return err
+		case permanent(err):
+			return fmt.Errorf("%w (retrying cannot fix this: the consumer stops)", err)
 		}
 		c.log.Warn("consumer session failed; retrying", "err", err)
 		if !wait.Sleep(ctx, time.Second) {
@@ -270,6 +278,30 @@ var (
 	errCaughtUp = errors.New("caught up")
 	errFatal    = errors.New("fatal")
 )
+
+// permanent reports whether err is a PostgreSQL error that retrying the
+// same work cannot fix: PostgreSQL refused the statement itself, not the
+// connection or the moment. Those are the SQLSTATE classes 0A (feature
+// not supported), 22 (data exception), 23 (integrity constraint: a
+// NOT NULL or CHECK added to a model by hand), 28 (wrong user or
+// password), 3D and 3F (no such database or schema), 42 (no such table
+// or column, no privilege, syntax), 44 (check option) and 54 (program
+// limit, such as too many columns). Everything else is retried:
+// connection failures (08), serialization failures and deadlocks (40),
+// a read-only transaction after a failover (25), resources (53),
+// operator intervention and shutdowns (57), system errors (58), lock
+// timeouts (55).
+func permanent(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) < 2 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "0A", "22", "23", "28", "3D", "3F", "42", "44", "54":
+		return true
+	}
+	return false
+}
 
 // session reads from the stored offsets until an error.
 func (c *Consumer[T]) session(ctx context.Context, once bool) error {

@@ -59,9 +59,6 @@ func Rebuild[T any](ctx context.Context, cfg Config[T], store *Postgres[T]) erro
 	if err := c.CatchUp(ctx); err != nil {
 		return fmt.Errorf("replay into %s: %w", shadow, err)
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
 	return swap(ctx, store.Pool, live, shadow, old, cfg.Name, tmpName, cfg.Topic)
 }
 

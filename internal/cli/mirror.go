@@ -114,7 +114,10 @@ it is (--table '"Book Mirror"'), and schema.table puts it in a schema
 same spelling.
 
 With --once it catches up to the end of the topic as it was at start and
-exits 0; without, it keeps following, serving /metrics and /readyz.`,
+exits 0. Interrupted before that, or stopped by an error that retrying cannot
+fix (a missing table or column, a privilege or constraint refused), it says
+so and exits 2; errors that may pass (a lost connection) are retried. Without
+--once it keeps following, serving /metrics and /readyz.`,
 		Example: `  ecst mirror customer --once
   ecst mirror customer --table billing.customers --poison skip
   ecst mirror customer --table 'analytics."Customer Mirror"' --once`,
@@ -157,10 +160,14 @@ exits 0; without, it keeps following, serving /metrics and /readyz.`,
 				return err
 			}
 			if once {
-				if err := c.CatchUp(ctx); err != nil {
-					return err
-				}
+				err := c.CatchUp(ctx)
 				p.finish()
+				if err != nil {
+					if ctx.Err() != nil {
+						return fmt.Errorf("%s has not caught up with %s: interrupted; run the same command again to go on from there", name, entity.Topic)
+					}
+					return fmt.Errorf("%s has not caught up with %s: %w", name, entity.Topic, err)
+				}
 				n, err := countRows(ctx, s.pool, name)
 				if err != nil {
 					return err
@@ -239,13 +246,14 @@ is, schema.table qualifies it.`,
 			defer s.close()
 			p := newProgress(cmd.ErrOrStderr(), "rebuild "+name.String())
 			s.cfg.Progress = p.update
-			if err := consumer.Rebuild(ctx, s.cfg, s.store); err != nil {
-				if errors.Is(err, context.Canceled) {
-					return fmt.Errorf("rebuild interrupted; the live table is untouched: %w", err)
+			err = consumer.Rebuild(ctx, s.cfg, s.store)
+			p.finish()
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("rebuild of %s interrupted; the live table is untouched: %w", name, err)
 				}
 				return err
 			}
-			p.finish()
 			n, err := countRows(ctx, s.pool, name)
 			if err != nil {
 				return err

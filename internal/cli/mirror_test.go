@@ -90,3 +90,68 @@ func TestMirrorTableNames(t *testing.T) {
 	}
 	ecst(2, "rebuild", "mirror:Bad Name")
 }
+
+// TestMirrorOnceFailsOnPermanentError: a mirror whose batch PostgreSQL
+// refuses for good (a NOT NULL column added by hand) exits 2 with the
+// error, at once, instead of retrying every second.
+func TestMirrorOnceFailsOnPermanentError(t *testing.T) {
+	t.Parallel()
+	w := ecsttest.New(t, nil)
+	cfgPath, env := recoveryConfig(t, w)
+	w.Seed(context.Background(), ecsttest.Keys(3))
+	if r := run(t, env, "--config", cfgPath, "relay", "--drain"); r.code != 0 {
+		t.Fatalf("relay: %s", r.err)
+	}
+	w.Exec(`CREATE TABLE customer_mirror (_key text PRIMARY KEY, id text, version bigint, name text, email text, tier text, updated_at timestamptz, owner text NOT NULL)`)
+	r := within(t, time.Minute, env, "--config", cfgPath, "mirror", "customer", "--once")
+	if r.code != cli.ExitError || strings.Contains(r.out, "caught up with") ||
+		!strings.Contains(r.err, "customer_mirror has not caught up with "+w.Topic+": apply batch: ") || !strings.Contains(r.err, "SQLSTATE 23502") {
+		t.Fatalf("mirror over a NOT NULL column: code %d\n%s%s", r.code, r.out, r.err)
+	}
+}
+
+// TestMirrorOnceInterrupted: a mirror --once stopped (SIGINT) before it
+// caught up says so and exits 2; it never claims to have caught up.
+func TestMirrorOnceInterrupted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := ecsttest.New(t, nil)
+	cfgPath, env := recoveryConfig(t, w)
+	// The first run, on an empty topic, creates the table and catches up.
+	if r := within(t, time.Minute, env, "--config", cfgPath, "mirror", "customer", "--once"); r.code != 0 || !strings.Contains(r.out, "caught up with") {
+		t.Fatalf("mirror of an empty topic: code %d\n%s%s", r.code, r.out, r.err)
+	}
+	w.Seed(ctx, ecsttest.Keys(3))
+	if r := run(t, env, "--config", cfgPath, "relay", "--drain"); r.code != 0 {
+		t.Fatalf("relay: %s", r.err)
+	}
+	// The table is locked: the mirror's batch waits until it is interrupted.
+	locker, err := w.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Rollback(ctx) //nolint:errcheck
+	if _, err := locker.Exec(ctx, "LOCK TABLE customer_mirror IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	sigint, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan result, 1)
+	go func() { done <- runCtx(sigint, env, "--config", cfgPath, "mirror", "customer", "--once") }()
+	deadline := time.Now().Add(time.Minute)
+	for waiting := 0; waiting == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the mirror never waited on the locked table")
+		}
+		time.Sleep(10 * time.Millisecond)
+		if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO "customer_mirror"%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	r := <-done
+	if r.code != cli.ExitError || strings.Contains(r.out, "caught up with") ||
+		!strings.Contains(r.err, "customer_mirror has not caught up with "+w.Topic+": interrupted;") {
+		t.Fatalf("an interrupted mirror: code %d\n%s%s", r.code, r.out, r.err)
+	}
+}
