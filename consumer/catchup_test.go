@@ -132,3 +132,31 @@ func TestCatchUpInterrupted(t *testing.T) {
 		})
 	}
 }
+
+// TestProgressCountsRecords: progress counts the records applied, upserts
+// and deletions, not the offsets, which transaction markers take too.
+func TestProgressCountsRecords(t *testing.T) {
+	t.Parallel()
+	for _, sk := range stores {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld(t)
+			w.write(w.upsert("a", 1), w.upsert("b", 1), w.upsert("c", 1))
+			w.write(w.tombstone("a"))
+			m := sk.make(t, w)
+			var last consumer.Progress
+			c := w.consumer(t, m, "progress", func(cfg *consumer.Config[map[string]any]) {
+				cfg.Progress = func(p consumer.Progress) { last = p }
+			})
+			if err := catchUp(t, c); err != nil {
+				t.Fatal(err)
+			}
+			if last.Upserts != 3 || last.Deletes != 1 || last.Records() != 4 || last.Skipped != 0 {
+				t.Fatalf("progress %+v, want 3 upserts and 1 deletion", last)
+			}
+			if last.Read != last.End || last.End <= 4 {
+				t.Fatalf("progress %+v: want every offset read, markers included (more than the 4 records)", last)
+			}
+		})
+	}
+}

@@ -83,6 +83,8 @@ type Batch[T any] struct {
 	// From and Next are each partition's next offset before and after the
 	// batch.
 	From, Next map[int32]int64
+
+	deadLettered int64 // poison records sent to the DLQ while reading it
 }
 
 // Store is where a read model lives.
@@ -130,10 +132,39 @@ type Config[T any] struct {
 	// (partitioned mode), and each holds only its partitions' keys. Empty:
 	// replicated mode, every instance reads every partition.
 	Group string
-	// Progress, if set, is called after each applied batch with how far
-	// the consumer is towards the end offsets seen at start: records
-	// (offsets) read so far and in all.
-	Progress func(done, total int64)
+	// Progress, if set, is called after each applied batch with the
+	// records applied since Run or CatchUp began and how far the consumer
+	// is towards the end offsets seen at start.
+	Progress func(Progress)
+}
+
+// Progress is what a consumer has applied since Run or CatchUp began, and
+// how far along the topic it is.
+type Progress struct {
+	// Upserts and Deletes count the records applied: full states and
+	// tombstones. Skipped counts the poison records passed over (Skip,
+	// DeadLetter).
+	Upserts, Deletes, Skipped int64
+	// Read and End are the offsets read and the end offsets seen at start,
+	// summed over the partitions. Offsets measure the way along the topic,
+	// not records: transaction markers take offsets too, and a resumed
+	// consumer counts what it read before.
+	Read, End int64
+}
+
+// Records is how many records were applied.
+func (p Progress) Records() int64 { return p.Upserts + p.Deletes }
+
+// countApplied adds what an applied batch carried to p.
+func countApplied[T any](p *Progress, b *Batch[T]) {
+	for i := range b.Changes {
+		if b.Changes[i].Deleted {
+			p.Deletes++
+		} else {
+			p.Upserts++
+		}
+	}
+	p.Skipped += int64(len(b.Skipped)) + b.deadLettered
 }
 
 // Consumer follows one state topic into a Store.
@@ -234,21 +265,23 @@ func (c *Consumer[T]) Run(ctx context.Context) error {
 
 // CatchUp applies everything up to the end offsets seen at start, then
 // returns nil: `ecst mirror --once`. If ctx ends first, it returns an
-// error wrapping ctx.Err(); it fails as Run does.
+// error wrapping ctx.Err() that says how far it got; it fails as Run does.
 func (c *Consumer[T]) CatchUp(ctx context.Context) error {
 	return c.run(ctx, true)
 }
 
 func (c *Consumer[T]) run(ctx context.Context, once bool) error {
 	var missingSince time.Time
+	var p Progress
 	for {
-		err := c.session(ctx, once)
+		err := c.session(ctx, once, &p)
 		switch {
 		case errors.Is(err, errCaughtUp):
 			return nil
 		case err == nil || ctx.Err() != nil:
 			if once {
-				return fmt.Errorf("stopped before catching up with %s: %w", c.cfg.Topic, ctx.Err())
+				return fmt.Errorf("stopped before catching up with %s: %d records applied, %d of %d offsets read: %w",
+					c.cfg.Topic, p.Records(), p.Read, p.End, ctx.Err())
 			}
 			return nil
 		case errors.Is(err, ErrOffsetsMoved):
@@ -303,8 +336,9 @@ func permanent(err error) bool {
 	return false
 }
 
-// session reads from the stored offsets until an error.
-func (c *Consumer[T]) session(ctx context.Context, once bool) error {
+// session reads from the stored offsets until an error, counting what it
+// applies into p.
+func (c *Consumer[T]) session(ctx context.Context, once bool, p *Progress) error {
 	stored, err := c.cfg.Store.Offsets(ctx, c.cfg.Name, c.cfg.Topic)
 	if err != nil {
 		return fmt.Errorf("load offsets: %w", err)
@@ -352,6 +386,7 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 	} else {
 		opts = append(opts, c.groupOpts(tr)...)
 	}
+	p.Read, p.End = tr.progress()
 	if tr.caughtUp() {
 		c.markReady()
 		if once {
@@ -417,13 +452,15 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 			return fmt.Errorf("apply batch: %w", err)
 		}
 		c.applied.Add(float64(len(b.Changes)))
+		countApplied(p, b)
 		changes = b.Changes
 		clear(changes) // hold no states past their batch
 		tr.advance(b.Next)
 		// In a group, partitions move only between applied batches.
 		cl.AllowRebalance()
+		p.Read, p.End = tr.progress()
 		if c.cfg.Progress != nil {
-			c.cfg.Progress(tr.progress())
+			c.cfg.Progress(*p)
 		}
 		if tr.caughtUp() {
 			c.markReady()
@@ -660,6 +697,7 @@ func (c *Consumer[T]) add(ctx context.Context, cl *kgo.Client, b *Batch[T], r *k
 		if err := c.deadLetter(ctx, cl, r, pe); err != nil {
 			return fmt.Errorf("dead-letter: %w", err)
 		}
+		b.deadLettered++
 		c.poisoned.WithLabelValues("dead_lettered").Inc()
 		c.log.Warn("dead-lettered a poison record", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", pe.Err)
 		return nil

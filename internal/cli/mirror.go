@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -113,11 +114,12 @@ it is (--table '"Book Mirror"'), and schema.table puts it in a schema
 (--table 'analytics."Book Mirror"'). verify --mirror and rebuild take the
 same spelling.
 
-With --once it catches up to the end of the topic as it was at start and
-exits 0. Interrupted before that, or stopped by an error that retrying cannot
-fix (a missing table or column, a privilege or constraint refused), it says
-so and exits 2; errors that may pass (a lost connection) are retried. Without
---once it keeps following, serving /metrics and /readyz.`,
+With --once it catches up to the end of the topic as it was at start, prints
+the records it applied and the table's rows, and exits 0. Interrupted before
+that, or stopped by an error that retrying cannot fix (a missing table or
+column, a privilege or constraint refused), it says so and exits 2; errors
+that may pass (a lost connection) are retried. Without --once it keeps
+following, serving /metrics and /readyz.`,
 		Example: `  ecst mirror customer --once
   ecst mirror customer --table billing.customers --poison skip
   ecst mirror customer --table 'analytics."Customer Mirror"' --once`,
@@ -150,9 +152,9 @@ so and exits 2; errors that may pass (a lost connection) are retried. Without
 			promReg := prometheus.NewRegistry()
 			promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			s.cfg.Registerer = promReg
-			var p *progress
+			var p *applyProgress
 			if once {
-				p = newProgress(cmd.ErrOrStderr(), "mirror "+name.String())
+				p = newApplyProgress(cmd.ErrOrStderr(), "mirror "+name.String())
 				s.cfg.Progress = p.update
 			}
 			c, err := consumer.New(s.cfg)
@@ -160,20 +162,7 @@ so and exits 2; errors that may pass (a lost connection) are retried. Without
 				return err
 			}
 			if once {
-				err := c.CatchUp(ctx)
-				p.finish()
-				if err != nil {
-					if ctx.Err() != nil {
-						return fmt.Errorf("%s has not caught up with %s: interrupted; run the same command again to go on from there", name, entity.Topic)
-					}
-					return fmt.Errorf("%s has not caught up with %s: %w", name, entity.Topic, err)
-				}
-				n, err := countRows(ctx, s.pool, name)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s caught up with %s: %d rows\n", name, entity.Topic, n)
-				return nil
+				return catchUp(ctx, cmd.OutOrStdout(), c, s, name, p)
 			}
 			if cfg.Relay.MetricsAddr != "" {
 				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, promReg, c.Ready)
@@ -190,6 +179,26 @@ so and exits 2; errors that may pass (a lost connection) are retried. Without
 	cmd.Flags().BoolVar(&once, "once", false, "catch up to the end of the topic, then exit 0")
 	cmd.Flags().StringVar(&group, "group", "", "share the table among the instances of this consumer group, each applying its own partitions (partitioned mode)")
 	return cmd
+}
+
+// catchUp is mirror --once: it says what it applied, and never that it
+// caught up when it did not.
+func catchUp(ctx context.Context, out io.Writer, c *consumer.Consumer[map[string]any], s *mirrorSetup, name pgident.Name, p *applyProgress) error {
+	err := c.CatchUp(ctx)
+	p.finish()
+	topic := s.entity.Topic
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s has not caught up with %s: interrupted with %s; run the same command again to go on from there", name, topic, p.interrupted())
+		}
+		return fmt.Errorf("%s has not caught up with %s (%s): %w", name, topic, p.summary(), err)
+	}
+	n, err := countRows(ctx, s.pool, name)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s caught up with %s: %d rows (%s)\n", name, topic, n, p.summary())
+	return nil
 }
 
 func newRebuildCmd(a *app) *cobra.Command {
@@ -244,13 +253,13 @@ is, schema.table qualifies it.`,
 				return err
 			}
 			defer s.close()
-			p := newProgress(cmd.ErrOrStderr(), "rebuild "+name.String())
+			p := newApplyProgress(cmd.ErrOrStderr(), "rebuild "+name.String())
 			s.cfg.Progress = p.update
 			err = consumer.Rebuild(ctx, s.cfg, s.store)
 			p.finish()
 			if err != nil {
 				if ctx.Err() != nil {
-					return fmt.Errorf("rebuild of %s interrupted; the live table is untouched: %w", name, err)
+					return fmt.Errorf("rebuild of %s interrupted with %s; the live table is untouched: %w", name, p.interrupted(), err)
 				}
 				return err
 			}
@@ -258,7 +267,7 @@ is, schema.table qualifies it.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s rebuilt from %s and swapped in: %d rows\n", name, topic, n)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s rebuilt from %s and swapped in: %d rows (%s)\n", name, topic, n, p.summary())
 			return nil
 		},
 	}
