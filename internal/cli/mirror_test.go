@@ -28,6 +28,24 @@ func within(t *testing.T, d time.Duration, env map[string]string, args ...string
 	return runCtx(ctx, env, args...)
 }
 
+// drain runs relay --drain, then waits until the topic's last stable
+// offset covers what it published (the topic, read committed, matches the
+// source): a real broker writes a transaction's markers a moment after the
+// commit returns, and a catch-up goes to the end it sees at start.
+func drain(t *testing.T, w *ecsttest.World, cfgPath string, env map[string]string) {
+	t.Helper()
+	if r := run(t, env, "--config", cfgPath, "relay", "--drain"); r.code != 0 {
+		t.Fatalf("relay --drain: code %d\n%s", r.code, r.err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for diff := w.TopicMatchesSource(); len(diff) > 0; diff = w.TopicMatchesSource() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the topic never showed what the relay published: %v", diff)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestMirrorTableNames: mirror, verify --mirror and rebuild take a table
 // name as SQL writes it, all three the same way: mixed case (folded to
 // lower case), double-quoted with capitals and spaces, schema-qualified.
@@ -44,7 +62,7 @@ func TestMirrorTableNames(t *testing.T) {
 		return r
 	}
 	w.Seed(context.Background(), ecsttest.Keys(30))
-	ecst(0, "relay", "--drain")
+	drain(t, w, cfgPath, env)
 	w.Exec(`CREATE SCHEMA "My Schema"`)
 	w.Exec(`CREATE SCHEMA analytics`)
 	for _, table := range []string{"BookMirror", `"Bad Name"`, `"My Schema"."Book Mirror"`, "analytics.BookMirror"} {
@@ -103,9 +121,7 @@ func TestMirrorOnceCountsRecords(t *testing.T) {
 	if err := w.Delete(ctx, "c00001"); err != nil {
 		t.Fatal(err)
 	}
-	if r := run(t, env, "--config", cfgPath, "relay", "--drain"); r.code != 0 {
-		t.Fatalf("relay: %s", r.err)
-	}
+	drain(t, w, cfgPath, env)
 	r := within(t, 2*time.Minute, env, "--config", cfgPath, "mirror", "customer", "--once")
 	if r.code != 0 {
 		t.Fatalf("mirror: code %d\n%s", r.code, r.err)
@@ -131,9 +147,7 @@ func TestMirrorOnceFailsOnPermanentError(t *testing.T) {
 	w := ecsttest.New(t, nil)
 	cfgPath, env := recoveryConfig(t, w)
 	w.Seed(context.Background(), ecsttest.Keys(3))
-	if r := run(t, env, "--config", cfgPath, "relay", "--drain"); r.code != 0 {
-		t.Fatalf("relay: %s", r.err)
-	}
+	drain(t, w, cfgPath, env)
 	w.Exec(`CREATE TABLE customer_mirror (_key text PRIMARY KEY, id text, version bigint, name text, email text, tier text, updated_at timestamptz, owner text NOT NULL)`)
 	r := within(t, time.Minute, env, "--config", cfgPath, "mirror", "customer", "--once")
 	if r.code != cli.ExitError || strings.Contains(r.out, "caught up with") ||
@@ -154,9 +168,7 @@ func TestMirrorOnceInterrupted(t *testing.T) {
 		t.Fatalf("mirror of an empty topic: code %d\n%s%s", r.code, r.out, r.err)
 	}
 	w.Seed(ctx, ecsttest.Keys(3))
-	if r := run(t, env, "--config", cfgPath, "relay", "--drain"); r.code != 0 {
-		t.Fatalf("relay: %s", r.err)
-	}
+	drain(t, w, cfgPath, env)
 	// The table is locked: the mirror's batch waits until it is interrupted.
 	locker, err := w.Pool.Begin(ctx)
 	if err != nil {
