@@ -12,8 +12,9 @@ import (
 // whatever else runs. The CPU time the measured processes themselves spend
 // does not: cpuMeter adds up user+system time, from /proc, of four groups:
 // PostgreSQL (the postmaster and its children: backends, walsenders, WAL
-// writer), the broker, this process (the harness, and ecst's relay, which
-// runs in it) and its children (Connect's JVM).
+// writer), the broker, this process (the harness: writers, reader, polls)
+// and its children, the system under test (Connect's JVM, or ecst's relay
+// in a process of its own).
 type cpuMeter struct {
 	postmaster int // 0: unknown (an external database)
 	broker     int // 0: unknown (an external broker)
@@ -23,24 +24,24 @@ type cpuMeter struct {
 type cpuSample map[int]procCPU
 
 type procCPU struct {
-	group int // groupPG, groupBroker, groupDriver or groupConnect
+	group int // groupPG, groupBroker, groupHarness or groupSystem
 	cpu   time.Duration
 }
 
 const (
 	groupPG = iota
 	groupBroker
-	groupDriver
-	groupConnect
+	groupHarness
+	groupSystem
 )
 
 // cpuUse is CPU time spent between two samples.
 type cpuUse struct {
-	pg, broker, driver, connect time.Duration
+	pg, broker, harness, system time.Duration
 	known                       bool
 }
 
-func (u cpuUse) total() time.Duration { return u.pg + u.broker + u.driver + u.connect }
+func (u cpuUse) total() time.Duration { return u.pg + u.broker + u.harness + u.system }
 
 const clockTick = 100 // USER_HZ on Linux
 
@@ -86,9 +87,9 @@ func (m *cpuMeter) sample() cpuSample {
 		case m.broker != 0 && pid == m.broker:
 			s[pid] = procCPU{groupBroker, cpu}
 		case pid == self:
-			s[pid] = procCPU{groupDriver, cpu}
+			s[pid] = procCPU{groupHarness, cpu}
 		case ppid == self:
-			s[pid] = procCPU{groupConnect, cpu}
+			s[pid] = procCPU{groupSystem, cpu}
 		}
 	}
 	return s
@@ -106,10 +107,10 @@ func (m *cpuMeter) since(a, b cpuSample) cpuUse {
 			u.pg += d
 		case groupBroker:
 			u.broker += d
-		case groupDriver:
-			u.driver += d
-		case groupConnect:
-			u.connect += d
+		case groupHarness:
+			u.harness += d
+		case groupSystem:
+			u.system += d
 		}
 	}
 	return u

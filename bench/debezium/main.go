@@ -18,8 +18,9 @@
 // starts. Debezium's start-up (JVM launch to the connector's task RUNNING,
 // polled on Connect's REST API every 10 ms) is reported on its own; its
 // drain runs from RUNNING until the topic's end offsets add up to -rows.
-// ecst's relay runs in this process with Drain set (`ecst relay --drain`):
-// its start-up is a few ms and sits inside its drain time.
+// ecst's relay runs in a process of its own (this binary, -relay-child)
+// with Drain set, as `ecst relay --drain`: start-up is until it reports
+// ready, drain from then until it exits.
 //
 // steady: the system runs; -writers writers commit one event per
 // transaction at -rate events/s in all for -duration (after an uncounted
@@ -32,6 +33,9 @@
 //
 // After each run the topic is read back whole: every event once, each key
 // in the partition Kafka's default partitioner picks, in commit order.
+// The CPU time of PostgreSQL, the broker, the harness and the system under
+// test is reported too (cpu.go): unlike the wall-clock figures, it does not
+// move with what else the shared machine runs.
 package main
 
 import (
@@ -73,6 +77,11 @@ type config struct {
 	dbzBatch    int
 	timeout     time.Duration
 	csvDir      string
+
+	relayChild   bool
+	relayTopic   string
+	relayService string
+	relayDrain   bool
 }
 
 func main() {
@@ -96,7 +105,21 @@ func main() {
 	flag.IntVar(&c.dbzBatch, "debezium-max-batch-size", 2048, "Debezium max.batch.size (its default 2048; max.queue.size is 4x)")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "abort the whole run after this long")
 	flag.StringVar(&c.csvDir, "csv", "", "steady: write every measured event's times to <dir>/<system>-steady.csv")
+	flag.BoolVar(&c.relayChild, "relay-child", false, "internal: run ecst's relay on -relay-topic (the ecst-table system's process)")
+	flag.StringVar(&c.relayTopic, "relay-topic", "", "internal: see -relay-child")
+	flag.StringVar(&c.relayService, "relay-service", "", "internal: see -relay-child")
+	flag.BoolVar(&c.relayDrain, "relay-drain", false, "internal: see -relay-child")
 	flag.Parse()
+	if c.relayChild {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := runRelayChild(ctx, c.relayTopic, c.relayService, c.relayDrain)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "debezium -relay-child:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	c.systems = splitList(systems)
 	c.workloads = splitList(workloads)
 	if err := c.validate(); err != nil {
@@ -326,10 +349,7 @@ func reportDrain(ctx context.Context, e *env, systems []system) error {
 	fmt.Printf("%-14s %10s %8s %8s %12s | %s | %s\n", "system", "start-up s", "drain s", "rows/s", "first→last s", cpuHead, "load avg after")
 	for _, s := range systems {
 		r := res[s.name()]
-		startup := "in drain"
-		if r.startup > 0 {
-			startup = fmt.Sprintf("%.2f", r.startup.Seconds())
-		}
+		startup := fmt.Sprintf("%.2f", r.startup.Seconds())
 		fmt.Printf("%-14s %10s %8.2f %8.0f %12.2f | %s | %s\n", s.name(), startup, r.drain.Seconds(), r.rate, r.span.Seconds(), cpuCols(r.cpu, e.cfg.rows), r.load)
 	}
 	for _, d := range systems {
@@ -338,8 +358,8 @@ func reportDrain(ctx context.Context, e *env, systems []system) error {
 		}
 		for _, s := range systems {
 			if !isDebezium(s) {
-				fmt.Printf("ratio %s/%s: drain rate %.2fx (target >= 3x), CPU per row %s\n", s.name(), d.name(),
-					res[s.name()].rate/res[d.name()].rate, cpuRatio(res[s.name()].cpu, res[d.name()].cpu))
+				fmt.Printf("ratio %s/%s: drain rate %.2fx (target >= 3x)\n  CPU per row %s\n", s.name(), d.name(),
+					res[s.name()].rate/res[d.name()].rate, cpuRatio(res[s.name()].cpu, e.cfg.rows, res[d.name()].cpu, e.cfg.rows))
 			}
 		}
 	}
@@ -348,22 +368,26 @@ func reportDrain(ctx context.Context, e *env, systems []system) error {
 }
 
 // cpuHead is the header of cpuCols.
-var cpuHead = fmt.Sprintf("%6s %6s %6s %7s %7s", "pg", "broker", "driver", "connect", "ms/1k")
+var cpuHead = fmt.Sprintf("%6s %6s %7s %6s %7s", "pg", "broker", "harness", "system", "ms/1k")
 
 // cpuCols prints CPU seconds per group and the total per 1,000 events.
 func cpuCols(u cpuUse, events int) string {
 	per := ms(u.total()) / float64(max(events, 1)) * 1000
 	if !u.known {
-		return fmt.Sprintf("%6s %6s %6.1f %7.1f %7s", "?", "?", u.driver.Seconds(), u.connect.Seconds(), "?")
+		return fmt.Sprintf("%6s %6s %7.1f %6.1f %7s", "?", "?", u.harness.Seconds(), u.system.Seconds(), "?")
 	}
-	return fmt.Sprintf("%6.1f %6.1f %6.1f %7.1f %7.1f", u.pg.Seconds(), u.broker.Seconds(), u.driver.Seconds(), u.connect.Seconds(), per)
+	return fmt.Sprintf("%6.1f %6.1f %7.1f %6.1f %7.1f", u.pg.Seconds(), u.broker.Seconds(), u.harness.Seconds(), u.system.Seconds(), per)
 }
 
-func cpuRatio(a, b cpuUse) string {
-	if !a.known || !b.known || b.total() == 0 {
+// cpuRatio compares a's CPU time per event with b's: all four groups, the
+// system's process alone, and the system with the broker.
+func cpuRatio(a cpuUse, an int, b cpuUse, bn int) string {
+	if !a.known || !b.known || b.total() == 0 || an == 0 || bn == 0 {
 		return "unknown"
 	}
-	return fmt.Sprintf("%.2fx", a.total().Seconds()/b.total().Seconds())
+	r := func(x, y time.Duration) float64 { return (x.Seconds() / float64(an)) / (y.Seconds() / float64(bn)) }
+	return fmt.Sprintf("%.2fx (system process %.2fx, system+broker %.2fx)", r(a.total(), b.total()),
+		r(a.system, b.system), r(a.system+a.broker, b.system+b.broker))
 }
 
 func reportSteady(ctx context.Context, e *env, systems []system) error {
@@ -377,7 +401,7 @@ func reportSteady(ctx context.Context, e *env, systems []system) error {
 		res[s.name()] = r
 	}
 	fmt.Printf("steady: %d events/s offered for %s by %d writers, one event per transaction\n", e.cfg.rate, e.cfg.duration, e.cfg.writers)
-	fmt.Printf("%-14s %10s %9s %7s | %-23s | %-23s | %-37s |\n", "", "", "", "", "commit → consumed ms", "commit → LogAppend ms", "CPU s (writers and reader in driver, pg)")
+	fmt.Printf("%-14s %10s %9s %7s | %-23s | %-23s | %-37s |\n", "", "", "", "", "commit → consumed ms", "commit → LogAppend ms", "CPU s (harness: writers, reader)")
 	fmt.Printf("%-14s %10s %9s %7s | %7s %7s %7s | %7s %7s %7s | %s | %s\n", "system", "start-up s", "written/s", "events",
 		"p50", "p99", "max", "p50", "p99", "max", cpuHead, "load avg after")
 	for _, s := range systems {
@@ -394,8 +418,8 @@ func reportSteady(ctx context.Context, e *env, systems []system) error {
 		for _, s := range systems {
 			if !isDebezium(s) {
 				r := res[s.name()]
-				fmt.Printf("ratio %s/%s commit → consumed: p50 %.2f, p99 %.2f (target p99 <= 0.2); CPU per event %s\n", s.name(), ds.name(),
-					r.consumed.p50.Seconds()/d.consumed.p50.Seconds(), r.consumed.p99.Seconds()/d.consumed.p99.Seconds(), cpuRatio(r.cpu, d.cpu))
+				fmt.Printf("ratio %s/%s commit → consumed: p50 %.2f, p99 %.2f (target p99 <= 0.2)\n  CPU per event %s\n", s.name(), ds.name(),
+					r.consumed.p50.Seconds()/d.consumed.p50.Seconds(), r.consumed.p99.Seconds()/d.consumed.p99.Seconds(), cpuRatio(r.cpu, r.events, d.cpu, d.events))
 			}
 		}
 	}

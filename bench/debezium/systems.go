@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -74,8 +77,10 @@ func (tableEmit) emitBulk(ctx context.Context, tx pgx.Tx, rows []outbox.Row) err
 // ---------------------------------------------------------------------------
 // ecst, table transport
 
-// ecstTable is ecst's relay over the outbox table, through the outbox
-// package's API, with the defaults `ecst relay` runs with.
+// ecstTable is ecst's relay over the outbox table, with the defaults `ecst
+// relay` runs with. It runs in a process of its own (this binary again, in
+// -relay-child mode, which calls outbox.NewRelay and Run as `ecst relay`
+// does), so that its CPU time is its own and not the harness's.
 type ecstTable struct {
 	tableEmit
 	e *env
@@ -85,47 +90,147 @@ func (s *ecstTable) name() string                  { return "ecst-table" }
 func (s *ecstTable) prepare(context.Context) error { return nil }
 func (s *ecstTable) cleanup(context.Context) error { return nil }
 
-func (s *ecstTable) relay(topic string, drain bool) (*outbox.Relay, error) {
-	return outbox.NewRelay(outbox.RelayConfig{
-		Pool: s.e.pool, KafkaOpts: s.e.kopts, Service: "bench-dbz-" + s.e.runID, Topics: []string{topic},
-		Drain: drain, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+// relayProc is a running relay child.
+type relayProc struct {
+	cmd     *exec.Cmd
+	ready   chan struct{} // closed when the relay reports ready
+	readyAt time.Time     // set before ready is closed
+	done    chan error    // the child's exit
+}
+
+func (s *ecstTable) spawn(topic string, drain bool) (*relayProc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-relay-child", "-relay-topic", topic, "-relay-service", "bench-dbz-" + s.e.runID}
+	if drain {
+		args = append(args, "-relay-drain")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), "ECST_BENCH_DATABASE_URL="+s.e.dbURL, "ECST_BENCH_BROKERS="+strings.Join(s.e.brokers, ","))
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the relay process: %w", err)
+	}
+	p := &relayProc{cmd: cmd, ready: make(chan struct{}), done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if sc.Text() == relayReady {
+				p.readyAt = time.Now()
+				close(p.ready)
+			}
+		}
+		p.done <- cmd.Wait()
+	}()
+	return p, nil
+}
+
+// cpu is the CPU time of a child that has exited (its rusage).
+func (p *relayProc) cpu() time.Duration {
+	if p.cmd.ProcessState == nil {
+		return 0
+	}
+	return p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
 }
 
 func (s *ecstTable) drain(ctx context.Context, topic string, _ int) (time.Duration, time.Duration, cpuUse, error) {
-	r, err := s.relay(topic, true)
+	// Start-up is the process's start to the relay's readiness (its
+	// checks passed), as Debezium's is to its task RUNNING; the leader
+	// lock and InitProducerID come after, inside the drain.
+	c0, t0 := s.e.cpu.sample(), time.Now()
+	p, err := s.spawn(topic, true)
 	if err != nil {
 		return 0, 0, cpuUse{}, err
 	}
-	// The relay starts in-process in microseconds: its start-up (checks,
-	// leader lock) is inside the drain time.
-	c0, t0 := s.e.cpu.sample(), time.Now()
-	if err := r.Run(ctx); err != nil {
+	select {
+	case err = <-p.done:
+	case <-ctx.Done():
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		<-p.done
+		return 0, 0, cpuUse{}, ctx.Err()
+	}
+	end := time.Now()
+	if err != nil {
 		return 0, 0, cpuUse{}, fmt.Errorf("ecst relay --drain: %w", err)
 	}
-	d := time.Since(t0)
-	return 0, d, s.e.cpu.since(c0, s.e.cpu.sample()), nil
+	u := s.e.cpu.since(c0, s.e.cpu.sample())
+	u.system += p.cpu() // it has exited: /proc no longer shows it
+	select {
+	case <-p.ready:
+		return p.readyAt.Sub(t0), end.Sub(p.readyAt), u, nil
+	default: // drained before it said it was ready
+		return 0, end.Sub(t0), u, nil
+	}
 }
 
 func (s *ecstTable) start(ctx context.Context, topic string) (func() error, time.Duration, error) {
-	r, err := s.relay(topic, false)
+	t0 := time.Now()
+	p, err := s.spawn(topic, false)
 	if err != nil {
 		return nil, 0, err
 	}
-	t0 := time.Now()
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
-	for !r.Ready() {
-		select {
-		case err := <-done:
-			cancel()
-			return nil, 0, fmt.Errorf("ecst relay stopped during start-up: %w", err)
-		case <-time.After(time.Millisecond):
-		}
+	select {
+	case <-p.ready:
+	case err := <-p.done:
+		return nil, 0, fmt.Errorf("the ecst relay exited during start-up: %v", err)
+	case <-ctx.Done():
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		<-p.done
+		return nil, 0, ctx.Err()
 	}
 	startup := time.Since(t0)
-	return func() error { cancel(); return <-done }, startup, nil
+	stop := func() error {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM) // finishes the batch in flight, exits 0
+		select {
+		case err := <-p.done:
+			return err
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			return errors.New("the ecst relay did not stop within 30 s of SIGTERM and was killed")
+		}
+	}
+	return stop, startup, nil
+}
+
+const relayReady = "relay ready"
+
+// runRelayChild is -relay-child mode: ecst's relay on one topic, as `ecst
+// relay` (or `ecst relay --drain`) runs it, until SIGTERM (or drained).
+func runRelayChild(ctx context.Context, topic, service string, drain bool) error {
+	pool, err := pgxpool.New(ctx, os.Getenv("ECST_BENCH_DATABASE_URL"))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	r, err := outbox.NewRelay(outbox.RelayConfig{
+		Pool: pool, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(splitList(os.Getenv("ECST_BENCH_BROKERS"))...)},
+		Service: service, Topics: []string{topic}, Drain: drain,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(time.Millisecond):
+		}
+		if r.Ready() {
+			fmt.Println(relayReady)
+			return <-done
+		}
+	}
 }
 
 // ---------------------------------------------------------------------------
