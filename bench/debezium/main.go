@@ -192,7 +192,7 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "debezium: "+format+"\n", args...)
 }
 
-func run(ctx context.Context, c config) error {
+func run(ctx context.Context, c config) (err error) {
 	e := &env{cfg: c, table: c.table, runID: strconv.FormatInt(time.Now().UnixNano(), 36), cpu: &cpuMeter{}}
 	e.cpu.broker, _ = strconv.Atoi(os.Getenv("ECST_BENCH_BROKER_PID"))
 	stopDB, pgVersion, err := openDatabase(ctx, e)
@@ -215,8 +215,11 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	defer func() {
-		if os.Getenv("ECST_BENCH_KEEP") == "" {
+		// A failed run keeps Connect's files: its errors point at connect.log.
+		if err == nil && os.Getenv("ECST_BENCH_KEEP") == "" {
 			_ = os.RemoveAll(e.dir)
+		} else {
+			logf("Kafka Connect's files are kept in %s", e.dir)
 		}
 	}()
 	systems, cleanup, err := newSystems(ctx, e)
