@@ -74,8 +74,13 @@ export ECST_BENCH_CONNECT_LIBS=$libs
 export ECST_BENCH_CONNECT_PORT=${ECST_BENCH_CONNECT_PORT:-$((${ECST_KAFKA_PORT:-19092} + 3))}
 
 if [[ -z ${ECST_BENCH_BROKERS:-} ]]; then
-	export ECST_KAFKA_DIR=${ECST_KAFKA_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/ecst-kafka-bench.XXXXXX")}
-	trap '"$root/scripts/kafka.sh" stop || true; rm -rf "$ECST_KAFKA_DIR"' EXIT
+	if [[ -n ${ECST_KAFKA_DIR:-} ]]; then
+		trap '"$root/scripts/kafka.sh" stop || true' EXIT # the caller's dir: keep it
+	else
+		ECST_KAFKA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ecst-kafka-bench.XXXXXX")
+		trap '"$root/scripts/kafka.sh" stop || true; rm -rf "$ECST_KAFKA_DIR"' EXIT
+	fi
+	export ECST_KAFKA_DIR
 	env_lines=$("$root/scripts/kafka.sh" start)
 	eval "$env_lines"
 	export ECST_BENCH_BROKERS=$ECST_TEST_BROKERS
