@@ -207,35 +207,11 @@ func run(ctx context.Context, c config) error {
 	sqlTopic := "wm_bench_" + runID   // Watermill SQL topic → table "watermill_wm_bench_<id>"
 	kafkaTopic := "wm-bench-" + runID // destination Kafka topic
 
-	// --- PostgreSQL ---
-	dbURL := os.Getenv("ECST_BENCH_DATABASE_URL")
-	if dbURL == "" {
-		logf("starting a throwaway PostgreSQL cluster (durable)")
-		pg, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
-		if err != nil {
-			return fmt.Errorf("start postgres: %w", err)
-		}
-		defer func() { _ = pg.Stop() }()
-		dbURL = pg.URL("postgres")
-	}
-	if c.workMem != "" {
-		u, err := url.Parse(dbURL)
-		if err != nil {
-			return fmt.Errorf("-work-mem needs a URL-form database address: %w", err)
-		}
-		q := u.Query()
-		q.Set("work_mem", c.workMem) // pgx sends unknown URL parameters as session settings
-		u.RawQuery = q.Encode()
-		dbURL = u.String()
-	}
-	db, err := sql.Open("pgx", dbURL)
+	db, dbURL, closeDB, err := openPostgres(ctx, c)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	if err := db.PingContext(ctx); err != nil {
-		return fmt.Errorf("postgres: %w", err)
-	}
+	defer closeDB()
 	var pgVersion, workMem string
 	_ = db.QueryRowContext(ctx, "SHOW server_version").Scan(&pgVersion)
 	_ = db.QueryRowContext(ctx, "SHOW work_mem").Scan(&workMem)
@@ -248,44 +224,11 @@ func run(ctx context.Context, c config) error {
 		_, _ = db.ExecContext(dctx, "DROP TABLE IF EXISTS "+schema.MessagesTable(sqlTopic)+", "+offsets.MessagesOffsetsTable(sqlTopic))
 	}()
 
-	// --- Kafka ---
-	var brokers []string
-	if env := os.Getenv("ECST_BENCH_BROKERS"); env != "" {
-		for _, b := range strings.Split(env, ",") {
-			if b = strings.TrimSpace(b); b != "" {
-				brokers = append(brokers, b)
-			}
-		}
-	} else {
-		fake, err := kfake.NewCluster(kfake.NumBrokers(1))
-		if err != nil {
-			return fmt.Errorf("start kfake: %w", err)
-		}
-		defer fake.Close()
-		brokers = fake.ListenAddrs()
-	}
-	kcl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	brokers, adm, kind, closeKafka, err := openKafka(ctx, c, kafkaTopic)
 	if err != nil {
 		return err
 	}
-	defer kcl.Close()
-	adm := kadm.NewClient(kcl)
-	resp, err := adm.CreateTopic(ctx, int32(c.partitions), 1, nil, kafkaTopic) //nolint:gosec // small
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		return fmt.Errorf("create topic %s: %w", kafkaTopic, err)
-	}
-	defer func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer dcancel()
-		_, _ = adm.DeleteTopics(dctx, kafkaTopic)
-	}()
-	kind := "kfake"
-	if os.Getenv("ECST_BENCH_BROKERS") != "" {
-		kind = "real broker " + strings.Join(brokers, ",")
-	}
+	defer closeKafka()
 	logf("postgres %s, kafka %s, topic %s (%d partitions), sql topic %s", pgVersion, kind, kafkaTopic, c.partitions, sqlTopic)
 
 	logger := quietLogger{}
@@ -305,10 +248,138 @@ func run(ctx context.Context, c config) error {
 	}
 
 	// --- Measure ---
-	start := time.Now()
-	fwd, closeAll, err := startForwarder(c, db, schema, offsets, brokers, sqlTopic, logger)
+	d := drain{c: c, db: db, adm: adm, schema: schema, offsets: offsets, brokers: brokers, sqlTopic: sqlTopic, kafkaTopic: kafkaTopic, maxOffset: maxOffset, logger: logger}
+	elapsed, err := d.run(ctx)
 	if err != nil {
 		return err
+	}
+
+	if c.verify {
+		vstart := time.Now()
+		if err := verify(ctx, c, brokers, kafkaTopic); err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		logf("verified %d records (count, unique uuids, keys, value size, one partition per key, per-key order) in %.1f s", c.rows, time.Since(vstart).Seconds())
+	}
+
+	logf("settings: SubscribeBatchSize=%d PollInterval=%s acks=%s idempotent=%v work_mem=%s, DefaultPostgreSQLSchema/OffsetsAdapter, pgx stdlib, sarama SyncProducer, 1 forwarder",
+		c.batch, c.poll, c.acks, c.acks == "all", workMem)
+	wm := float64(c.rows) / elapsed.Seconds()
+	fmt.Printf("watermill: %d rows in %.2f s = %.0f rows/s\n", c.rows, elapsed.Seconds(), wm)
+	fmt.Printf("versions: %s\n", versions())
+	if c.peers {
+		return peers(ctx, c, dbURL, brokers, kafkaTopic, runID, wm)
+	}
+	return nil
+}
+
+// openPostgres opens $ECST_BENCH_DATABASE_URL, or a throwaway durable
+// cluster it starts, with -work-mem set for the sessions; closeDB closes it
+// (and stops the cluster).
+func openPostgres(ctx context.Context, c config) (db *sql.DB, dbURL string, closeDB func(), err error) {
+	stop := func() {}
+	dbURL = os.Getenv("ECST_BENCH_DATABASE_URL")
+	if dbURL == "" {
+		logf("starting a throwaway PostgreSQL cluster (durable)")
+		pg, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("start postgres: %w", err)
+		}
+		stop = func() { _ = pg.Stop() }
+		dbURL = pg.URL("postgres")
+	}
+	if c.workMem != "" {
+		u, err := url.Parse(dbURL)
+		if err != nil {
+			stop()
+			return nil, "", nil, fmt.Errorf("-work-mem needs a URL-form database address: %w", err)
+		}
+		q := u.Query()
+		q.Set("work_mem", c.workMem) // pgx sends unknown URL parameters as session settings
+		u.RawQuery = q.Encode()
+		dbURL = u.String()
+	}
+	db, err = sql.Open("pgx", dbURL)
+	if err != nil {
+		stop()
+		return nil, "", nil, err
+	}
+	closeDB = func() { _ = db.Close(); stop() }
+	if err := db.PingContext(ctx); err != nil {
+		closeDB()
+		return nil, "", nil, fmt.Errorf("postgres: %w", err)
+	}
+	return db, dbURL, closeDB, nil
+}
+
+// openKafka creates the destination topic on $ECST_BENCH_BROKERS, or on an
+// in-process kfake cluster it starts; closeKafka deletes the topic (and
+// stops the cluster).
+func openKafka(ctx context.Context, c config, topic string) (brokers []string, adm *kadm.Client, kind string, closeKafka func(), err error) {
+	stop := func() {}
+	kind = "kfake"
+	if env := os.Getenv("ECST_BENCH_BROKERS"); env != "" {
+		for _, b := range strings.Split(env, ",") {
+			if b = strings.TrimSpace(b); b != "" {
+				brokers = append(brokers, b)
+			}
+		}
+		kind = "real broker " + strings.Join(brokers, ",")
+	} else {
+		fake, err := kfake.NewCluster(kfake.NumBrokers(1))
+		if err != nil {
+			return nil, nil, "", nil, fmt.Errorf("start kfake: %w", err)
+		}
+		stop = fake.Close
+		brokers = fake.ListenAddrs()
+	}
+	kcl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		stop()
+		return nil, nil, "", nil, err
+	}
+	adm = kadm.NewClient(kcl)
+	resp, err := adm.CreateTopic(ctx, int32(c.partitions), 1, nil, topic) //nolint:gosec // small
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		kcl.Close()
+		stop()
+		return nil, nil, "", nil, fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return brokers, adm, kind, func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer dcancel()
+		_, _ = adm.DeleteTopics(dctx, topic)
+		kcl.Close()
+		stop()
+	}, nil
+}
+
+// drain is the timed part: the Forwarder drains the filled SQL topic into
+// the Kafka topic.
+type drain struct {
+	c                    config
+	db                   *sql.DB
+	schema               wsql.DefaultPostgreSQLSchema
+	offsets              wsql.DefaultPostgreSQLOffsetsAdapter
+	adm                  *kadm.Client
+	brokers              []string
+	sqlTopic, kafkaTopic string
+	maxOffset            int64 // the last row's
+	logger               watermill.LoggerAdapter
+}
+
+// run times the drain: from before the Kafka publisher, the SQL subscriber
+// and the Forwarder are built until every row is in Kafka and the last
+// row's offset is committed.
+func (d *drain) run(ctx context.Context) (time.Duration, error) {
+	c := d.c
+	start := time.Now()
+	fwd, closeAll, err := startForwarder(c, d.db, d.schema, d.offsets, d.brokers, d.sqlTopic, d.logger)
+	if err != nil {
+		return 0, err
 	}
 	runCtx, stopRun := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
@@ -329,6 +400,27 @@ func run(ctx context.Context, c config) error {
 	}
 	defer shutdown()
 
+	inKafka, err := d.waitInKafka(ctx, start, runDone)
+	if err != nil {
+		return 0, err
+	}
+	inKafkaAt := time.Since(start)
+	if err := d.waitCommitted(ctx, inKafkaAt); err != nil {
+		return 0, err
+	}
+	elapsed := time.Since(start)
+	logf("all rows in Kafka after %.3f s, last offset committed after %.3f s", inKafkaAt.Seconds(), elapsed.Seconds())
+	shutdown()
+	if inKafka != int64(c.rows) {
+		return 0, fmt.Errorf("%d records in Kafka, want %d (duplicates?)", inKafka, c.rows)
+	}
+	return elapsed, nil
+}
+
+// waitInKafka waits until the topic's end offsets add up to -rows, and
+// returns their sum.
+func (d *drain) waitInKafka(ctx context.Context, start time.Time, runDone chan error) (int64, error) {
+	c := d.c
 	var inKafka int64
 	lastReport := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -336,18 +428,18 @@ func run(ctx context.Context, c config) error {
 	for inKafka < int64(c.rows) {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d of %d rows in Kafka after %.1f s", inKafka, c.rows, time.Since(start).Seconds())
+			return 0, fmt.Errorf("%d of %d rows in Kafka after %.1f s", inKafka, c.rows, time.Since(start).Seconds())
 		case err := <-runDone:
 			runDone <- err
-			return fmt.Errorf("forwarder stopped early (%v) with %d of %d rows in Kafka", err, inKafka, c.rows)
+			return 0, fmt.Errorf("forwarder stopped early (%v) with %d of %d rows in Kafka", err, inKafka, c.rows)
 		case <-tick.C:
 		}
-		n, err := endOffsets(ctx, adm, kafkaTopic)
+		n, err := endOffsets(ctx, d.adm, d.kafkaTopic)
 		if err != nil {
 			if ctx.Err() != nil {
 				continue
 			}
-			return fmt.Errorf("list end offsets: %w", err)
+			return 0, fmt.Errorf("list end offsets: %w", err)
 		}
 		inKafka = n
 		if time.Since(lastReport) >= 10*time.Second {
@@ -356,49 +448,28 @@ func run(ctx context.Context, c config) error {
 			logf("%d/%d rows in Kafka after %.0f s (%.0f rows/s)", n, c.rows, el, float64(n)/el)
 		}
 	}
-	inKafkaAt := time.Since(start)
-	// The drain is done when the last batch's offset is committed too, as
-	// ecst's relay is timed until its last batch is deleted: one more
-	// UPSERT+COMMIT, a few milliseconds.
+	return inKafka, nil
+}
+
+// waitCommitted waits until the subscriber has committed the last row's
+// offset: the drain is done then, as ecst's relay is timed until its last
+// batch is deleted (one more UPSERT+COMMIT, a few milliseconds).
+func (d *drain) waitCommitted(ctx context.Context, inKafkaAt time.Duration) error {
 	for {
 		var acked int64
-		err := db.QueryRowContext(ctx, "SELECT offset_acked FROM "+offsets.MessagesOffsetsTable(sqlTopic)+" WHERE consumer_group = ''").Scan(&acked)
+		err := d.db.QueryRowContext(ctx, "SELECT offset_acked FROM "+d.offsets.MessagesOffsetsTable(d.sqlTopic)+" WHERE consumer_group = ''").Scan(&acked)
 		if err != nil {
-			return fmt.Errorf("read watermill offsets after %d rows reached Kafka: %w", c.rows, err)
+			return fmt.Errorf("read watermill offsets after %d rows reached Kafka: %w", d.c.rows, err)
 		}
-		if acked >= maxOffset {
-			break
+		if acked >= d.maxOffset {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("all %d rows in Kafka after %.2f s, but the last offset was not committed (acked %d, last %d)", c.rows, inKafkaAt.Seconds(), acked, maxOffset)
+			return fmt.Errorf("all %d rows in Kafka after %.2f s, but the last offset was not committed (acked %d, last %d)", d.c.rows, inKafkaAt.Seconds(), acked, d.maxOffset)
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
-	elapsed := time.Since(start)
-	logf("all rows in Kafka after %.3f s, last offset committed after %.3f s", inKafkaAt.Seconds(), elapsed.Seconds())
-	shutdown()
-	if inKafka != int64(c.rows) {
-		return fmt.Errorf("%d records in Kafka, want %d (duplicates?)", inKafka, c.rows)
-	}
-
-	if c.verify {
-		vstart := time.Now()
-		if err := verify(ctx, c, brokers, kafkaTopic); err != nil {
-			return fmt.Errorf("verify: %w", err)
-		}
-		logf("verified %d records (count, unique uuids, keys, value size, one partition per key, per-key order) in %.1f s", c.rows, time.Since(vstart).Seconds())
-	}
-
-	logf("settings: SubscribeBatchSize=%d PollInterval=%s acks=%s idempotent=%v work_mem=%s, DefaultPostgreSQLSchema/OffsetsAdapter, pgx stdlib, sarama SyncProducer, 1 forwarder",
-		c.batch, c.poll, c.acks, c.acks == "all", workMem)
-	wm := float64(c.rows) / elapsed.Seconds()
-	fmt.Printf("watermill: %d rows in %.2f s = %.0f rows/s\n", c.rows, elapsed.Seconds(), wm)
-	fmt.Printf("versions: %s\n", versions())
-	if c.peers {
-		return peers(ctx, c, dbURL, brokers, kafkaTopic, runID, wm)
-	}
-	return nil
 }
 
 // peers drains the same backlog on the same database and broker, in the
