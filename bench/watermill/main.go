@@ -133,7 +133,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ecst-io/ecst/internal/benchrelay"
+	"github.com/ecst-io/ecst/internal/bench"
 	"github.com/ecst-io/ecst/internal/pgcluster"
 	"github.com/ecst-io/ecst/migrate"
 )
@@ -484,7 +484,7 @@ func peers(ctx context.Context, c config, dbURL string, brokers []string, kafkaT
 	if _, err := migrate.Up(ctx, pool); err != nil {
 		return err
 	}
-	env := &benchrelay.Env{Pool: pool, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Topic: kafkaTopic + "-ecst", Service: "bench-" + runID}
+	env := &bench.Outbox{Pool: pool, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Topic: kafkaTopic + "-ecst", Service: "bench-" + runID}
 	if err := env.CreateTopic(ctx, c.partitions); err != nil {
 		return err
 	}
