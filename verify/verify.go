@@ -858,7 +858,7 @@ func planMirror(ctx context.Context, conn *pgx.Conn, schema avro.Schema, table s
 	q := "SELECT * FROM " + quoteTable(table)
 	desc, err := conn.Prepare(ctx, "", q)
 	if err != nil {
-		return nil, fmt.Errorf("--mirror %s: %w", table, err)
+		return nil, fmt.Errorf("verify.Options.Mirror %s: %w", table, err)
 	}
 	cols := make([]pgavro.Column, len(desc.Fields))
 	for i, f := range desc.Fields {
@@ -866,7 +866,7 @@ func planMirror(ctx context.Context, conn *pgx.Conn, schema avro.Schema, table s
 	}
 	m, err := pgavro.New(schema, cols, pgavro.Options{Key: "_key", IgnoreExtra: true})
 	if err != nil {
-		return nil, fmt.Errorf("--mirror %s is not a mirror of this entity: %w", table, err)
+		return nil, fmt.Errorf("verify.Options.Mirror %s is not a mirror of this entity: %w", table, err)
 	}
 	return &mirrorPlan{table: table, mapper: m}, nil
 }
@@ -922,7 +922,7 @@ func repair(ctx context.Context, cfg Config, opts Options, rep *Report) (*Repair
 	}
 	if !running {
 		return nil, fmt.Errorf("%w (no session took a relay leader lock within %s), so nothing would publish the repair: "+
-			"start `ecst relay`, then run `%s --repair` again. Nothing was written", ErrNoRelay, relayStartGrace, verifyCmd(cfg, opts))
+			"start `ecst relay`, then run %s again. Nothing was written", ErrNoRelay, relayStartGrace, again(opts, true))
 	}
 	keys := slices.Sorted(maps.Keys(upserts))
 	res, err := republish.Run(ctx, republish.Config{Pool: cfg.Pool, Publisher: cfg.Publisher, Entity: cfg.Entity, Kafka: cfg.Kafka, Logger: cfg.Logger},
@@ -1032,8 +1032,8 @@ func waitRelayed(ctx context.Context, cfg Config, opts Options, rr *RepairReport
 		return nil
 	}
 	return fmt.Errorf("%w. %d of the %d outbox rows the repair waits for are not published yet; the repair itself is written "+
-		"(republish run %d: %d full states, %d tombstones), and a relay publishes it once it runs: start `ecst relay`, then check with `%s`",
-		err, left, total, rr.RunID, rr.Republished, rr.Tombstoned, verifyCmd(cfg, opts))
+		"(republish run %d: %d full states, %d tombstones), and a relay publishes it once it runs: start `ecst relay`, then check with %s",
+		err, left, total, rr.RunID, rr.Republished, rr.Tombstoned, again(opts, false))
 }
 
 // unled returns the shards of byShard that no relay leads, in order.
@@ -1087,16 +1087,21 @@ func waitMirror(ctx context.Context, cfg Config, opts Options) error {
 		return nil
 	}
 	return fmt.Errorf("%w: it is %d offsets behind the end of %s. The repair is on the topic, and the mirror applies it once it runs: "+
-		"start `ecst mirror %s --table %s` (or run it with --once), then check with `%s`", err, left, topic, cfg.Entity.Name, shellArg(opts.Mirror), verifyCmd(cfg, opts))
+		"start `ecst mirror %s --table %s` (or run it with --once), then check with %s", err, left, topic, cfg.Entity.Name, shellArg(opts.Mirror), again(opts, false))
 }
 
-// verifyCmd is the command that verifies again what opts verified.
-func verifyCmd(cfg Config, opts Options) string {
-	c := "ecst verify " + cfg.Entity.Name
+// again is the Options that verify again what opts verified (and repair,
+// when repair), as an error suggests them. Errors name Options fields, never
+// flags: `ecst verify` translates them.
+func again(opts Options, repair bool) string {
+	var fields []string
 	if opts.Mirror != "" {
-		c += " --mirror " + shellArg(opts.Mirror)
+		fields = append(fields, "Mirror: "+strconv.Quote(opts.Mirror))
 	}
-	return c
+	if repair {
+		fields = append(fields, "Repair: true")
+	}
+	return "verify.Options{" + strings.Join(fields, ", ") + "}"
 }
 
 // shellArg quotes s for a POSIX shell when it needs it, so that a command

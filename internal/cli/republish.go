@@ -137,7 +137,7 @@ func (a *app) republish(ctx context.Context, out, errOut io.Writer, entity strin
 	res, err := republish.Run(ctx, republish.Config{Pool: rc.pool, Publisher: rc.pub, Entity: e, Kafka: rc.kopts, Logger: a.logger()}, o)
 	p.finish()
 	if err != nil {
-		return err
+		return inFlags(err, e.Name)
 	}
 	if c.jsonOut {
 		return json.NewEncoder(out).Encode(res)
