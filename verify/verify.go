@@ -63,22 +63,28 @@ type Config struct {
 	Publisher *producer.Publisher
 }
 
-// Options choose what to compare and whether to repair.
+// Options choose what to compare and whether to repair. Errors name these
+// fields (verify.Options.Mirror); `ecst verify` translates them to its flags.
 type Options struct {
-	// Mirror is an `ecst mirror` table to compare with the topic too.
+	// Mirror is an `ecst mirror` table (its consumer named "mirror:" +
+	// Mirror) to compare with the topic too; "" (the default) compares the
+	// source with the topic only.
 	Mirror string
-	// Samples is how many keys to list per kind of drift (default 10);
-	// Diffs how many stale keys get a field-level diff (default 3).
-	Samples, Diffs int
+	// Samples is how many keys to list per kind of drift; 0 means 10.
+	Samples int
+	// Diffs is how many stale keys get a field-level diff; 0 means 3.
+	Diffs int
 	// Repair republishes the drifted keys (tombstoning the extra ones),
 	// waits for the relay (and the mirror) to catch up, and verifies again.
+	// Off by default. It needs Config.Publisher, and a relay running.
 	Repair bool
-	// Wait bounds a repair's wait for the relay and the mirror (default 2m).
+	// Wait bounds a repair's wait for the relay and the mirror; 0 means 2
+	// minutes.
 	Wait time.Duration
 	// Progress, if set, reports work under way: what a long verification
 	// has read, and what a repair has written and waits for. It is called
 	// from more than one goroutine (the source and the topic are read at
-	// the same time), and must not block.
+	// the same time), and must not block. Nil by default.
 	Progress func(Progress)
 	// afterSnapshot, a test hook, runs between a snapshot and the topic
 	// read that follows it.
