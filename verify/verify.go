@@ -67,9 +67,9 @@ type Config struct {
 // Options choose what to compare and whether to repair. Errors name these
 // fields (verify.Options.Mirror); `ecst verify` translates them to its flags.
 type Options struct {
-	// Mirror is an `ecst mirror` table (its consumer named "mirror:" +
-	// Mirror) to compare with the topic too; "" (the default) compares the
-	// source with the topic only.
+	// Mirror is an `ecst mirror` table to compare with the topic too, its
+	// name read as SQL reads it (schema-qualified or not, quoted or not);
+	// "" (the default) compares the source with the topic only.
 	Mirror string
 	// Samples is how many keys to list per kind of drift; 0 means 10.
 	Samples int
