@@ -85,15 +85,10 @@ func Raw(ctx context.Context, kopts []kgo.Opt, topic string, n int) (time.Durati
 // checks that it holds the n entities, and says how long it took.
 func MemoryModel(ctx context.Context, kopts []kgo.Opt, reg *schemas.Registry, topic string, n int) (time.Duration, error) {
 	mem := consumer.NewMemory[customers.Customer]()
-	c, err := consumer.New(consumer.Config[customers.Customer]{Name: "bench-memory", Topic: topic, KafkaOpts: kopts, Registry: reg, Store: mem, MaxBatch: 10_000, ReaderSchema: customers.Schema})
+	took, err := catchUp(ctx, consumer.Config[customers.Customer]{Name: "bench-memory", Topic: topic, KafkaOpts: kopts, Registry: reg, Store: mem, MaxBatch: 10_000, ReaderSchema: customers.Schema})
 	if err != nil {
 		return 0, err
 	}
-	start := time.Now()
-	if err := c.CatchUp(ctx); err != nil {
-		return 0, err
-	}
-	took := time.Since(start)
 	if mem.Len() != n {
 		return 0, fmt.Errorf("memory model holds %d entities, want %d", mem.Len(), n)
 	}
@@ -109,7 +104,21 @@ func PostgresMirror(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, re
 		return 0, err
 	}
 	pg := &consumer.Postgres[map[string]any]{Pool: pool, Table: "bench_mirror", Projection: mirror}
-	c, err := consumer.New(consumer.Config[map[string]any]{Name: "bench-pg", Topic: topic, KafkaOpts: kopts, Registry: reg, Store: pg, MaxBatch: 10_000})
+	took, err := catchUp(ctx, consumer.Config[map[string]any]{Name: "bench-pg", Topic: topic, KafkaOpts: kopts, Registry: reg, Store: pg, MaxBatch: 10_000})
+	if err != nil {
+		return 0, err
+	}
+	var rows int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM bench_mirror").Scan(&rows); err != nil || rows != n {
+		return 0, fmt.Errorf("postgres mirror holds %d rows (%v), want %d", rows, err, n)
+	}
+	return took, nil
+}
+
+// catchUp runs a consumer of cfg to the end of its topic, and says how long
+// that took.
+func catchUp[T any](ctx context.Context, cfg consumer.Config[T]) (time.Duration, error) {
+	c, err := consumer.New(cfg)
 	if err != nil {
 		return 0, err
 	}
@@ -117,10 +126,5 @@ func PostgresMirror(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, re
 	if err := c.CatchUp(ctx); err != nil {
 		return 0, err
 	}
-	took := time.Since(start)
-	var rows int
-	if err := pool.QueryRow(ctx, "SELECT count(*) FROM bench_mirror").Scan(&rows); err != nil || rows != n {
-		return 0, fmt.Errorf("postgres mirror holds %d rows (%v), want %d", rows, err, n)
-	}
-	return took, nil
+	return time.Since(start), nil
 }
