@@ -4,15 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/ecsttest"
 )
 
@@ -22,7 +21,7 @@ import (
 // --tombstone-orphans repairs it, and verify reports none (exit 0).
 func TestVerifyRepublishMirror(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
 	ecst := func(wantCode int, args ...string) result {
@@ -39,32 +38,15 @@ func TestVerifyRepublishMirror(t *testing.T) {
 	recoveryStory(t, w, ecst)
 }
 
-// recoveryConfig writes an ecst.yaml for w's entity, with its source.
+// recoveryConfig is w's ecst.yaml, with its source, and the environment
+// that points it at w.
 func recoveryConfig(t *testing.T, w *ecsttest.World) (string, map[string]string) {
-	return recoveryConfigIn(t, w, t.TempDir())
+	return w.ConfigPath, maps.Clone(w.Env)
 }
 
 // recoveryConfigIn writes it in dir.
 func recoveryConfigIn(t *testing.T, w *ecsttest.World, dir string) (string, map[string]string) {
-	os.MkdirAll(filepath.Join(dir, "schemas"), 0o755)
-	os.WriteFile(filepath.Join(dir, "schemas", "customer.avsc"), []byte(customers.Schema), 0o644)
-	cfgPath := filepath.Join(dir, "ecst.yaml")
-	os.WriteFile(cfgPath, []byte(`service: `+w.Config.Service+`
-entities:
-  customer:
-    topic: `+w.Topic+`
-    schema: schemas/customer.avsc
-    partitions: 3
-    replication_factor: 1
-    source:
-      table: customers
-      key: id
-      version: version
-      query: SELECT id, version, name, email, tier, updated_at FROM customers
-`), 0o644)
-	env := map[string]string{"ECST_BROKERS": strings.Join(w.Broker.Seeds, ","), "ECST_DATABASE_URL": w.DBURL,
-		"ECST_SCHEMA_REGISTRY_URL": w.Fake.URL(), "ECST_METRICS_ADDR": "off"}
-	return cfgPath, env
+	return w.WriteConfig(dir, ""), maps.Clone(w.Env)
 }
 
 func recoveryStory(t *testing.T, w *ecsttest.World, ecst func(int, ...string) result) {
@@ -120,7 +102,7 @@ func recoveryStory(t *testing.T, w *ecsttest.World, ecst func(int, ...string) re
 // key, and the counts add up (every key exactly once in the outbox).
 func TestRepublishKilledAndResumed(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
 	const n = 400

@@ -30,7 +30,7 @@ var suggestionRE = regexp.MustCompile(`(?m)^(?:Repair it with|or [a-z ]+): (ecst
 // or a global flag, or did not quote, fails.
 func TestVerifySuggestionsRun(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfigIn(t, w, filepath.Join(t.TempDir(), "my ecst"))
 	global := []string{"--config", cfgPath, "--schema-registry-url", env["ECST_SCHEMA_REGISTRY_URL"]}
@@ -129,7 +129,7 @@ func TestVerifySuggestionsRun(t *testing.T) {
 // works.
 func TestVerifyRepairSaysWhatItWaitsFor(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
 	ecst := func(wantCode int, args ...string) result {
@@ -201,7 +201,7 @@ func TestVerifyRepairSaysWhatItWaitsFor(t *testing.T) {
 // and ends with a line that has the totals.
 func TestVerifySummary(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
 	w.Seed(ctx, ecsttest.Keys(40))

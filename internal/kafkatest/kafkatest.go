@@ -5,6 +5,8 @@
 package kafkatest
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -14,8 +16,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 // SASL credentials of the test brokers: scripts/kafka.sh creates this user
@@ -32,9 +38,58 @@ type Broker struct {
 	// that inject faults with ControlKey need it.
 	Fake *kfake.Cluster
 
+	// SASL: the broker requires SASL, and Opts authenticate as SASLUser.
+	SASL bool
+
 	mu      sync.Mutex
 	dataDir string
 	opts    []kfake.Opt
+}
+
+// Opts are the client options that reach the broker: its seeds, and
+// SCRAM-SHA-512 credentials when it requires SASL.
+func (b *Broker) Opts() []kgo.Opt {
+	opts := []kgo.Opt{kgo.SeedBrokers(b.Seeds...)}
+	if b.SASL {
+		opts = append(opts, kgo.SASL(scram.Auth{User: SASLUser, Pass: SASLPassword}.AsSha512Mechanism()))
+	}
+	return opts
+}
+
+// CreateTopic creates topic on the broker, failing the test if it cannot:
+// partitions, replication factor 1, and configs (nil: the broker's
+// defaults).
+func (b *Broker) CreateTopic(tb testing.TB, topic string, partitions int, configs map[string]string) {
+	tb.Helper()
+	cl, err := kgo.NewClient(b.Opts()...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := CreateTopic(ctx, cl, topic, partitions, configs); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// CreateTopic creates topic with cl: partitions, replication factor 1 (the
+// test brokers have one node), and configs (nil: the broker's defaults).
+// Every test that needs a topic creates it here, or through Broker's
+// CreateTopic.
+func CreateTopic(ctx context.Context, cl *kgo.Client, topic string, partitions int, configs map[string]string) error {
+	cfgs := make(map[string]*string, len(configs))
+	for k, v := range configs {
+		cfgs[k] = &v
+	}
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), 1, cfgs, topic) //nolint:gosec // a test's small count
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
 }
 
 // NewRestartable is New with a broker that Restart can stop and start on
@@ -106,14 +161,16 @@ func NewSASL(tb testing.TB) *Broker {
 		if seeds == "" {
 			tb.Fatal("ECST_TEST_BROKERS is set but ECST_TEST_SASL_BROKERS is not: start the broker with scripts/kafka.sh, which opens both")
 		}
-		return &Broker{Seeds: strings.Split(seeds, ",")}
+		return &Broker{Seeds: strings.Split(seeds, ","), SASL: true}
 	}
-	return newFake(tb,
+	b := newFake(tb,
 		kfake.EnableSASL(),
 		kfake.Superuser("PLAIN", SASLUser, SASLPassword),
 		kfake.Superuser("SCRAM-SHA-256", SASLUser, SASLPassword),
 		kfake.Superuser("SCRAM-SHA-512", SASLUser, SASLPassword),
 	)
+	b.SASL = true
+	return b
 }
 
 func newFake(tb testing.TB, opts ...kfake.Opt) *Broker {
