@@ -3,10 +3,8 @@ package consumer_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,28 +12,24 @@ import (
 	"github.com/hamba/avro/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
-	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/consumer"
-	"github.com/ecst-io/ecst/examples/customers"
-	"github.com/ecst-io/ecst/internal/kafkatest"
+	"github.com/ecst-io/ecst/internal/ecsttest"
 	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/schemas"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-const partitions = 3
-
-// world is a topic with the customer schema registered, and a way to
-// write states to it the way the relay does: in Kafka transactions.
+// world is a topic with the customer schema registered (an
+// ecsttest.World), and a way to write states to it the way the relay does:
+// in Kafka transactions.
 type world struct {
 	t        testing.TB
-	broker   *kafkatest.Broker
+	w        *ecsttest.World
 	topic    string
 	reg      *srfake.Registry
 	registry *schemas.Registry
@@ -49,35 +43,15 @@ type world struct {
 
 func newWorld(t testing.TB) *world {
 	t.Helper()
-	w := &world{t: t, broker: kafkatest.New(t), expected: map[string]map[string]any{}}
-	w.topic = fmt.Sprintf("consumer-%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), time.Now().UnixNano())
-	w.reg = srfake.New()
-	t.Cleanup(w.reg.Close)
-	var err error
-	if w.schemaID, _, err = w.reg.RegisterSchema(w.topic+"-value", sr.Schema{Schema: customers.Schema}); err != nil {
-		t.Fatal(err)
-	}
-	if w.registry, err = schemas.NewRegistry(config.Registry{URL: config.SecretURL(w.reg.URL())}); err != nil {
-		t.Fatal(err)
-	}
-	w.schema, _ = schemas.Parse(customers.Schema)
-	w.prod, err = kgo.NewClient(kgo.SeedBrokers(w.broker.Seeds...), kgo.TransactionalID("test-"+w.topic))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ew := ecsttest.New(t, ecsttest.Options{})
+	w := &world{t: t, w: ew, topic: ew.Topic, reg: ew.Fake, registry: ew.Registry, schemaID: ew.SchemaID, schema: ew.Schema,
+		expected: map[string]map[string]any{}}
+	w.prod = ew.Client(kgo.TransactionalID("test-" + w.topic))
 	t.Cleanup(w.prod.Close)
-	compact := "compact"
-	resp, err := kadm.NewClient(w.prod).CreateTopic(context.Background(), partitions, 1, map[string]*string{"cleanup.policy": &compact}, w.topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	return w
 }
 
-func (w *world) opts() []kgo.Opt { return []kgo.Opt{kgo.SeedBrokers(w.broker.Seeds...)} }
+func (w *world) opts() []kgo.Opt { return w.w.Kafka() }
 
 // write commits records in one Kafka transaction.
 func (w *world) write(recs ...*kgo.Record) {
@@ -176,7 +150,7 @@ var stores = []storeKind{
 		}}
 	}},
 	{"postgres", func(t *testing.T, w *world) *model {
-		pool := pgtest.NewDB(t)
+		pool := w.w.Pool // a model per world: the mirror table is the world's
 		mirror, err := consumer.NewMirror(w.schema)
 		if err != nil {
 			t.Fatal(err)
@@ -274,18 +248,6 @@ func (w *world) assertModel(t *testing.T, m *model) {
 	}
 }
 
-// eventually polls cond for up to a minute.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestContract runs one behaviour suite on every store.
 func TestContract(t *testing.T) {
 	t.Parallel()
@@ -310,10 +272,10 @@ func TestContract(t *testing.T) {
 				start(t, c)
 				waitReady(t, c) // an empty topic is caught up at once
 				w.write(w.upsert("a", 1), w.upsert("b", 2))
-				eventually(t, "a and b", func() bool { return len(m.snapshot()) == 2 })
+				wait.Eventually(t, time.Minute, "a and b", func() bool { return len(m.snapshot()) == 2 })
 				w.write(w.tombstone("a"), w.upsert("b", 3))
-				eventually(t, "a deleted", func() bool { _, ok := m.snapshot()["a"]; return !ok })
-				eventually(t, "b at version 3", func() bool { return m.snapshot()["b"]["version"] == int64(3) })
+				wait.Eventually(t, time.Minute, "a deleted", func() bool { _, ok := m.snapshot()["a"]; return !ok })
+				wait.Eventually(t, time.Minute, "b at version 3", func() bool { return m.snapshot()["b"]["version"] == int64(3) })
 				w.assertModel(t, m)
 			})
 			t.Run("redelivery is harmless", func(t *testing.T) {
@@ -333,7 +295,7 @@ func TestContract(t *testing.T) {
 				}
 				w.write(again...)
 				w.write(w.upsert("marker", 1))
-				eventually(t, "the marker", func() bool { _, ok := m.snapshot()["marker"]; return ok })
+				wait.Eventually(t, time.Minute, "the marker", func() bool { _, ok := m.snapshot()["marker"]; return ok })
 				if err := stop(); err != nil {
 					t.Fatal(err)
 				}

@@ -2,8 +2,10 @@ package consumer_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/ecst-io/ecst/consumer"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 // TestPartitionedPostgres: two instances in one group share one Postgres
@@ -21,14 +23,14 @@ func TestPartitionedPostgres(t *testing.T) {
 	start(t, b)
 	waitReady(t, a)
 	waitReady(t, b)
-	eventually(t, "the shared model to hold every key", func() bool { return matches(w, m.snapshot()) })
+	wait.Eventually(t, time.Minute, "the shared model to hold every key", func() bool { return matches(w, m.snapshot()) })
 	w.assertModel(t, m)
 	if err := stopA(); err != nil {
 		t.Fatal(err)
 	}
 	w.history(22, 400, 120) // B must now apply every partition
 	w.write(w.upsert("last", 1))
-	eventually(t, "b to take over a's partitions", func() bool { return matches(w, m.snapshot()) })
+	wait.Eventually(t, time.Minute, "b to take over a's partitions", func() bool { return matches(w, m.snapshot()) })
 	w.assertModel(t, m)
 }
 
@@ -61,7 +63,7 @@ func TestPartitionedMemory(t *testing.T) {
 		}
 		return u, overlap
 	}
-	eventually(t, "the two models to split the keys", func() bool {
+	wait.Eventually(t, time.Minute, "the two models to split the keys", func() bool {
 		u, overlap := union()
 		return overlap == 0 && matches(w, u) && len(ma.snapshot()) > 0 && len(mb.snapshot()) > 0
 	})
@@ -69,7 +71,7 @@ func TestPartitionedMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.write(w.upsert("last", 1))
-	eventually(t, "b to hold every key at its latest state", func() bool { return matches(w, mb.snapshot()) })
+	wait.Eventually(t, time.Minute, "b to hold every key at its latest state", func() bool { return matches(w, mb.snapshot()) })
 	w.assertModel(t, mb)
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ecst-io/ecst/consumer"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 // TestRebuildUnderLoad rebuilds a mirror of 200k entities while readers
@@ -83,7 +84,9 @@ func TestRebuildUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	took := time.Since(began)
-	time.Sleep(200 * time.Millisecond) // readers see the swapped-in table for a while
+	// Readers go on querying the swapped-in table for a while.
+	after := reads.Load() + bad.Load()
+	wait.Eventually(t, time.Minute, "readers to query the rebuilt table", func() bool { return reads.Load()+bad.Load() >= after+20 })
 	close(stop)
 	wg.Wait()
 	if bad.Load() > 0 {
@@ -92,7 +95,7 @@ func TestRebuildUnderLoad(t *testing.T) {
 	t.Logf("rebuilt %d entities in %v (%.0f/s) while %d reads all saw the whole model", entities, took.Round(time.Millisecond), entities/took.Seconds(), reads.Load())
 	// The live consumer noticed the swap and follows on from the new table.
 	w.write(w.upsert("after-rebuild", 1))
-	eventually(t, "the live consumer to follow on after the swap", func() bool { _, ok := m.snapshot()["after-rebuild"]; return ok })
+	wait.Eventually(t, time.Minute, "the live consumer to follow on after the swap", func() bool { _, ok := m.snapshot()["after-rebuild"]; return ok })
 	if err := stopLive(); err != nil {
 		t.Fatal(err)
 	}
