@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -32,7 +31,7 @@ func newAPI(t *testing.T, o stack.Options) (*stack.Stack, string) {
 	if err := api.EnsureTable(context.Background(), s.Pool); err != nil {
 		t.Fatal(err)
 	}
-	pub, err := producer.FromConfig(s.Config, s.Registry())
+	pub, err := producer.FromConfig(s.Config, s.Registry)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,20 +69,8 @@ func (r reply) error(t *testing.T) (msg, field string) {
 
 func do(t *testing.T, method, url, body string) reply {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return reply{resp.StatusCode, resp.Header, b}
+	r := stack.Do(t, method, url, body)
+	return reply{r.Status, r.Header, r.Body}
 }
 
 func want(t *testing.T, r reply, status int) {

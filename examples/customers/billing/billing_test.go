@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +21,7 @@ import (
 	"github.com/ecst-io/ecst/examples/customers/billing"
 	"github.com/ecst-io/ecst/examples/customers/internal/stack"
 	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/producer"
 )
 
@@ -29,32 +29,14 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func get(t *testing.T, url string) (int, []byte) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
+	r := stack.Do(t, "GET", url, "")
+	return r.Status, r.Body
 }
 
 func send(t *testing.T, method, url, body string, status int) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status {
-		t.Fatalf("%s %s: status %d, want %d: %s", method, url, resp.StatusCode, status, b)
+	if r := stack.Do(t, method, url, body); r.Status != status {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, url, r.Status, status, r.Body)
 	}
 }
 
@@ -99,7 +81,7 @@ func newWorld(t *testing.T) *world {
 	if err := api.EnsureTable(context.Background(), s.Pool); err != nil {
 		t.Fatal(err)
 	}
-	pub, err := producer.FromConfig(s.Config, s.Registry())
+	pub, err := producer.FromConfig(s.Config, s.Registry)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +104,7 @@ func (w *world) startBilling() *instance {
 	in := &instance{model: billing.NewModel()}
 	var err error
 	in.c, err = consumer.New(consumer.Config[customers.Customer]{
-		Name: billing.Name, Topic: w.s.Topic, KafkaOpts: w.s.KafkaOpts(), Registry: w.s.Registry(),
+		Name: billing.Name, Topic: w.s.Topic, KafkaOpts: w.s.Kafka(), Registry: w.s.Registry,
 		ReaderSchema: customers.Schema, Store: in.model,
 	})
 	if err != nil {
@@ -305,23 +287,15 @@ func TestRun(t *testing.T) {
 		done <- billing.Run(ctx, billing.Options{ConfigPath: w.s.ConfigPath, Env: w.s.Getenv, Listener: ln, Model: model})
 	}()
 	in := &instance{model: model, url: "http://" + ln.Addr().String()}
-	// Readiness follows the first batch: wait for /readyz, re-checking
-	// after each batch and, since the flag flips just after, briefly.
-	deadline := time.After(time.Minute)
-	for {
-		changed := model.Changed()
-		if code, _ := get(t, in.url+"/readyz"); code == http.StatusOK {
-			break
-		}
+	wait.Eventually(t, time.Minute, "billing to be ready", func() bool {
 		select {
-		case <-changed:
-		case <-time.After(20 * time.Millisecond):
 		case err := <-done:
 			t.Fatalf("billing.Run returned before it was ready: %v", err)
-		case <-deadline:
-			t.Fatal("billing never became ready")
+		default:
 		}
-	}
+		code, _ := get(t, in.url+"/readyz")
+		return code == http.StatusOK
+	})
 	w.waitFor(in, expect{"c1": {ID: "c1", Name: "Ada", Email: "ada@example.com", Version: 1}})
 	if code, body := get(t, in.url+"/metrics"); code != http.StatusOK || !strings.Contains(string(body), `ecst_consumer_applied_total{consumer="billing"`) {
 		t.Fatalf("/metrics: %d\n%s", code, body)
