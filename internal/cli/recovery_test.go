@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ecst-io/ecst/internal/ecsttest"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 // TestVerifyRepublishMirror drives the recovery story through the CLI: a
@@ -122,16 +123,12 @@ func TestRepublishKilledAndResumed(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() }) // the run never got to 40%
 	var runID, written int64
-	deadline := time.Now().Add(30 * time.Second)
-	for written < n*4/10 {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("the run did not reach 40%% (written %d)", written)
-		}
-		time.Sleep(5 * time.Millisecond)
+	wait.Eventually(t, 30*time.Second, "the run to reach 40%", func() bool {
 		_ = w.Pool.QueryRow(ctx, `SELECT id, rows_written FROM ecst.republish_runs`).Scan(&runID, &written)
-	}
+		return written >= n*4/10
+	})
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ecst-io/ecst/internal/pgcluster"
+	"github.com/ecst-io/ecst/internal/testkit"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 func TestMain(m *testing.M) {
@@ -103,13 +105,10 @@ func TestKilledOwnerLeavesNothingRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	deadline := time.Now().Add(30 * time.Second)
-	for syscall.Kill(pid, 0) == nil {
-		if time.Now().After(deadline) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("postmaster %d still running 30s after its owner was killed", pid)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := wait.Until(context.Background(), 30*time.Second, 50*time.Millisecond, fmt.Sprintf("postmaster %d to stop after its owner was killed", pid),
+		func() (bool, error) { return syscall.Kill(pid, 0) != nil, nil }); err != nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatal(err)
 	}
 	// The next start sweeps the dead owner's directory.
 	c, err := pgcluster.Start(context.Background(), pgcluster.Options{})
@@ -128,7 +127,7 @@ func TestKilledOwnerLeavesNothingRunning(t *testing.T) {
 func TestReuseDir(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dir := reachableTempDir(t)
+	dir := testkit.OpenTempDir(t)
 	c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg")})
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +166,7 @@ func TestUnreachableDirAsRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("only root runs the server as another user")
 	}
-	dir := reachableTempDir(t)
+	dir := testkit.OpenTempDir(t)
 	if err := os.Chmod(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -175,19 +174,4 @@ func TestUnreachableDirAsRoot(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot enter "+dir) {
 		t.Fatalf("err = %v, want one naming %s", err, dir)
 	}
-}
-
-// reachableTempDir is a temporary directory the postgres user can enter
-// (t.TempDir's are private to root).
-func reachableTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "ecst-pgcluster-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
