@@ -116,7 +116,6 @@ cache_root=${ECST_KAFKA_CACHE:-${HOME:?HOME is not set}/.cache/ecst/kafka}
 vdir=$cache_root/$kafka_version
 libs=$vdir/libs
 
-host=127.0.0.1
 port=${ECST_KAFKA_PORT:-19092}
 cport=${ECST_KAFKA_CONTROLLER_PORT:-19093}
 sport=${ECST_KAFKA_SASL_PORT:-19094}
@@ -125,7 +124,6 @@ sasl_password=${ECST_KAFKA_SASL_PASSWORD:-ecst-secret}
 start_timeout=${ECST_KAFKA_START_TIMEOUT:-120}
 stop_timeout=${ECST_KAFKA_STOP_TIMEOUT:-30}
 heap_opts=${ECST_KAFKA_HEAP_OPTS:--Xms512m -Xmx1g}
-java=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 # Without ECST_KAFKA_DIR the state dir is a fresh temp dir; this file, named after the
 # PLAINTEXT port, tells the later stop/status/restart-broker calls where it is.
@@ -360,16 +358,4 @@ cmd_restart_broker() {
 	print_env
 }
 
-case ${1:-} in
-fetch) check_java && fetch ;;
-start) cmd_start ;;
-stop) cmd_stop ;;
-restart-broker) cmd_restart_broker ;;
-status) cmd_status ;;
-log) cmd_log ;;
--h | --help | help) usage ;;
-*)
-	usage
-	exit 2
-	;;
-esac
+main "$@"

@@ -11,8 +11,6 @@
 #   pointer       the file that holds the temp state dir's path when dir_var is unset
 #   pid_name      the pid file, in the state dir (kafka.pid)
 #   log_name      the process's output, in the state dir (broker.log)
-#   host          the loopback address it listens on
-#   java          the java binary
 #   start_timeout, stop_timeout   seconds
 # and defines:
 #   owns CMDLINE STATE   CMDLINE (space-separated) is its process on STATE
@@ -28,6 +26,10 @@
 #   signalled. A zombie counts as stopped.
 # - Without the state dir variable, the temp state dir is found again through the pointer file,
 #   named after the port: run stop/status with the same port and TMPDIR as start.
+
+# Both listen on loopback, and run java 17 or newer: JAVA_HOME's, or the one on PATH.
+host=127.0.0.1
+java=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 log() { printf '%s: %s\n' "$svc" "$*" >&2; }
 die() {
@@ -232,6 +234,27 @@ cmd_log() {
 	state=$(current_state)
 	[[ -n $state ]] || die "no state dir"
 	printf '%s\n' "$state/$log_name"
+}
+
+# main CMD: runs the command CMD: fetch, start, stop, status, log, help, or one the script
+# adds as a function cmd_<CMD> (restart-broker: cmd_restart_broker).
+main() {
+	local c=${1:-}
+	case $c in
+	fetch) check_java && fetch ;;
+	stop) cmd_stop ;;
+	status) cmd_status ;;
+	log) cmd_log ;;
+	-h | --help | help) usage ;;
+	*)
+		if [[ -n $c ]] && declare -F "cmd_${c//-/_}" >/dev/null; then
+			"cmd_${c//-/_}"
+		else
+			usage
+			exit 2
+		fi
+		;;
+	esac
 }
 
 # run_with SCRIPT DIR_VAR CMD...: the body of scripts/test-<service>.sh. Starts the service with

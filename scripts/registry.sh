@@ -139,13 +139,11 @@ cache_root=${ECST_REGISTRY_CACHE:-${HOME:?HOME is not set}/.cache/ecst/registry}
 vdir=$cache_root/$apicurio_version
 app=$vdir/app
 
-host=127.0.0.1
 port=${ECST_REGISTRY_PORT:-18081}
 start_timeout=${ECST_REGISTRY_START_TIMEOUT:-120}
 stop_timeout=${ECST_REGISTRY_STOP_TIMEOUT:-30}
 heap_opts=${ECST_REGISTRY_HEAP_OPTS:--Xms64m -Xmx384m}
 canonical_hash=${ECST_REGISTRY_CANONICAL_HASH:-false}
-java=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 # Without ECST_REGISTRY_DIR the state dir is a fresh temp dir; this file, named after the port,
 # tells the later stop/status calls where it is.
@@ -273,15 +271,4 @@ cmd_start() {
 	print_env
 }
 
-case ${1:-} in
-fetch) check_java && fetch ;;
-start) cmd_start ;;
-stop) cmd_stop ;;
-status) cmd_status ;;
-log) cmd_log ;;
--h | --help | help) usage ;;
-*)
-	usage
-	exit 2
-	;;
-esac
+main "$@"
