@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,14 +26,7 @@ func TestVerifyRepublishMirror(t *testing.T) {
 	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
-	ecst := func(wantCode int, args ...string) result {
-		t.Helper()
-		r := run(t, env, append([]string{"--config", cfgPath}, args...)...)
-		if r.code != wantCode {
-			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
-		}
-		return r
-	}
+	ecst := runner(t, env, "--config", cfgPath)
 	w.Seed(ctx, ecsttest.Keys(40))
 	ecst(0, "relay", "--drain")
 	ecst(0, "mirror", "customer", "--table", "billing_customers", "--once")
@@ -43,6 +37,19 @@ func TestVerifyRepublishMirror(t *testing.T) {
 // that points it at w.
 func recoveryConfig(t *testing.T, w *ecsttest.World) (string, map[string]string) {
 	return w.ConfigPath, maps.Clone(w.Env)
+}
+
+// runner runs ecst with env and the global flags, and fails the test when
+// it exits with another code than wantCode.
+func runner(t *testing.T, env map[string]string, global ...string) func(wantCode int, args ...string) result {
+	return func(wantCode int, args ...string) result {
+		t.Helper()
+		r := run(t, env, append(slices.Clone(global), args...)...)
+		if r.code != wantCode {
+			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
+		}
+		return r
+	}
 }
 
 // recoveryConfigIn writes it in dir.

@@ -35,14 +35,7 @@ func TestVerifySuggestionsRun(t *testing.T) {
 	cfgPath, env := recoveryConfigIn(t, w, filepath.Join(t.TempDir(), "my ecst"))
 	global := []string{"--config", cfgPath, "--schema-registry-url", env["ECST_SCHEMA_REGISTRY_URL"]}
 	delete(env, "ECST_SCHEMA_REGISTRY_URL")
-	ecst := func(wantCode int, args ...string) result {
-		t.Helper()
-		r := run(t, env, append(global, args...)...)
-		if r.code != wantCode {
-			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
-		}
-		return r
-	}
+	ecst := runner(t, env, global...)
 	const table = "billing_customers"
 	keys := ecsttest.Keys(30)
 	w.Seed(ctx, keys)
@@ -132,14 +125,7 @@ func TestVerifyRepairSaysWhatItWaitsFor(t *testing.T) {
 	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
-	ecst := func(wantCode int, args ...string) result {
-		t.Helper()
-		r := run(t, env, append([]string{"--config", cfgPath}, args...)...)
-		if r.code != wantCode {
-			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
-		}
-		return r
-	}
+	ecst := runner(t, env, "--config", cfgPath)
 	w.Seed(ctx, ecsttest.Keys(20))
 	ecst(0, "relay", "--drain")
 	ecst(0, "mirror", "customer", "--table", "billing_customers", "--once")
@@ -254,19 +240,11 @@ func background(t *testing.T, env map[string]string, args ...string) (stop func(
 // as ecst on the PATH and env in the environment.
 func shell(t *testing.T, env map[string]string) func(line string) result {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := t.TempDir()
-	wrapper := "#!/bin/sh\nECST_TEST_RUN_AS_ECST=1 exec " + shellQuote(self) + " \"$@\"\n"
-	if err := os.WriteFile(filepath.Join(bin, "ecst"), []byte(wrapper), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	path := selfOnPath(t)
 	return func(line string) result {
 		t.Helper()
 		cmd := exec.Command("bash", "-c", line)
-		cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+		cmd.Env = append(os.Environ(), "PATH="+path)
 		for k, v := range env {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}

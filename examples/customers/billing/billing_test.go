@@ -17,12 +17,10 @@ import (
 
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
-	"github.com/ecst-io/ecst/examples/customers/api"
 	"github.com/ecst-io/ecst/examples/customers/billing"
 	"github.com/ecst-io/ecst/examples/customers/internal/stack"
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/internal/wait"
-	"github.com/ecst-io/ecst/producer"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -78,16 +76,7 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	s := stack.New(t, stack.Options{})
-	if err := api.EnsureTable(context.Background(), s.Pool); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := producer.FromConfig(s.Config, s.Registry)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api.New(s.Pool, pub, nil).Handler())
-	t.Cleanup(srv.Close)
-	return &world{t: t, s: s, api: srv.URL}
+	return &world{t: t, s: s, api: stack.ServeAPI(t, s)}
 }
 
 // instance is one billing process: a consumer filling a model, served.
@@ -275,21 +264,14 @@ func TestRun(t *testing.T) {
 	send(t, "POST", w.api+"/customers", `{"id": "c1", "name": "Ada", "email": "ada@example.com"}`, 201)
 	w.s.Drain()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	model := billing.NewModel()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- billing.Run(ctx, billing.Options{ConfigPath: w.s.ConfigPath, Env: w.s.Getenv, Listener: ln, Model: model})
-	}()
-	in := &instance{model: model, url: "http://" + ln.Addr().String()}
+	svc := stack.Start(t, func(ctx context.Context, ln net.Listener) error {
+		return billing.Run(ctx, billing.Options{ConfigPath: w.s.ConfigPath, Env: w.s.Getenv, Listener: ln, Model: model})
+	})
+	in := &instance{model: model, url: svc.URL}
 	wait.Eventually(t, time.Minute, "billing to be ready", func() bool {
 		select {
-		case err := <-done:
+		case err := <-svc.Done():
 			t.Fatalf("billing.Run returned before it was ready: %v", err)
 		default:
 		}
@@ -305,11 +287,11 @@ func TestRun(t *testing.T) {
 	// where.
 	cl := w.s.Client()
 	defer cl.Close()
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: w.s.Topic, Key: []byte("junk"), Value: []byte{0xde, 0xad}}).FirstErr(); err != nil {
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: w.s.Topic, Key: []byte("junk"), Value: []byte{0xde, 0xad}}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-done:
+	case err := <-svc.Done():
 		if !errors.Is(err, consumer.ErrPoison) || !strings.Contains(err.Error(), w.s.Topic) {
 			t.Fatalf("billing.Run over a poison record: %v", err)
 		}
@@ -322,25 +304,13 @@ func TestRun(t *testing.T) {
 func TestRunStops(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- billing.Run(ctx, billing.Options{ConfigPath: w.s.ConfigPath, Env: w.s.Getenv, Listener: ln})
-	}()
-	if code, _ := get(t, "http://"+ln.Addr().String()+"/healthz"); code != http.StatusOK {
+	svc := stack.Start(t, func(ctx context.Context, ln net.Listener) error {
+		return billing.Run(ctx, billing.Options{ConfigPath: w.s.ConfigPath, Env: w.s.Getenv, Listener: ln})
+	})
+	if code, _ := get(t, svc.URL+"/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz: %d", code)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("billing.Run after its context ended: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("billing.Run did not return after its context ended")
+	if err := svc.Stop(t); err != nil {
+		t.Fatalf("billing.Run after its context ended: %v", err)
 	}
 }

@@ -7,11 +7,16 @@
 package stack
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ecst-io/ecst/examples/customers/api"
 	"github.com/ecst-io/ecst/internal/ecsttest"
 )
 
@@ -31,6 +36,18 @@ const partitions = 6
 func New(t testing.TB, o Options) *Stack {
 	t.Helper()
 	return ecsttest.New(t, ecsttest.Options{Partitions: partitions, Unregistered: o.Unregistered})
+}
+
+// ServeAPI serves the customers API on s (its table created, the world's
+// Publisher) until the test ends, and returns its URL.
+func ServeAPI(t testing.TB, s *Stack) string {
+	t.Helper()
+	if err := api.EnsureTable(context.Background(), s.Pool); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api.New(s.Pool, s.Pub, nil).Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // Reply is a service's HTTP reply, read whole.
@@ -57,4 +74,44 @@ func Do(t testing.TB, method, url, body string) Reply {
 		t.Fatal(err)
 	}
 	return Reply{resp.StatusCode, resp.Header, b}
+}
+
+// Service is one of the example's services running in the background on
+// a listener of its own.
+type Service struct {
+	URL    string // http://host:port
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start runs run, a service's Run, on a new listener until Stop or the end
+// of the test.
+func Start(t testing.TB, run func(ctx context.Context, ln net.Listener) error) *Service {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{URL: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- run(ctx, ln) }()
+	t.Cleanup(cancel)
+	return s
+}
+
+// Done receives what Run returned, once it has.
+func (s *Service) Done() <-chan error { return s.done }
+
+// Stop ends Run's context and returns what Run returned; the test fails if
+// Run has not returned within 30 s.
+func (s *Service) Stop(t testing.TB) error {
+	t.Helper()
+	s.cancel()
+	select {
+	case err := <-s.done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30 s of the end of its context")
+		return nil
+	}
 }
