@@ -163,6 +163,31 @@ var stores = []storeKind{
 	}},
 }
 
+// worldWith is a new world with a seeded history of n changes over keys
+// (none when n is 0), and a model of kind sk on it.
+func (sk storeKind) worldWith(t *testing.T, seed uint64, n, keys int) (*world, *model) {
+	t.Helper()
+	w := newWorld(t)
+	if n > 0 {
+		w.history(seed, n, keys)
+	}
+	return w, sk.make(t, w)
+}
+
+// seed writes n entities, e0 to e<n-1>, at version 1, in transactions of
+// batch.
+func (w *world) seed(n, batch int) {
+	w.t.Helper()
+	var recs []*kgo.Record
+	for i := range n {
+		recs = append(recs, w.upsert("e"+strconv.Itoa(i), 1))
+		if len(recs) == batch || i == n-1 {
+			w.write(recs...)
+			recs = nil
+		}
+	}
+}
+
 func pgSnapshot(t *testing.T, pool *pgxpool.Pool, table string) map[string]map[string]any {
 	t.Helper()
 	rows, err := pool.Query(context.Background(), "SELECT _key, id, version, name FROM "+table)
@@ -256,9 +281,7 @@ func TestContract(t *testing.T) {
 			t.Parallel()
 			t.Run("replay equals the latest state per key", func(t *testing.T) {
 				t.Parallel()
-				w := newWorld(t)
-				w.history(1, 1500, 200)
-				m := sk.make(t, w)
+				w, m := sk.worldWith(t, 1, 1500, 200)
 				c := w.consumer(t, m, "replay")
 				start(t, c)
 				waitReady(t, c)
@@ -266,8 +289,7 @@ func TestContract(t *testing.T) {
 			})
 			t.Run("follows live changes and tombstones delete", func(t *testing.T) {
 				t.Parallel()
-				w := newWorld(t)
-				m := sk.make(t, w)
+				w, m := sk.worldWith(t, 0, 0, 0)
 				c := w.consumer(t, m, "live")
 				start(t, c)
 				waitReady(t, c) // an empty topic is caught up at once
@@ -280,9 +302,7 @@ func TestContract(t *testing.T) {
 			})
 			t.Run("redelivery is harmless", func(t *testing.T) {
 				t.Parallel()
-				w := newWorld(t)
-				w.history(2, 300, 40)
-				m := sk.make(t, w)
+				w, m := sk.worldWith(t, 2, 300, 40)
 				c := w.consumer(t, m, "redeliver")
 				stop := start(t, c)
 				waitReady(t, c)
@@ -303,9 +323,7 @@ func TestContract(t *testing.T) {
 			})
 			t.Run("readiness fires only after catch-up", func(t *testing.T) {
 				t.Parallel()
-				w := newWorld(t)
-				w.history(3, 1000, 300)
-				m := sk.make(t, w)
+				w, m := sk.worldWith(t, 3, 1000, 300)
 				gate := &gatedStore{Store: m.store, entered: make(chan struct{}), release: make(chan struct{})}
 				c := w.consumer(t, m, "ready", func(cfg *consumer.Config[map[string]any]) { cfg.Store = gate })
 				start(t, c)

@@ -13,12 +13,8 @@ import (
 // its partitions over from the stored offsets.
 func TestPartitionedPostgres(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	w.history(21, 600, 120)
-	m := stores[1].make(t, w)
-	group := func(c *consumer.Config[map[string]any]) { c.Group = "g-" + w.topic }
-	a := w.consumer(t, m, "shared", group)
-	b := w.consumer(t, m, "shared", group)
+	w, m := stores[1].worldWith(t, 21, 600, 120)
+	a, b := w.consumer(t, m, "shared", w.inGroup), w.consumer(t, m, "shared", w.inGroup)
 	stopA := start(t, a)
 	start(t, b)
 	waitReady(t, a)
@@ -38,12 +34,9 @@ func TestPartitionedPostgres(t *testing.T) {
 // of their own partitions, none twice; together they are the whole model.
 func TestPartitionedMemory(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	w.history(23, 600, 120)
-	ma, mb := stores[0].make(t, w), stores[0].make(t, w)
-	group := func(c *consumer.Config[map[string]any]) { c.Group = "gm-" + w.topic }
-	a := w.consumer(t, ma, "mem", group)
-	b := w.consumer(t, mb, "mem", group)
+	w, ma := stores[0].worldWith(t, 23, 600, 120)
+	mb := stores[0].make(t, w)
+	a, b := w.consumer(t, ma, "mem", w.inGroup), w.consumer(t, mb, "mem", w.inGroup)
 	stopA := start(t, a)
 	waitReady(t, a)
 	start(t, b)
@@ -74,6 +67,9 @@ func TestPartitionedMemory(t *testing.T) {
 	wait.Eventually(t, time.Minute, "b to hold every key at its latest state", func() bool { return matches(w, mb.snapshot()) })
 	w.assertModel(t, mb)
 }
+
+// inGroup puts a consumer in the world's consumer group.
+func (w *world) inGroup(c *consumer.Config[map[string]any]) { c.Group = "g-" + w.topic }
 
 // matches reports whether a snapshot is the latest state of every key.
 func matches(w *world, got map[string]map[string]any) bool {

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/internal/wait"
 )
@@ -21,14 +19,7 @@ func TestRebuildUnderLoad(t *testing.T) {
 	t.Parallel()
 	const entities = 200_000
 	w := newWorld(t)
-	var batch []*kgo.Record
-	for i := range entities {
-		batch = append(batch, w.upsert("e"+strconv.Itoa(i), 1))
-		if len(batch) == 5000 {
-			w.write(batch...)
-			batch = nil
-		}
-	}
+	w.seed(entities, 5000)
 	m := stores[1].make(t, w)
 	pg := m.store.(*consumer.Postgres[map[string]any])
 	live := w.consumer(t, m, "mirror", func(c *consumer.Config[map[string]any]) { c.MaxBatch = 5000 })

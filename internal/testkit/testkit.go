@@ -7,6 +7,7 @@ package testkit
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"os"
 	"sync"
@@ -86,4 +87,19 @@ func Metric(tb testing.TB, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// Parallel runs fn(0) … fn(n-1), each in a goroutine of its own, waits for
+// them all, and fails the test with the errors they returned.
+func Parallel(tb testing.TB, n int, fn func(i int) error) {
+	tb.Helper()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = fn(i) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		tb.Fatal(err)
+	}
 }
