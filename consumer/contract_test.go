@@ -18,6 +18,7 @@ import (
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/internal/ecsttest"
 	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/internal/testkit"
 	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/schemas"
 )
@@ -224,17 +225,7 @@ func (w *world) consumer(t *testing.T, m *model, name string, mut ...func(*consu
 
 // start runs c until the test ends; stop returns Run's result.
 func start(t *testing.T, c *consumer.Consumer[map[string]any]) (stop func() error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() { cancel(); err = <-done })
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
+	return testkit.Background(t, c.Run)
 }
 
 func waitReady(t *testing.T, c *consumer.Consumer[map[string]any]) {

@@ -164,6 +164,19 @@ func (e *env) runLoad(ctx context.Context, writers, keys, target int) (*loadLog,
 	return log, wg.Wait
 }
 
+// startLoad runs the load generator until stop is called (or target events
+// have committed); stop ends it and waits for the writers.
+func (e *env) startLoad(writers, keys, target int) (log *loadLog, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	log, wait := e.runLoad(ctx, writers, keys, target)
+	stop = func() {
+		cancel()
+		wait()
+	}
+	e.t.Cleanup(stop)
+	return log, stop
+}
+
 // isAmbiguous: a commit that failed in a way that does not say whether it
 // happened.
 func isAmbiguous(err error) bool {

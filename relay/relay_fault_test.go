@@ -152,9 +152,7 @@ func TestRelayPostgresRestart(t *testing.T) {
 func TestRelayFailover(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	log, waitWriters := e.runLoad(ctx, 6, 200, 20_000)
+	log, stopWriters := e.startLoad(6, 200, 20_000)
 	a := e.startRelayProc()
 	a.waitLog(t, `"msg":"leading shard"`, 30*time.Second)
 	b := e.startRelayProc()
@@ -175,8 +173,7 @@ func TestRelayFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.waitLog(t, `lost the shard's lease`, 15*time.Second)
-	cancel()
-	waitWriters()
+	stopWriters()
 	wait.Eventually(t, 2*time.Minute, "the new leader to catch up", func() bool { return e.outboxCount() == 0 })
 	// Both stop cleanly on SIGTERM.
 	for _, p := range []*relayProc{a, b} {

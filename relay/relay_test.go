@@ -32,16 +32,14 @@ func TestRelayDeliversInOrder(t *testing.T) {
 func TestRelaySIGKILL(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	log, waitWriters := e.runLoad(ctx, 6, 200, 20_000)
+	log, stopWriters := e.startLoad(6, 200, 20_000)
 	for round := range 3 {
 		p := e.startRelayProc()
 		p.waitLog(t, `"msg":"leading shard"`, 30*time.Second)
 		// Kill once the relay has published something in this round.
 		// (Writers may outpace it: after 30s, kill it anyway.)
 		before := e.outboxCount()
-		_ = wait.Until(ctx, 30*time.Second, 5*time.Millisecond, "the relay to publish", func() (bool, error) {
+		_ = wait.Until(context.Background(), 30*time.Second, 5*time.Millisecond, "the relay to publish", func() (bool, error) {
 			return e.outboxCount() < before, nil
 		})
 		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -50,8 +48,7 @@ func TestRelaySIGKILL(t *testing.T) {
 		<-p.exited
 		t.Logf("round %d: killed the relay with %d events committed, %d rows in the outbox", round, log.count(), e.outboxCount())
 	}
-	cancel()
-	waitWriters()
+	stopWriters()
 	// A fresh relay, as an operator would run it, finishes the job.
 	p := e.startRelayProc("--drain")
 	select {

@@ -198,14 +198,7 @@ func TestRepairNeedsARelayForEachShard(t *testing.T) {
 
 	rc := w.RelayConfig()
 	rc.TotalShards, rc.Shards = 2, []int{0}
-	r, err := relay.New(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	relayCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(relayCtx) }()
-	defer func() { stop(); <-done }()
+	w.RunRelay(rc) // until the test ends
 	if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "the relay to lead shard 0", func() (bool, error) {
 		l, err := relay.Leaders(ctx, w.Pool)
 		return len(l) == 1, err

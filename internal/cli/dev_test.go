@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -199,12 +198,7 @@ func TestDevHumanOutputAndRestart(t *testing.T) {
 
 func TestDevPortInUseNamesTheFlag(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	port := strconv.Itoa(testkit.BusyPort(t))
 	for _, flag := range []string{"--kafka-port", "--registry-port", "--postgres-port"} {
 		r := run(t, nil, "dev", flag, port)
 		if r.code != cli.ExitError || !strings.Contains(r.err, flag+": ") || !strings.Contains(r.err, "already in use") {

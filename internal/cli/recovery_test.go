@@ -23,14 +23,21 @@ import (
 // --tombstone-orphans repairs it, and verify reports none (exit 0).
 func TestVerifyRepublishMirror(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, ecsttest.Options{})
-	ctx := context.Background()
+	w, ecst := mirroredWorld(t, 40)
+	recoveryStory(t, w, ecst)
+}
+
+// mirroredWorld is a world with n customers on the topic and in the mirror
+// billing_customers, each put there by the CLI; ecst runs the CLI on it.
+func mirroredWorld(t *testing.T, n int) (w *ecsttest.World, ecst func(wantCode int, args ...string) result) {
+	t.Helper()
+	w = ecsttest.New(t, ecsttest.Options{})
 	cfgPath, env := recoveryConfig(t, w)
-	ecst := runner(t, env, "--config", cfgPath)
-	w.Seed(ctx, ecsttest.Keys(40))
+	ecst = runner(t, env, "--config", cfgPath)
+	w.Seed(context.Background(), ecsttest.Keys(n))
 	ecst(0, "relay", "--drain")
 	ecst(0, "mirror", "customer", "--table", "billing_customers", "--once")
-	recoveryStory(t, w, ecst)
+	return w, ecst
 }
 
 // recoveryConfig is w's ecst.yaml, with its source, and the environment

@@ -122,13 +122,9 @@ func TestVerifySuggestionsRun(t *testing.T) {
 // works.
 func TestVerifyRepairSaysWhatItWaitsFor(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, ecsttest.Options{})
+	w, ecst := mirroredWorld(t, 20)
 	ctx := context.Background()
-	cfgPath, env := recoveryConfig(t, w)
-	ecst := runner(t, env, "--config", cfgPath)
-	w.Seed(ctx, ecsttest.Keys(20))
-	ecst(0, "relay", "--drain")
-	ecst(0, "mirror", "customer", "--table", "billing_customers", "--once")
+	cfgPath, env := w.ConfigPath, w.Env
 	w.Exec(`UPDATE customers SET name = 'changed' WHERE id = 'c00001'`)
 	w.Exec(`UPDATE billing_customers SET email = 'wrong@example.com' WHERE _key = 'c00002'`)
 	counts := func() (outbox, runs int) {

@@ -3,7 +3,6 @@ package devstack_test
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -205,12 +204,7 @@ func TestThrowawayLeavesNothing(t *testing.T) {
 
 func TestPortInUse(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	taken := l.Addr().(*net.TCPAddr).Port
+	taken := testkit.BusyPort(t)
 	for _, tc := range []struct {
 		service string
 		opts    devstack.Options

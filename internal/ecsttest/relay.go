@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -53,20 +52,7 @@ func (w *World) RunRelay(cfg relay.Config) (stop func() error) {
 	if err != nil {
 		w.T.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	var runErr error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			runErr = <-done
-		})
-		return runErr
-	}
-	w.T.Cleanup(func() { _ = stop() })
-	return stop
+	return testkit.Background(w.T, r.Run)
 }
 
 // StartRelay runs the world's relay until stop is called or the test ends.

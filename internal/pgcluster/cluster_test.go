@@ -46,13 +46,7 @@ func TestStartRestartStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)"); err != nil {
-		t.Fatal(err)
-	}
+	conn := keep(t, c, 42)
 	if err := c.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -60,15 +54,9 @@ func TestStartRestartStop(t *testing.T) {
 		t.Fatal("a connection survived the restart")
 	}
 	conn.Close(ctx)
-	conn, err = pgx.Connect(ctx, c.URL("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var x int
-	if err := conn.QueryRow(ctx, "SELECT x FROM kept").Scan(&x); err != nil || x != 42 {
+	if x, err := kept(t, c); err != nil || x != 42 {
 		t.Fatalf("data after restart: %d, %v", x, err)
 	}
-	conn.Close(ctx)
 	dir := c.Dir()
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
@@ -132,14 +120,7 @@ func TestReuseDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)"); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close(ctx)
+	keep(t, c, 7).Close(ctx)
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -148,15 +129,40 @@ func TestReuseDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Stop() //nolint:errcheck
-	conn, err = pgx.Connect(ctx, c.URL("postgres"))
+	if x, err := kept(t, c); err != nil || x != 7 {
+		t.Fatalf("data after stop and start: %d, %v", x, err)
+	}
+}
+
+// keep writes x into a table kept of c's postgres database, and returns
+// the connection it used; the caller closes it.
+func keep(t *testing.T, c *pgcluster.Cluster, x int) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE TABLE kept (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO kept VALUES ($1)", x); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// kept reads back, on a new connection, what keep wrote.
+func kept(t *testing.T, c *pgcluster.Cluster) (x int, err error) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var x int
-	if err := conn.QueryRow(ctx, "SELECT x FROM kept").Scan(&x); err != nil || x != 7 {
-		t.Fatalf("data after stop and start: %d, %v", x, err)
-	}
+	err = conn.QueryRow(ctx, "SELECT x FROM kept").Scan(&x)
+	return x, err
 }
 
 // TestUnreachableDirAsRoot: as root the server runs as postgres, which

@@ -7,6 +7,7 @@ package testkit
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -43,6 +44,18 @@ func FreePort(tb testing.TB) int {
 		tb.Fatal(err)
 	}
 	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// BusyPort returns a TCP port on 127.0.0.1 that is taken (listened on, never
+// answered) until the test ends.
+func BusyPort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
 	return l.Addr().(*net.TCPAddr).Port
 }
 
@@ -102,4 +115,23 @@ func Parallel(tb testing.TB, n int, fn func(i int) error) {
 	if err := errors.Join(errs...); err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// Background runs run in a goroutine until stop is called or the test
+// ends; stop ends run's context and returns what run returned.
+func Background(tb testing.TB, run func(ctx context.Context) error) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			err = <-done
+		})
+		return err
+	}
+	tb.Cleanup(func() { _ = stop() })
+	return stop
 }
