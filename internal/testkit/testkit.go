@@ -11,6 +11,8 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -39,10 +41,7 @@ func (s *Buffer) String() string {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	l := listen(tb)
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
@@ -51,12 +50,18 @@ func FreePort(tb testing.TB) int {
 // answered) until the test ends.
 func BusyPort(tb testing.TB) int {
 	tb.Helper()
+	l := listen(tb)
+	tb.Cleanup(func() { l.Close() })
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func listen(tb testing.TB) net.Listener {
+	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { l.Close() })
-	return l.Addr().(*net.TCPAddr).Port
+	return l
 }
 
 // OpenTempDir is a temporary directory, removed when the test ends, that
@@ -100,6 +105,25 @@ func Metric(tb testing.TB, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// FirstDiff names the first line where a committed file and the one
+// generated now part, for a test that fails when generated docs are stale.
+func FirstDiff(committed, generated string) string {
+	a, b := strings.Split(committed, "\n"), strings.Split(generated, "\n")
+	for i := range max(len(a), len(b)) {
+		var x, y string
+		if i < len(a) {
+			x = a[i]
+		}
+		if i < len(b) {
+			y = b[i]
+		}
+		if x != y {
+			return "line " + strconv.Itoa(i+1) + ": committed " + strconv.Quote(x) + ", generated " + strconv.Quote(y)
+		}
+	}
+	return "(line endings)"
 }
 
 // Parallel runs fn(0) … fn(n-1), each in a goroutine of its own, waits for
