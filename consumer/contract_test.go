@@ -17,6 +17,7 @@ import (
 
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/internal/ecsttest"
+	"github.com/ecst-io/ecst/internal/kafkatest"
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/internal/testkit"
 	"github.com/ecst-io/ecst/internal/wait"
@@ -54,7 +55,8 @@ func newWorld(t testing.TB) *world {
 
 func (w *world) opts() []kgo.Opt { return w.w.Kafka() }
 
-// write commits records in one Kafka transaction.
+// write commits records in one Kafka transaction, and returns once they
+// are readable.
 func (w *world) write(recs ...*kgo.Record) {
 	w.t.Helper()
 	ctx := context.Background()
@@ -82,6 +84,7 @@ func (w *world) write(recs ...*kgo.Record) {
 	if err := w.prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		w.t.Fatal(err)
 	}
+	kafkatest.AwaitReadable(w.t, w.prod, w.topic)
 	w.produced += len(recs)
 }
 

@@ -22,6 +22,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 // SASL credentials of the test brokers: scripts/kafka.sh creates this user
@@ -71,6 +73,38 @@ func (b *Broker) CreateTopic(tb testing.TB, topic string, partitions int, config
 	if err := CreateTopic(ctx, cl, topic, partitions, configs); err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// AwaitReadable waits until read_committed consumers can read all that was
+// committed to topic so far: its last stable offsets have reached its end
+// offsets. A real broker writes a transaction's markers after the commit
+// returns (kfake writes them with it), so a reader that starts at once may
+// take an older offset for the end.
+func AwaitReadable(tb testing.TB, cl *kgo.Client, topic string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		tb.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	wait.Eventually(tb, time.Minute, "the last stable offsets of "+topic+" to reach its end", func() bool {
+		stable, err := adm.ListCommittedOffsets(ctx, topic)
+		if err != nil || stable.Error() != nil {
+			return false
+		}
+		readable := true
+		ends.Each(func(e kadm.ListedOffset) {
+			if s, ok := stable.Lookup(e.Topic, e.Partition); !ok || s.Offset < e.Offset {
+				readable = false
+			}
+		})
+		return readable
+	})
 }
 
 // CreateTopic creates topic with cl: partitions, replication factor 1 (the
