@@ -69,10 +69,19 @@ compose-check: setup-compose
 	else docker compose -f docker-compose.yml config -q; fi
 	$(GO) test $(GOFLAGS) -count=1 ./internal/composecheck/
 
-## check: formatting and vet
+# staticcheck, pinned: `go run` fetches and builds it once, then runs it from the build cache.
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# A tracked file over this size is a build output or a data dump that belongs elsewhere.
+MAX_FILE_BYTES = 1048576
+
+## check: formatting, vet, staticcheck, and no tracked file over 1 MiB
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@big=$$(git ls-files -s | sed 's/^[0-9]* \([0-9a-f]*\) [0-9]*	/\1 /' | git cat-file --batch-check='%(objectsize) %(rest)' | \
+		awk '$$1 > $(MAX_FILE_BYTES) {print "  " $$2 " (" $$1 " bytes)"}'); \
+	if [ -n "$$big" ]; then echo "tracked files over $(MAX_FILE_BYTES) bytes (a build output? git rm --cached it and add it to .gitignore):"; echo "$$big"; exit 1; fi
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 
 ## bench: benchmarks on a durable (fsync on) Postgres; see docs/benchmarks.md
 bench: setup
