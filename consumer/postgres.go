@@ -48,8 +48,14 @@ const copyThreshold = 256
 // point neither loses nor repeats an effect, and the consumer resumes from
 // its offsets.
 type Postgres[T any] struct {
-	Pool       *pgxpool.Pool
-	Table      string
+	// Pool is the database of the table and of ecst.consumer_offsets
+	// (required).
+	Pool *pgxpool.Pool
+	// Table is the read model's table (required); the Projection creates
+	// it.
+	Table string
+	// Projection maps states to the table's rows (required): a Mirror, or
+	// one of your own.
 	Projection Projection[T]
 }
 

@@ -30,11 +30,12 @@ type Version struct {
 	// is not in a registry (a schema file at a git ref).
 	Version int
 	// Label names the version in messages: "v3", or "git:main".
-	Label  string
+	Label string
+	// Schema is the version's schema, parsed.
 	Schema avro.Schema
 	// ID and Text are the registry's id and schema text, when from one.
 	ID   int
-	Text string
+	Text string // see ID
 }
 
 // Problem is one reason a new schema breaks a compatibility level.
