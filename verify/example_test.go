@@ -25,7 +25,8 @@ func Example() {
 	world.Customer("cust-1", "Ada Lovelace", "ada@example.com", "gold")
 	world.Customer("cust-2", "Grace Hopper", "grace@example.com", "")
 	world.Drain()
-	world.Exec(`UPDATE customers SET tier = 'gold', version = version + 1 WHERE id = 'cust-2'`) // no event
+	// A hot fix by hand: no event.
+	world.Exec(`UPDATE customers SET tier = 'gold', version = version + 1 WHERE id = 'cust-2'`)
 	stopRelay := world.StartRelay() // a repair needs a relay running
 	defer stopRelay()
 
