@@ -10,10 +10,14 @@ import (
 	"github.com/ecst-io/ecst/internal/pglock"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ecst-io/ecst/internal/pgident"
 )
 
 // Projection maps an entity's full states to rows of a table. The table is
-// a parameter so that a rebuild can write a shadow table and swap it in.
+// a parameter so that a rebuild can write a shadow table and swap it in;
+// the Postgres store passes it quoted for SQL ("analytics"."Book Mirror"),
+// to be written into statements as it is.
 type Projection[T any] interface {
 	// CreateTable returns the DDL that creates an empty table named table.
 	CreateTable(table string) string
@@ -51,12 +55,23 @@ type Postgres[T any] struct {
 	// Pool is the database of the table and of ecst.consumer_offsets
 	// (required).
 	Pool *pgxpool.Pool
-	// Table is the read model's table (required); the Projection creates
-	// it.
+	// Table is the model's table (required), written as in SQL: an
+	// unquoted name folds to lower case, a double-quoted one is kept
+	// exactly, and a dot separates the schema (analytics."Book Mirror").
+	// See internal/pgident. The Projection creates it.
 	Table string
 	// Projection maps states to the table's rows (required): a Mirror, or
 	// one of your own.
 	Projection Projection[T]
+}
+
+// table is Table quoted for SQL.
+func (s *Postgres[T]) table() (string, error) {
+	n, err := pgident.Parse(s.Table)
+	if err != nil {
+		return "", fmt.Errorf("%w: consumer.Postgres.Table: %v", errFatal, err)
+	}
+	return n.Quoted(), nil
 }
 
 // Offsets reads the consumer's offsets from ecst.consumer_offsets.
@@ -87,6 +102,10 @@ func (s *Postgres[T]) AppliedAt(ctx context.Context, consumer, topic string) (ti
 // rebuild swapped the table and its offsets in meanwhile, it returns
 // ErrOffsetsMoved and writes nothing.
 func (s *Postgres[T]) Apply(ctx context.Context, consumer string, b *Batch[T]) error {
+	table, err := s.table()
+	if err != nil {
+		return err
+	}
 	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		if err := lockModel(ctx, tx, consumer, b.Topic); err != nil {
 			return err
@@ -96,23 +115,23 @@ func (s *Postgres[T]) Apply(ctx context.Context, consumer string, b *Batch[T]) e
 		}
 		latest := lastPerKey(b.Changes)
 		if p, ok := s.Projection.(Preparer[T]); ok {
-			if err := p.Prepare(ctx, tx, s.Table, latest); err != nil {
+			if err := p.Prepare(ctx, tx, table, latest); err != nil {
 				return err
 			}
 		}
 		q := &pgx.Batch{}
 		copier, canCopy := s.Projection.(Copier[T])
 		if canCopy && len(latest) >= copyThreshold {
-			if err := s.copyIn(ctx, tx, copier, latest); err != nil {
+			if err := s.copyIn(ctx, tx, table, copier, latest); err != nil {
 				return err
 			}
 		} else {
 			for i := range latest {
 				c := &latest[i]
 				if c.Deleted {
-					s.Projection.Delete(q, s.Table, c.Key)
+					s.Projection.Delete(q, table, c.Key)
 				} else {
-					s.Projection.Upsert(q, s.Table, c.Key, c.State, c)
+					s.Projection.Upsert(q, table, c.Key, c.State, c)
 				}
 			}
 		}
@@ -124,7 +143,7 @@ func (s *Postgres[T]) Apply(ctx context.Context, consumer string, b *Batch[T]) e
 
 // copyIn writes upserts through a staging table, one COPY per column set,
 // and deletes with one statement.
-func (s *Postgres[T]) copyIn(ctx context.Context, tx pgx.Tx, cp Copier[T], changes []Change[T]) error {
+func (s *Postgres[T]) copyIn(ctx context.Context, tx pgx.Tx, table string, cp Copier[T], changes []Change[T]) error {
 	var deleted []string
 	groups := map[string][][]any{}
 	colsOf := map[string][]string{}
@@ -143,7 +162,6 @@ func (s *Postgres[T]) copyIn(ctx context.Context, tx pgx.Tx, cp Copier[T], chang
 		}
 		groups[k] = append(groups[k], cp.CopyValues(c.Key, c.State, c))
 	}
-	table := quoteTable(s.Table)
 	for gi, k := range order {
 		cols := colsOf[k]
 		stage := fmt.Sprintf("ecst_stage_%d", gi)
