@@ -74,15 +74,15 @@ func (e *Example) Customer(id, name, email, tier string) {
 	if tier != "" {
 		t = &tier
 	}
-	err := pgx.BeginFunc(ctx, e.Pool, func(tx pgx.Tx) error {
+	_, err := e.tx(ctx, func(tx pgx.Tx) (int64, error) {
 		row := tx.QueryRow(ctx, `INSERT INTO customers (id, version, name, email, tier) VALUES ($1, 1, $2, $3, $4)
 			ON CONFLICT (id) DO UPDATE SET version = customers.version + 1, name = $2, email = $3, tier = $4, updated_at = now()
 			RETURNING id, version, name, email, tier, updated_at`, id, name, email, t)
 		state, version, err := scanState(row)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		return e.Pub.Publish(ctx, tx, "customer", id, version, state)
+		return version, e.Pub.Publish(ctx, tx, "customer", id, version, state)
 	})
 	if err != nil {
 		e.tb.Fatal(err)
