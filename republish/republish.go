@@ -54,26 +54,42 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Options select the keys and pace the run.
+// Options select the keys and pace the run. Errors name these fields
+// (republish.Options.Where); `ecst republish` translates them to its flags.
 type Options struct {
-	// Exactly one of All, Keys and Where selects keys (Resume brings its own).
-	All   bool
-	Keys  []string
-	Where string // an SQL condition on the source query's columns
-	// TombstoneOrphans tombstones keys alive on the topic that the source
-	// no longer has (with Keys: the given keys the source does not have).
+	// All selects every key of the source. Exactly one of All, Keys and
+	// Where selects keys, unless Resume or Tombstones bring their own.
+	All bool
+	// Keys selects these keys (duplicates count once); none by default.
+	Keys []string
+	// Where selects the keys whose source rows match this SQL condition on
+	// the source query's columns; none by default.
+	Where string
+	// TombstoneOrphans also tombstones the keys alive on the topic that the
+	// source no longer has (with Keys: the given keys the source does not
+	// have). Off by default; it reads the topic with Config.Kafka.
 	TombstoneOrphans bool
 	// Tombstones are keys to tombstone if the source does not have them
-	// when they are locked (verify --repair uses it for extra keys).
+	// when they are locked (a key it has is left alone); verify's repair
+	// sets them for the extra keys it found. None by default.
 	Tombstones []string
-	Batch      int     // keys per transaction; default 500
-	Rate       float64 // keys per second; 0 = as fast as the database goes
+	// Batch is the keys per transaction; 0 means 500 (for a resumed run
+	// too).
+	Batch int
+	// Rate caps the run at this many keys per second; 0 means no cap (a
+	// resumed run keeps the rate it was started with).
+	Rate float64
 	// MaxBacklog pauses the run while the outbox holds at least this many
-	// rows; default 100000, negative disables.
+	// rows (the relay is behind); 0 means 100000, negative never pauses.
 	MaxBacklog int
-	DryRun     bool
-	Resume     int64 // a run id to resume
-	// Progress, if set, is called after every batch.
+	// DryRun counts the selected keys (and orphans) and samples the states
+	// it would write, and writes nothing. Off by default.
+	DryRun bool
+	// Resume carries on the stopped run with this id, after the last batch
+	// it wrote, with the selection it was started with; 0 (the default)
+	// starts a new run.
+	Resume int64
+	// Progress, if set, is called after every batch; nil by default.
 	Progress func(Progress)
 	// beforeLock, a test hook, runs between a batch's read of its keys and
 	// the lock; readFirst makes the batch read the rows before locking (the
