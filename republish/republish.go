@@ -208,7 +208,7 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 	if !locked {
 		var other int64
 		_ = conn.QueryRow(ctx, `SELECT id FROM ecst.republish_runs WHERE entity = $1 AND state = 'running' ORDER BY id DESC LIMIT 1`, e.Name).Scan(&other)
-		return nil, fmt.Errorf("%w (run %d): wait for it, or stop it and resume it with `ecst republish %s --resume %d`", ErrRunning, other, e.Name, other)
+		return nil, fmt.Errorf("%w (run %d): wait for it, or stop it and resume it with %s", ErrRunning, other, resume(other))
 	}
 	defer func() {
 		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, $2)`, pglock.Republish, pglock.Hash(e.Name))
@@ -221,10 +221,15 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 	r.finish(ctx, err)
 	r.res.Elapsed = time.Since(r.start)
 	if err != nil {
-		return &r.res, fmt.Errorf("republish run %d of %s: %w (resume it with `ecst republish %s --resume %d`)", r.id, e.Name, err, e.Name, r.id)
+		return &r.res, fmt.Errorf("republish run %d of %s: %w (resume it with %s)", r.id, e.Name, err, resume(r.id))
 	}
 	return &r.res, nil
 }
+
+// resume is the Options that resume run id, as an error suggests them.
+// Errors name Options fields, never flags: `ecst republish` and `ecst verify`
+// translate them.
+func resume(id int64) string { return fmt.Sprintf("republish.Options{Resume: %d}", id) }
 
 // lockWait is how long a run waits for its entity's lock before it counts
 // as taken. A process killed a moment ago still holds it until its
@@ -258,10 +263,10 @@ func (r *run) setSelection() error {
 		}
 	}
 	if n == 0 && len(r.opts.Tombstones) == 0 {
-		return fmt.Errorf("%w: choose the keys: --all, --key K (repeatable) or --where SQL", ErrBadSelection)
+		return fmt.Errorf("%w: choose the keys: republish.Options.All, republish.Options.Keys or republish.Options.Where", ErrBadSelection)
 	}
 	if n > 1 {
-		return fmt.Errorf("%w: --all, --key and --where exclude each other", ErrBadSelection)
+		return fmt.Errorf("%w: republish.Options.All, republish.Options.Keys and republish.Options.Where exclude each other", ErrBadSelection)
 	}
 	keys := slices.Clone(r.opts.Keys)
 	slices.Sort(keys)
@@ -286,7 +291,7 @@ func (r *run) plan(ctx context.Context, conn *pgx.Conn) error {
 	r.src = src
 	if r.sel.Where != "" {
 		if _, err := conn.Prepare(ctx, "", "SELECT 1 FROM "+r.src.Query+" WHERE ("+r.sel.Where+")"); err != nil {
-			return fmt.Errorf("--where %q does not run against the source query: %w", r.sel.Where, err)
+			return fmt.Errorf("republish.Options.Where %q does not run against the source query: %w", r.sel.Where, err)
 		}
 	}
 	return nil
