@@ -156,8 +156,7 @@ func TestRelayFailover(t *testing.T) {
 	a := e.startRelayProc()
 	a.waitLog(t, `"msg":"leading shard"`, 30*time.Second)
 	b := e.startRelayProc()
-	wait.Eventually(t, 30*time.Second, "the standby to be up", func() bool { return len(b.out.String()) > 0 })
-	time.Sleep(300 * time.Millisecond) // let the standby reach its lock loop
+	b.waitLog(t, `"msg":"standing by: another relay leads the shard"`, 30*time.Second)
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
