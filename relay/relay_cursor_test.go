@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/relay"
 )
@@ -55,7 +56,7 @@ func idBeforeXidScenario(t *testing.T, xipOnly bool) (published bool) {
 		relay.WithXipOnly(&cfg)
 	}
 	stop := e.runRelay(cfg)
-	waitFor(t, "the relay to publish the other rows", 30*time.Second, func() bool { return e.outboxCount() == 0 })
+	wait.Eventually(t, 30*time.Second, "the relay to publish the other rows", func() bool { return e.outboxCount() == 0 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ecst-io/ecst/internal/testkit"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/relay"
 )
 
@@ -107,11 +109,11 @@ func TestHeldSnapshot(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		waitFor(t, "the relay to keep up", 10*time.Second, func() bool { return e.outboxCount() == 0 })
+		wait.Eventually(t, 10*time.Second, "the relay to keep up", func() bool { return e.outboxCount() == 0 })
 	}
 	// Every past window's partition but the straggler's is truncated under
 	// the held snapshot.
-	waitFor(t, "the published partitions to be truncated", 30*time.Second, func() bool {
+	wait.Eventually(t, 30*time.Second, "the published partitions to be truncated", func() bool {
 		for _, p := range used[1 : len(used)-1] {
 			if rowsIn(p) > 0 {
 				return false
@@ -133,8 +135,8 @@ func TestHeldSnapshot(t *testing.T) {
 	if err := straggler.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the rotation to look at the straggler's partition", 30*time.Second, func() bool {
-		return strings.Count(e.relayLog.String(), fmt.Sprintf(`"outbox partition holds rows not yet published" partition=ecst.outbox_%d`, used[0])) >= 2 ||
+	wait.Eventually(t, 30*time.Second, "the rotation to look at the straggler's partition", func() bool {
+		return strings.Count(e.w.RelayLog(), fmt.Sprintf(`"outbox partition holds rows not yet published" partition=ecst.outbox_%d`, used[0])) >= 2 ||
 			rowsIn(used[0]) == 0
 	})
 	if n := rowsIn(used[0]); n == 0 {
@@ -143,14 +145,14 @@ func TestHeldSnapshot(t *testing.T) {
 	gate.Store(nil)
 	release.Do(func() { close(g) })
 	log.committed = append(log.committed, event{key: "straggler", version: 1}) // not in customers: only its arrival is checked
-	waitFor(t, "the straggler's partition to be truncated once its row is published", 30*time.Second, func() bool { return rowsIn(used[0]) == 0 })
+	wait.Eventually(t, 30*time.Second, "the straggler's partition to be truncated once its row is published", func() bool { return rowsIn(used[0]) == 0 })
 
 	var dead int64
 	if err := e.pool.QueryRow(ctx, `SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE relid IN
 		(SELECT inhrelid FROM pg_inherits WHERE inhparent = 'ecst.outbox'::regclass)`).Scan(&dead); err != nil || dead != 0 {
 		t.Fatalf("%d dead tuples in the outbox (err %v)", dead, err)
 	}
-	if got := metric(t, reg, "ecst_relay_rotations_total"); got < float64(len(used)-1) {
+	if got := testkit.Metric(t, reg, "ecst_relay_rotations_total"); got < float64(len(used)-1) {
 		t.Fatalf("ecst_relay_rotations_total = %v, want at least %d", got, len(used)-1)
 	}
 	// The snapshot is still the one taken at the start.
@@ -180,7 +182,7 @@ func TestRotationWaitsForItsLock(t *testing.T) {
 	if _, err := e.write(ctx, "k0", false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the relay to publish", 30*time.Second, func() bool { return e.outboxCount() == 0 })
+	wait.Eventually(t, 30*time.Second, "the relay to publish", func() bool { return e.outboxCount() == 0 })
 	reader, err := e.pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -200,19 +202,19 @@ func TestRotationWaitsForItsLock(t *testing.T) {
 		if _, err := e.write(ctx, fmt.Sprintf("k%d", i), false); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the relay to keep up", 10*time.Second, func() bool { return e.outboxCount() == 0 })
+		wait.Eventually(t, 10*time.Second, "the relay to keep up", func() bool { return e.outboxCount() == 0 })
 	}
 	// Two rotation rounds find the partition busy.
-	waitFor(t, "the rotation to find the partition busy", 30*time.Second, func() bool {
-		return strings.Count(e.relayLog.String(), "outbox partition busy") >= 2
+	wait.Eventually(t, 30*time.Second, "the rotation to find the partition busy", func() bool {
+		return strings.Count(e.w.RelayLog(), "outbox partition busy") >= 2
 	})
-	if got := metric(t, reg, "ecst_relay_rotations_total"); got != 0 {
+	if got := testkit.Metric(t, reg, "ecst_relay_rotations_total"); got != 0 {
 		t.Fatalf("a partition was truncated under the reader's lock (%v rotations)", got)
 	}
 	if err := reader.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the partition to be truncated once free", 30*time.Second, func() bool { return metric(t, reg, "ecst_relay_rotations_total") >= 1 })
+	wait.Eventually(t, 30*time.Second, "the partition to be truncated once free", func() bool { return testkit.Metric(t, reg, "ecst_relay_rotations_total") >= 1 })
 	if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
@@ -266,21 +268,21 @@ func TestRotationWithoutTruncatePrivilege(t *testing.T) {
 	if _, err := e.write(ctx, "k1", false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the relay to publish", 30*time.Second, func() bool { return e.outboxCount() == 0 })
-	waitFor(t, "the relay to say it cannot truncate", 30*time.Second, func() bool {
-		return strings.Contains(e.relayLog.String(), "cannot truncate published outbox partitions")
+	wait.Eventually(t, 30*time.Second, "the relay to publish", func() bool { return e.outboxCount() == 0 })
+	wait.Eventually(t, 30*time.Second, "the relay to say it cannot truncate", func() bool {
+		return strings.Contains(e.w.RelayLog(), "cannot truncate published outbox partitions")
 	})
 	if _, err := e.write(ctx, "k2", false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the relay to publish again", 30*time.Second, func() bool { return e.outboxCount() == 0 })
+	wait.Eventually(t, 30*time.Second, "the relay to publish again", func() bool { return e.outboxCount() == 0 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(e.relayLog.String(), "cannot truncate published outbox partitions"); n != 1 {
+	if n := strings.Count(e.w.RelayLog(), "cannot truncate published outbox partitions"); n != 1 {
 		t.Errorf("the warning was logged %d times, want once", n)
 	}
-	if got := metric(t, reg, "ecst_relay_rotations_total"); got != 0 {
+	if got := testkit.Metric(t, reg, "ecst_relay_rotations_total"); got != 0 {
 		t.Errorf("%v rotations without the privilege", got)
 	}
 	var kept int
