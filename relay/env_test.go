@@ -313,10 +313,15 @@ func (e *env) check(log *loadLog) report {
 	}
 	log.mu.Lock()
 	defer log.mu.Unlock()
+	var missing []event
 	for _, ev := range log.committed {
 		if seen[ev.key+"@"+strconv.FormatInt(ev.version, 10)] == 0 {
 			e.t.Errorf("committed event %s v%d (deleted=%v) never reached the topic", ev.key, ev.version, ev.deleted)
+			missing = append(missing, ev)
 		}
+	}
+	if len(missing) > 0 {
+		e.explainMissing(missing)
 	}
 	rows, err := e.pool.Query(ctx, "SELECT id, version FROM customers")
 	if err != nil {
@@ -343,6 +348,55 @@ func (e *env) check(log *loadLog) report {
 		}
 	}
 	return rep
+}
+
+// explainMissing says where the events a read_committed read did not see
+// are: in the log (with the producer id and epoch of their batch, so that
+// a transaction aborted or a read gone wrong can be told apart) or not
+// written at all.
+func (e *env) explainMissing(missing []event) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	adm := kadm.NewClient(e.client())
+	defer adm.Close()
+	ends, err := adm.ListEndOffsets(ctx, e.topic)
+	if err != nil {
+		e.t.Logf("explain: list end offsets: %v", err)
+		return
+	}
+	want := map[string]bool{}
+	for _, ev := range missing {
+		want[ev.key+"@"+strconv.FormatInt(ev.version, 10)] = true
+	}
+	cons := e.client(kgo.ConsumeTopics(e.topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
+	defer cons.Close()
+	found := 0
+	// Read until a poll brings nothing for 3 s: control records, which end
+	// a partition, never reach a consumer, so offsets cannot say when.
+	for ctx.Err() == nil {
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+		fs := cons.PollFetches(pctx)
+		pcancel()
+		if fs.NumRecords() == 0 {
+			break
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			var v string
+			for _, h := range r.Headers {
+				if h.Key == producer.HeaderEntityVersion {
+					v = string(h.Value)
+				}
+			}
+			if want[string(r.Key)+"@"+v] {
+				found++
+				e.t.Logf("explain: %s v%s is in the log at %d/%d, producer %d epoch %d, written %s",
+					r.Key, v, r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch, r.Timestamp.Format(time.RFC3339Nano))
+			}
+		})
+	}
+	e.t.Logf("explain: %d of the %d missing events are in the log (read uncommitted); end offsets %v", found, len(missing), ends)
 }
 
 func (e *env) checkContract(r topicRecord) {
