@@ -155,6 +155,18 @@ func (t *termLoop) run(term context.Context) (done bool, err error) {
 			}
 		}
 		poll = r.cfg.PollMin
+		// Capture markers are resolved before anything moves past them;
+		// a batch of markers alone then has nothing to produce.
+		if ok, err := t.resolve(term, b, &bo); err != nil || !ok {
+			if err != nil {
+				return false, err
+			}
+			continue
+		}
+		if len(b.records) == 0 {
+			t.acked = append(t.acked, b)
+			continue
+		}
 		if r.cfg.beforeProduce != nil {
 			r.cfg.beforeProduce(t.shard, ids(b.records))
 		}

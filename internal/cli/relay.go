@@ -14,8 +14,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ecst-io/ecst/capture"
 	"github.com/ecst-io/ecst/config/kafkaopts"
+	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
+	"github.com/ecst-io/ecst/schemas"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -51,7 +54,11 @@ ecst.outbox_parked and counted (park).
 
 Serves Prometheus metrics on --metrics-addr at /metrics, and /healthz and
 /readyz. SIGINT or SIGTERM finishes the batch in flight (or abandons it: its
-rows stay in the outbox) and exits 0.`,
+rows stay in the outbox) and exits 0.
+
+The relay also resolves capture markers (ecst capture): before it moves past a
+marker it writes the current state of the marker's keys to the outbox, and
+publishes them after; --drain exits once those are published too.`,
 		Example: `  ecst relay                        # run until stopped
   ecst relay --drain                # publish everything waiting, say how much, then exit 0
   ecst relay --shards 0,1           # serve only some shards`,
@@ -83,11 +90,26 @@ rows stay in the outbox) and exits 0.`,
 			}
 			defer pool.Close()
 
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			preg := prometheus.NewRegistry()
+			preg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			var topics []string
 			for _, n := range cfg.EntityNames() {
 				topics = append(topics, cfg.Entities[n].Topic)
+			}
+			// The capture path: markers are resolved through the entities'
+			// source queries and encoded as the producer does.
+			reg, err := schemas.NewRegistry(cfg.Registry)
+			if err != nil {
+				return err
+			}
+			defer reg.Close()
+			pub, err := producer.FromConfig(cfg, reg)
+			if err != nil {
+				return err
+			}
+			resolver, err := capture.NewResolver(capture.ResolverConfig{Pool: pool, Config: cfg, Publisher: pub, Kafka: kopts, Logger: log})
+			if err != nil {
+				return err
 			}
 			rl, err := relay.New(relay.Config{
 				Pool:         pool,
@@ -103,14 +125,15 @@ rows stay in the outbox) and exits 0.`,
 				LeaseTimeout: cfg.Relay.LeaseTimeout,
 				OnReject:     relay.RejectPolicy(cfg.Relay.OnReject),
 				Drain:        drain,
+				Resolver:     resolver,
 				Logger:       log,
-				Metrics:      relay.NewMetrics(reg),
+				Metrics:      relay.NewMetrics(preg),
 			})
 			if err != nil {
 				return err
 			}
 			if cfg.Relay.MetricsAddr != "" && !drain {
-				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, reg, rl.Ready)
+				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, preg, rl.Ready)
 				if err != nil {
 					return err
 				}

@@ -166,6 +166,7 @@ install it.`,
 		newConfigCmd(a),
 		newDemoCmd(a),
 		newRepublishCmd(a),
+		newCaptureCmd(a),
 		newVerifyCmd(a),
 		newDevCmd(a),
 	)
