@@ -172,7 +172,8 @@ func plan(ctx context.Context, conn *pgx.Conn, e *config.Entity) (*Plan, error) 
 func checkSource(ctx context.Context, conn *pgx.Conn, e *config.Entity) error {
 	src, err := source.Plan(ctx, conn, e)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrRefused, err)
+		return fmt.Errorf("%w: entities.%s.source.query cannot be filtered by key (the relay reads captured keys with SELECT * FROM (query) src WHERE src.%s = ANY($1)): %w",
+			ErrRefused, e.Name, e.Source.Key, err)
 	}
 	if src.KeyCol == "" {
 		return fmt.Errorf("%w: entities.%s.source.query returns no column %q: select the key column (source.key) so that capture can read the changed keys", ErrRefused, e.Name, e.Source.Key)
