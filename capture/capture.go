@@ -53,7 +53,9 @@ type Table struct {
 
 // Plan is what Enable installs (or, dry, would install).
 type Plan struct {
-	Entity string  `json:"entity"`
+	// Entity is the entity's name.
+	Entity string `json:"entity"`
+	// Tables are the tables captured, with what is installed on each.
 	Tables []Table `json:"tables"`
 	// Stale are tables installed before that ecst.yaml no longer lists:
 	// Enable removes their capture.
@@ -363,9 +365,12 @@ func Disable(ctx context.Context, pool *pgxpool.Pool, entity string, dry bool) (
 
 // Status is one entity's capture, as the database has it.
 type Status struct {
-	Entity  string        `json:"entity"`
-	Enabled bool          `json:"enabled"`
-	Tables  []TableStatus `json:"tables"`
+	// Entity is the entity's name.
+	Entity string `json:"entity"`
+	// Enabled is true when ecst.capture_tables records a capture of it.
+	Enabled bool `json:"enabled"`
+	// Tables are the captured tables and whether their objects exist.
+	Tables []TableStatus `json:"tables"`
 	// Missing are tables ecst.yaml lists that have no capture installed
 	// (run `ecst capture enable` again).
 	Missing []string `json:"missing,omitempty"`
@@ -375,8 +380,11 @@ type Status struct {
 
 // TableStatus is one captured table and whether its objects are there.
 type TableStatus struct {
+	// Table is what was installed.
 	Table
-	FunctionPresent bool            `json:"function_present"`
+	// FunctionPresent says whether the trigger function exists.
+	FunctionPresent bool `json:"function_present"`
+	// TriggersPresent says, per trigger name, whether it exists.
 	TriggersPresent map[string]bool `json:"triggers_present"`
 }
 

@@ -44,8 +44,10 @@ type Resolver interface {
 // not know, say). The relay treats it as a record the broker refused for
 // good: relay.on_reject halts or parks it.
 type MarkerError struct {
+	// Marker is the marker refused.
 	Marker Marker
-	Err    error
+	// Err says why, and the fix.
+	Err error
 }
 
 func (e *MarkerError) Error() string {
@@ -55,7 +57,7 @@ func (e *MarkerError) Error() string {
 func (e *MarkerError) Unwrap() error { return e.Err }
 
 // errNoResolver: a marker arrived at a relay built without a Resolver.
-var errNoResolver = errors.New("a capture marker arrived, and this relay has no capture resolver: run `ecst relay` (it resolves markers), or set relay.Config.Resolver")
+var errNoResolver = errors.New("a capture marker arrived, and this relay has no capture resolver: `ecst relay` resolves markers when schema_registry.url is set (it encodes the states); a relay.Config needs a Resolver (capture.NewResolver)")
 
 // markerValue is a marker's JSON, as ecst.capture writes it.
 type markerValue struct {

@@ -99,7 +99,7 @@ for the entity, as ecst.capture_tables records them, whatever ecst.yaml says now
 Markers already written are still resolved by the relay.`,
 		Example: `  ecst capture disable customer --dry-run
   ecst capture disable customer`,
-		Args: cobra.ExactArgs(1),
+		Args: entityArg(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {

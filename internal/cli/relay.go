@@ -97,19 +97,22 @@ publishes them after; --drain exits once those are published too.`,
 				topics = append(topics, cfg.Entities[n].Topic)
 			}
 			// The capture path: markers are resolved through the entities'
-			// source queries and encoded as the producer does.
-			reg, err := schemas.NewRegistry(cfg.Registry)
-			if err != nil {
-				return err
-			}
-			defer reg.Close()
-			pub, err := producer.FromConfig(cfg, reg)
-			if err != nil {
-				return err
-			}
-			resolver, err := capture.NewResolver(capture.ResolverConfig{Pool: pool, Config: cfg, Publisher: pub, Kafka: kopts, Logger: log})
-			if err != nil {
-				return err
+			// source queries and encoded as the producer does, which needs
+			// the registry; a relay without one refuses markers (say so).
+			var resolver relay.Resolver
+			if cfg.Registry.URL != "" {
+				reg, err := schemas.NewRegistry(cfg.Registry)
+				if err != nil {
+					return err
+				}
+				defer reg.Close()
+				pub, err := producer.FromConfig(cfg, reg)
+				if err != nil {
+					return err
+				}
+				if resolver, err = capture.NewResolver(capture.ResolverConfig{Pool: pool, Config: cfg, Publisher: pub, Kafka: kopts, Logger: log}); err != nil {
+					return err
+				}
 			}
 			rl, err := relay.New(relay.Config{
 				Pool:         pool,
