@@ -57,12 +57,12 @@ func (a *app) verifyEvery(cmd *cobra.Command, cfg *config.Config, names []string
 		m.Every(e.Name, every)
 	}
 	if addr := cfg.Verify.MetricsAddr; addr != "" {
-		stop, err := serveMetrics(ctx, addr, reg)
+		bound, stop, err := serveMetrics(ctx, addr, reg)
 		if err != nil {
 			return err
 		}
 		defer stop()
-		log.Info("serving /metrics, /healthz", "addr", addr)
+		log.Info("serving /metrics, /healthz", "addr", bound)
 	}
 	for {
 		round := time.Now()
@@ -114,18 +114,18 @@ func (a *app) verifyOnce(ctx context.Context, out io.Writer, log *slog.Logger, v
 }
 
 // serveMetrics serves /metrics and /healthz on addr until the returned stop
-// is called.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (func(), error) {
+// is called. It returns the address it listens on (port 0 picks one).
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (string, func(), error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("verify.metrics_addr %s: %w (set another address with --verify-metrics-addr or ECST_VERIFY_METRICS_ADDR, or \"off\")", addr, err)
+		return "", nil, fmt.Errorf("verify.metrics_addr %s: %w (set another address with --verify-metrics-addr or ECST_VERIFY_METRICS_ADDR, or \"off\")", addr, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }() // Serve returns when Shutdown closes the listener
-	return func() {
+	return l.Addr().String(), func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)

@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -31,12 +32,11 @@ func TestVerifyEvery(t *testing.T) {
 	w.Seed(ctx, ecsttest.Keys(10))
 	w.Drain()
 
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(self, "--config", cfgPath, "verify", "customer", "--every", "300ms", "--verify-metrics-addr", addr)
+	cmd := exec.Command(self, "--config", cfgPath, "verify", "customer", "--every", "300ms", "--verify-metrics-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "ECST_TEST_RUN_AS_ECST=1")
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -54,8 +54,14 @@ func TestVerifyEvery(t *testing.T) {
 		<-exited
 	}()
 
+	// The port it picked is in its log.
+	listening := regexp.MustCompile(`serving /metrics, /healthz" addr=(127\.0\.0\.1:\d+)`)
 	scrape := func() (string, error) {
-		resp, err := http.Get("http://" + addr + "/metrics")
+		m := listening.FindStringSubmatch(stderr.String())
+		if m == nil {
+			return "", errors.New("not listening yet")
+		}
+		resp, err := http.Get("http://" + m[1] + "/metrics")
 		if err != nil {
 			return "", err
 		}
