@@ -48,9 +48,9 @@ seconds. While it waits it says what for: the outbox rows the relay has left
 to publish, then the offsets the mirror has left to consume.
 
 Every run is recorded in ecst.verify_runs (when, the verdict, the counts,
-the samples and field diffs), where 'ecst status' and the console read the
-last one; a run that cannot be recorded (the schema predates the table: run
-'ecst migrate') says so in a warning and stands.
+the samples and field diffs), so that the last one of each entity outlives
+the process; a run that cannot be recorded (the schema predates the table:
+run 'ecst migrate') says so in a warning and stands.
 
 --every runs continuously: each ENTITY (several may be given) is verified,
 then again --every after that round started, until SIGINT or SIGTERM, which
