@@ -73,11 +73,11 @@ signal, 2 when it cannot start.`,
 			if every > 0 && len(args) > 0 {
 				return nil
 			}
-			if len(args) > 1 {
-				return fmt.Errorf("%s takes one ENTITY, and was given %d: %s (several are verified in turn with --every)\nUsage: %s",
-					cmd.CommandPath(), len(args), strings.Join(args, " "), cmd.UseLine())
+			err := entityArg(a)(cmd, args)
+			if err != nil && len(args) > 1 {
+				return fmt.Errorf("%w\nwith --every, several entities are verified in turn", err)
 			}
-			return entityArg(a)(cmd, args)
+			return err
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.loadConfig()

@@ -156,7 +156,7 @@ func TestVerifyEveryArgs(t *testing.T) {
 	t.Parallel()
 	const cfg = "../../examples/customers/ecst.yaml"
 	r := run(t, nil, "--config", cfg, "verify", "customer", "customer")
-	if r.code != 2 || !strings.Contains(r.err, "takes one ENTITY, and was given 2: customer customer (several are verified in turn with --every)") {
+	if r.code != 2 || !strings.Contains(r.err, "takes one ENTITY, and was given 2: customer customer\nUsage: ecst verify ENTITY [flags]\nwith --every, several entities are verified in turn") {
 		t.Fatalf("two entities: code %d\n%s", r.code, r.err)
 	}
 	r = run(t, nil, "--config", cfg, "verify", "--every", "1h")
