@@ -1,8 +1,3 @@
-// Package deploy_test checks the monitoring that ships in deploy/ against the
-// code: the Grafana dashboard and the Prometheus rules (and their unit
-// tests) name only metrics that ecst exports, every alert links a runbook
-// section of docs/operations.md, and alerts_test.yml makes every alert fire
-// and stay quiet. `make alerts-test` runs promtool on the rules themselves.
 package deploy_test
 
 import (

@@ -39,33 +39,49 @@ const (
 
 // Config configures a Relay.
 type Config struct {
-	// Pool reads and deletes outbox rows.
+	// Pool reads and deletes outbox rows (required).
 	Pool *pgxpool.Pool
-	// KafkaOpts carry seed brokers, TLS and SASL (config.Kafka.ClientOpts).
+	// KafkaOpts carry seed brokers, TLS and SASL (kafkaopts.Client).
 	KafkaOpts []kgo.Opt
 	// Service names the transactional ids, ecst-relay.<service>.<shard>:
 	// two outboxes must never share one, or their relays fence each other.
 	Service string
-	// TotalShards is outbox.shards.
+	// TotalShards is outbox.shards (default 1).
 	TotalShards int
 	// Shards are the shards this process serves; empty means all.
 	Shards []int
 	// Topics are checked to exist before anything is published.
 	Topics []string
 
-	BatchSize    int
-	BatchBytes   int
-	PollMin      time.Duration
-	PollMax      time.Duration
+	// BatchSize is the most rows one Kafka transaction carries
+	// (config.DefaultBatchSize, 2000).
+	BatchSize int
+	// BatchBytes caps a batch's total value size (config.DefaultBatchBytes,
+	// 16 MiB).
+	BatchBytes int
+	// PollMin is the wait before the next read right after a batch
+	// (config.DefaultPollMin, 5ms); it doubles on each empty read up to
+	// PollMax (config.DefaultPollMax, 500ms, and at least PollMin).
+	PollMin time.Duration
+	PollMax time.Duration // see PollMin
+	// LeaseTimeout is how long a leader may go without a heartbeat before
+	// PostgreSQL ends its session and a standby takes the shard
+	// (config.DefaultLeaseTimeout, 3s).
 	LeaseTimeout time.Duration
-	OnReject     RejectPolicy
+	// OnReject is what to do with a record the broker rejects for good
+	// (default RejectHalt).
+	OnReject RejectPolicy
 	// Drain publishes what is in the outbox, then returns.
 	Drain bool
 	// ShutdownGrace bounds how long a stopping relay spends finishing the
-	// batch in flight before it abandons it (the rows stay in the outbox).
+	// batch in flight before it abandons it (the rows stay in the outbox);
+	// default 10s.
 	ShutdownGrace time.Duration
 
-	Logger  *slog.Logger
+	// Logger receives the relay's logs (nil: none).
+	Logger *slog.Logger
+	// Metrics are the relay's Prometheus metrics (nil: NewMetrics(nil),
+	// registered nowhere).
 	Metrics *Metrics
 
 	// Test hooks, set through export_test.go.
@@ -146,10 +162,12 @@ var (
 
 // RejectedError is a record the broker rejected for good under RejectHalt.
 type RejectedError struct {
+	// ID, Topic and Key name the outbox row the broker refused.
 	ID    int64
-	Topic string
-	Key   string
-	Err   error
+	Topic string // see ID
+	Key   string // see ID
+	// Err is the broker's error.
+	Err error
 }
 
 func (e *RejectedError) Error() string {

@@ -41,18 +41,27 @@ func ResultOf(rep *Report, err error) Result {
 
 // Record is one verification as ecst.verify_runs keeps it.
 type Record struct {
-	ID         int64     `json:"id"`
-	Entity     string    `json:"entity"`
-	Topic      string    `json:"topic"`
-	Mirror     string    `json:"mirror,omitempty"`
-	StartedAt  time.Time `json:"started_at"`
+	// ID is the run's row in ecst.verify_runs.
+	ID int64 `json:"id"`
+	// Entity is the entity verified.
+	Entity string `json:"entity"`
+	// Topic is the entity's topic when it ran.
+	Topic string `json:"topic"`
+	// Mirror is the mirror table compared with the topic, as SQL names it
+	// ("": none).
+	Mirror string `json:"mirror,omitempty"`
+	// StartedAt is when the run started.
+	StartedAt time.Time `json:"started_at"`
+	// FinishedAt is when it ended, repair included.
 	FinishedAt time.Time `json:"finished_at"`
-	Result     Result    `json:"result"`
+	// Result is the verdict (after a repair: the verification after it).
+	Result Result `json:"result"`
 	// Report is what the run found, as `ecst verify --json` prints it
 	// (before any repair; its Repair.After is the verification after). Nil
 	// when the run failed before it compared anything.
 	Report *Report `json:"report,omitempty"`
-	Error  string  `json:"error,omitempty"`
+	// Error is why a run with ResultError failed ("" otherwise).
+	Error string `json:"error,omitempty"`
 }
 
 // Duration is how long the run took.
