@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
 )
@@ -81,7 +82,7 @@ func lateCommitScenario(t *testing.T, readAheadByID bool) (kVersions []string, m
 		t.Fatal(err)
 	}
 	close(release)
-	waitFor(t, "the relay to empty the outbox", 30*time.Second, func() bool { return e.outboxCount() == 0 })
+	wait.Eventually(t, 30*time.Second, "the relay to empty the outbox", func() bool { return e.outboxCount() == 0 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

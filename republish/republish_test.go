@@ -63,7 +63,7 @@ func liveTraffic(t *testing.T, w *ecsttest.World, keys []string, writers int, st
 // changing them, then returns the keys whose last record on the topic is
 // not the source's state.
 func republishUnderTraffic(t *testing.T, opts republish.Options) []string {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	keys := ecsttest.Keys(60)
 	w.Seed(ctx, keys)
@@ -100,7 +100,7 @@ func TestRepublishUnderLiveTraffic(t *testing.T) {
 // before its lock-then-read (the real order). It returns the keys whose
 // last record on the topic is not the source's state.
 func writeBetweenReadAndLock(t *testing.T, readFirst bool) []string {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	keys := ecsttest.Keys(56)
 	w.Seed(ctx, keys)
@@ -140,7 +140,7 @@ func TestRepublishOrderNeedsTheLock(t *testing.T) {
 }
 
 func TestRepublishResume(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	keys := ecsttest.Keys(500)
 	w.Seed(ctx, keys)
@@ -223,7 +223,7 @@ func header(hs []kgo.RecordHeader, key string) string {
 }
 
 func TestRepublishRefusesASecondRun(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	w.Seed(ctx, ecsttest.Keys(40))
 	started := make(chan struct{})
@@ -252,7 +252,7 @@ func TestRepublishRefusesASecondRun(t *testing.T) {
 // holds the entity's lock until its session ends; a run started then
 // waits for it instead of being refused.
 func TestRepublishWaitsForADeadRunsLock(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	w.Seed(ctx, ecsttest.Keys(3))
 	holder, err := pgx.Connect(ctx, w.DBURL)
@@ -275,7 +275,7 @@ func TestRepublishWaitsForADeadRunsLock(t *testing.T) {
 }
 
 func TestRepublishUnmappableColumnWritesNothing(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	w.Seed(ctx, ecsttest.Keys(3))
 	w.Exec(`DELETE FROM ecst.outbox`)
@@ -298,7 +298,7 @@ func TestRepublishUnmappableColumnWritesNothing(t *testing.T) {
 }
 
 func TestRepublishTombstonesOrphans(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	keys := ecsttest.Keys(30)
 	w.Seed(ctx, keys)
@@ -336,7 +336,7 @@ func TestRepublishTombstonesOrphans(t *testing.T) {
 }
 
 func TestRepublishSelections(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	w.Seed(ctx, ecsttest.Keys(20))
 	w.Exec(`DELETE FROM ecst.outbox`)

@@ -28,7 +28,7 @@ func cfg(w *ecsttest.World) verify.Config {
 }
 
 func TestVerifyQuietSystemIsInSync(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	keys := ecsttest.Keys(50)
 	w.Seed(ctx, keys)
@@ -49,7 +49,7 @@ func TestVerifyQuietSystemIsInSync(t *testing.T) {
 }
 
 func TestVerifyFindsEachDriftAndNoneInFlight(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	w.Seed(ctx, ecsttest.Keys(20))
 	w.Drain()
@@ -120,7 +120,7 @@ func TestVerifyFindsEachDriftAndNoneInFlight(t *testing.T) {
 // verify runs against a running relay; every change is in flight or on the
 // topic, and verify reports no drift.
 func TestVerifyNoFalseAlarmsUnderLiveTraffic(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	keys := ecsttest.Keys(100)
 	w.Seed(ctx, keys)
@@ -168,7 +168,7 @@ func TestVerifyNoFalseAlarmsUnderLiveTraffic(t *testing.T) {
 // the others wait for nobody, and the repair says which shard, and what it
 // wrote, instead of waiting out --wait.
 func TestRepairNeedsARelayForEachShard(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	keys := ecsttest.Keys(20)
 	w.Seed(ctx, keys)
@@ -196,16 +196,9 @@ func TestRepairNeedsARelayForEachShard(t *testing.T) {
 		t.Fatalf("no relay: %d outbox rows written, failed after %s", n, time.Since(start))
 	}
 
-	rc := w.RelayConfig(false)
+	rc := w.RelayConfig()
 	rc.TotalShards, rc.Shards = 2, []int{0}
-	r, err := relay.New(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	relayCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(relayCtx) }()
-	defer func() { stop(); <-done }()
+	w.RunRelay(rc) // until the test ends
 	if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "the relay to lead shard 0", func() (bool, error) {
 		l, err := relay.Leaders(ctx, w.Pool)
 		return len(l) == 1, err
