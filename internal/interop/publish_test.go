@@ -38,13 +38,24 @@ func TestPythonPublishes(t *testing.T) {
 		t.Fatalf("publish.py: %v\n%s", err, out)
 	}
 	var diffs []string
-	wait.Eventually(t, time.Minute, "the topic to equal the source", func() bool {
-		if w.OutboxLen() > 0 {
-			return false
+	pending := -1
+	if err := wait.Until(ctx, time.Minute, 100*time.Millisecond, "the topic to equal the source", func() (bool, error) {
+		if pending = w.OutboxLen(); pending > 0 {
+			return false, nil
 		}
 		diffs = w.TopicMatchesSource()
-		return len(diffs) == 0
-	})
+		return len(diffs) == 0, nil
+	}); err != nil {
+		rows, _ := w.Pool.Query(ctx, `SELECT id, txid::text, topic, key, CASE WHEN topic = '_ecst.capture' THEN convert_from(value, 'UTF8') ELSE encode(substr(headers, 1, 200), 'escape') END FROM ecst.outbox ORDER BY id`)
+		for rows.Next() {
+			var id int64
+			var x, tp, k, v string
+			_ = rows.Scan(&id, &x, &tp, &k, &v)
+			t.Logf("outbox %d tx %s %s %s %.120q", id, x, tp, k, v)
+		}
+		rows.Close()
+		t.Fatalf("%v: %d outbox rows pending; %d keys differ: %v", err, pending, len(diffs), diffs)
+	}
 	latest := w.Latest()
 	if r := latest["py00"]; r == nil || r.Value != nil {
 		t.Fatalf("py00, deleted, has last record %v; want a tombstone", r)

@@ -81,7 +81,16 @@ BEGIN
 END
 $$;
 
+-- A driver that sends an array parameter untyped (psycopg does, for a list of
+-- str) reaches this overload with the array's text, '{a,b}': refused with the
+-- fix rather than published as one odd key.
 CREATE FUNCTION ecst.publish(entity text, key text) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT ecst.publish(entity, ARRAY[key]);
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF key LIKE '{%}' THEN
+        RAISE EXCEPTION 'ecst.publish(%, %): the key looks like an array passed as text', entity, key
+            USING ERRCODE = '22023', HINT = 'cast the parameter to an array: SELECT ecst.publish(''customer'', $1::text[])';
+    END IF;
+    PERFORM ecst.publish(entity, ARRAY[key]);
+END
 $$;

@@ -19,10 +19,18 @@ with psycopg.connect(sys.argv[1]) as conn:
                 (key, f"Python {i}", f"{key}@example.com"),
             )
             conn.execute("SELECT ecst.publish('customer', %s)", (key,))
-    # Many keys at once: a list is a text[].
+    # Many keys at once: a list, cast to text[] (psycopg sends a list of
+    # str untyped, which would reach the one-key overload: refused).
+    keys = [f"py{i:02d}" for i in range(10, 20)]
+    try:
+        with conn.transaction():
+            conn.execute("SELECT ecst.publish('customer', %s)", (keys,))
+        sys.exit("an untyped list was taken as one key")
+    except psycopg.errors.InvalidParameterValue:
+        pass
     with conn.transaction():
         conn.execute("UPDATE customers SET version = version + 1, tier = 'gold' WHERE id LIKE 'py1%'")
-        conn.execute("SELECT ecst.publish('customer', %s)", ([f"py{i:02d}" for i in range(10, 20)],))
+        conn.execute("SELECT ecst.publish('customer', %s::text[])", (keys,))
     # A deletion: the relay finds no row and publishes a tombstone.
     with conn.transaction():
         conn.execute("DELETE FROM customers WHERE id = 'py00'")
