@@ -168,6 +168,7 @@ install it.`,
 		newRepublishCmd(a),
 		newVerifyCmd(a),
 		newStatusCmd(a),
+		newConsoleCmd(a),
 		newDevCmd(a),
 	)
 	// Cobra adds these when the tree executes; adding them now makes the
