@@ -155,7 +155,7 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 	if action == "verify" {
 		next = "/drift/" + url.PathEscape(q.Entity)
 	}
-	http.Redirect(w, r, next+"?msg="+url.QueryEscape("started: "+q.Summary()), http.StatusSeeOther)
+	http.Redirect(w, r, next+"?"+url.Values{"started": {action}, "entity": {q.Entity}}.Encode(), http.StatusSeeOther)
 }
 
 // run does the action; what it found is recorded where the pages read it

@@ -19,6 +19,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -226,7 +227,7 @@ func (s *Server) page(name string, data func(*http.Request, *status.Snapshot) (a
 			http.Error(w, "cannot read the system's state: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		v := view{Page: name, Snap: snap, Message: r.URL.Query().Get("msg"), Actions: s.cfg.Token != ""}
+		v := view{Page: name, Snap: snap, Message: s.startedMessage(r.URL.Query()), Actions: s.cfg.Token != ""}
 		if data != nil {
 			if v.Data, err = data(r, snap); err != nil {
 				http.Error(w, err.Error(), http.StatusNotFound)
@@ -244,6 +245,21 @@ func (s *Server) page(name string, data func(*http.Request, *status.Snapshot) (a
 		}
 		s.render(w, http.StatusOK, name, v)
 	}
+}
+
+// startedMessage says which action just started, from the redirect's
+// query: built here from known words, so that a link cannot make the page
+// say what it likes.
+func (s *Server) startedMessage(q url.Values) string {
+	action, entity := q.Get("started"), q.Get("entity")
+	if _, err := s.entityConfig(entity); err != nil {
+		return ""
+	}
+	switch action {
+	case "verify", "republish", "resume":
+		return fmt.Sprintf("Started: %s of %s. This page reloads while it runs.", action, entity)
+	}
+	return ""
 }
 
 func (s *Server) render(w http.ResponseWriter, code int, name string, v view) {

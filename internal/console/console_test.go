@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"github.com/ecst-io/ecst/internal/status"
 	"github.com/ecst-io/ecst/internal/topics"
 	"github.com/ecst-io/ecst/internal/wait"
+	"github.com/ecst-io/ecst/republish"
 	"github.com/ecst-io/ecst/verify"
 )
 
@@ -65,7 +67,7 @@ func newSystem(t *testing.T, tok string) *system {
 	w.WaitRelayLeads()
 
 	srv, err := console.New(console.Config{
-		Status: status.Options{DB: w.Pool, Admin: adm, Config: w.Config},
+		Status: status.Options{DB: w.Pool, Admin: adm, Config: w.Config, MaxBacklogAge: time.Hour},
 		Token:  tok, Pool: w.Pool, Registry: w.Registry, Publisher: w.Pub, Kafka: w.Kafka(),
 	})
 	if err != nil {
@@ -201,6 +203,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A mirror, caught up now: the republish below leaves it behind.
+	if err := s.MirrorCatchUp("billing"); err != nil {
+		t.Fatal(err)
+	}
+
 	// Drift behind ecst's back, found by a verify.
 	s.Exec(`UPDATE customers SET name = 'planted drift' WHERE id = 'c00004'`)
 	if _, err := verify.Run(bg, verify.Config{Pool: s.Pool, Registry: s.Registry, Entity: s.Entity, Kafka: s.Kafka()}, verify.Options{}); err != nil {
@@ -259,9 +266,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	do(t, ctx, chromedp.SendKeys(chromedp.CSS("#token"), token))
 	screenshot(t, ctx, "republish-confirm")
 	do(t, ctx, chromedp.Click(chromedp.CSS("#confirm-button")), chromedp.WaitVisible(chromedp.CSS("#message")))
+	if m := text(t, ctx, "#message"); m != "Started: republish of customer. This page reloads while it runs." {
+		t.Fatalf("message %q", m)
+	}
 	waitPage(t, ctx, "the run to complete", s.url+"/republish", `document.querySelector('tr.run[data-state="completed"]') !== null`)
 	if p := text(t, ctx, "tr.run"); !strings.Contains(p, "12/12 (100%)") {
 		t.Fatalf("run:\n%s", p)
+	}
+	if full, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('tr.run progress').value === 1`)); err != nil || !full {
+		t.Fatalf("the run's progress bar is not full (%v)", err)
 	}
 	screenshot(t, ctx, "republish-done")
 	if err := wait.Until(bg, 60*time.Second, 50*time.Millisecond, "the topic to converge on the source", func() (bool, error) {
@@ -283,6 +296,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	do(t, ctx, chromedp.Navigate(s.url+"/"))
 	if a := text(t, ctx, "#attention"); !strings.Contains(a, "Nothing needs attention") {
 		t.Fatalf("attention after the repair:\n%s", a)
+	}
+	if m := text(t, ctx, "#read-models tbody"); !strings.Contains(m, "mirror:billing") {
+		t.Fatalf("read models:\n%s", m)
+	}
+	if behind, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('#read-models progress').value > 0`)); err != nil || !behind {
+		t.Fatalf("the mirror's lag bar shows no lag (%v)", err)
 	}
 
 	// A phone: one column, nothing wider than the screen.
@@ -347,5 +366,56 @@ func TestActionsNeedTheToken(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("%s: %d", p, resp.StatusCode)
 		}
+	}
+}
+
+// TestResumeFromConsole: a run stopped half way is resumed by the
+// console's resume action, confirmed with the token, and completes.
+func TestResumeFromConsole(t *testing.T) {
+	s := newSystem(t, token)
+	ctx := context.Background()
+	s.Seed(ctx, ecsttest.Keys(20))
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := republish.Run(runCtx, republish.Config{Pool: s.Pool, Publisher: s.Pub, Entity: s.Entity}, republish.Options{All: true, Batch: 2, Rate: 10})
+		done <- err
+	}()
+	var id int64
+	if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "the run to write a batch", func() (bool, error) {
+		err := s.Pool.QueryRow(ctx, `SELECT id FROM ecst.republish_runs WHERE rows_written > 0`).Scan(&id)
+		return err == nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+
+	// The confirmation page says what resuming does.
+	resp, err := http.Get(fmt.Sprintf("%s/confirm/resume?entity=customer&run=%d", s.url, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("Resume republish run %d of customer", id); resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+		t.Fatalf("%d:\n%s", resp.StatusCode, body)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = client.PostForm(s.url+"/actions/resume", url.Values{"entity": {"customer"}, "run": {fmt.Sprint(id)}, "confirm": {"yes"}, "token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/republish?entity=customer&started=resume" {
+		t.Fatalf("%d, Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if err := wait.Until(ctx, 60*time.Second, 20*time.Millisecond, "the resumed run to complete", func() (bool, error) {
+		var state string
+		var written int64
+		err := s.Pool.QueryRow(ctx, `SELECT state, rows_written FROM ecst.republish_runs WHERE id = $1`, id).Scan(&state, &written)
+		return state == "completed" && written == 20, err
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
