@@ -36,7 +36,7 @@ func scrape(t *testing.T, reg *prometheus.Registry, entity string) map[string]fl
 // entity's latest run is running, failed (or abandoned by a dead process),
 // and how far it got, as ecst.republish_runs and the run's lock say.
 func TestCollectorFollowsTheLatestRun(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	w.Seed(ctx, ecsttest.Keys(40))
 	reg := prometheus.NewRegistry()

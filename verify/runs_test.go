@@ -23,7 +23,7 @@ import (
 // samples and diffs, read back by LastRuns and Runs; the metrics say what
 // the last run that finished found.
 func TestVerifyRecordsEachRun(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	w.Seed(ctx, ecsttest.Keys(10))
 	w.Drain()
@@ -119,7 +119,7 @@ func TestVerifyRecordsEachRun(t *testing.T) {
 // TestVerifyRecordsRepair: a repaired run records what it found, and the
 // verdict after the repair; the gauges say what the repair left.
 func TestVerifyRecordsRepair(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	w.Seed(ctx, ecsttest.Keys(10))
 	w.Drain()
@@ -151,7 +151,7 @@ func TestVerifyRecordsRepair(t *testing.T) {
 // ecst.verify_runs still verifies; the run says it is not recorded, and how
 // to fix that.
 func TestVerifyUnrecordedIsAWarning(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	w.Seed(ctx, ecsttest.Keys(5))
 	w.Drain()
@@ -172,7 +172,7 @@ func TestVerifyUnrecordedIsAWarning(t *testing.T) {
 // TestVerifyInterruptedIsNotRecorded: a run stopped by its context has
 // concluded nothing; it leaves no row, and no count.
 func TestVerifyInterruptedIsNotRecorded(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w.Seed(ctx, ecsttest.Keys(5))

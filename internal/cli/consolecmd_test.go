@@ -24,7 +24,7 @@ import (
 // token, and stops cleanly, exit 0, on SIGTERM.
 func TestConsoleCommand(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
 	const secret = "tok-3a9d0c7e-console"

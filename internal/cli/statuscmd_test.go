@@ -14,7 +14,7 @@ import (
 // names the fix.
 func TestStatusCommand(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
 	ecst := func(code int, args ...string) result {

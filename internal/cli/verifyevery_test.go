@@ -26,7 +26,7 @@ import (
 // stops cleanly, exit 0, on SIGTERM.
 func TestVerifyEvery(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
 	w.Seed(ctx, ecsttest.Keys(10))

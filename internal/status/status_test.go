@@ -35,7 +35,7 @@ type system struct {
 }
 
 func newSystem(t *testing.T) *system {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	w.Entity.Partitions = ecsttest.Partitions
 	cl, err := kgo.NewClient(w.Kafka()...)
 	if err != nil {
