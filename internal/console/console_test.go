@@ -42,7 +42,7 @@ type system struct {
 }
 
 func newSystem(t *testing.T, tok string) *system {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	w.Entity.Partitions = ecsttest.Partitions
 	cl, err := kgo.NewClient(w.Kafka()...)
@@ -196,9 +196,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	bg := context.Background()
 	s.Seed(bg, ecsttest.Keys(12))
 	if err := wait.Until(bg, 30*time.Second, 20*time.Millisecond, "the relay to publish the seed", func() (bool, error) {
-		var n int
-		err := s.Pool.QueryRow(bg, `SELECT count(*) FROM ecst.outbox`).Scan(&n)
-		return n == 0, err
+		return s.OutboxLen() == 0, nil
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -5,46 +5,35 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ecst-io/ecst/internal/pglock"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/relay"
 )
 
-// outboxShards reads the delete-based outbox's shards: for each, whether a
-// relay leads it (relay.Leaders: pg_locks), its pending rows counted up to
-// limit (an index walk of at most limit entries), and the oldest one's age
-// (the head of the shard's (shard, id) index). Two round trips whatever the
-// backlog.
+// outboxShards reads the table transport's shards: for each, whether a
+// relay leads it (relay.Leaders: pg_locks), and its pending rows counted up
+// to limit with the oldest one's age (outbox.PendingHead: bounded whatever
+// the backlog). One statement per shard.
 func outboxShards(ctx context.Context, q Querier, shards, limit int) ([]Shard, error) {
 	leaders, err := relay.Leaders(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := q.Query(ctx, `SELECT s, p.n, extract(epoch FROM now() - h.created_at)
-		FROM generate_series(0, $1::int - 1) AS s
-		CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM ecst.outbox WHERE shard = s LIMIT $2) b) AS p
-		LEFT JOIN LATERAL (SELECT created_at FROM ecst.outbox WHERE shard = s ORDER BY id LIMIT 1) AS h ON true
-		ORDER BY s`, shards, limit)
-	if err != nil {
-		return nil, fmt.Errorf("count the pending outbox rows: %w", err)
-	}
-	var out []Shard
-	var sh Shard
-	var age *float64
-	_, err = pgx.ForEachRow(rows, []any{&sh.Shard, &sh.Pending, &age}, func() error {
-		sh.Leader = slices.Contains(leaders, sh.Shard)
-		sh.Capped = sh.Pending >= int64(limit)
-		sh.OldestAge = 0
-		if age != nil {
-			sh.OldestAge = Seconds(max(*age, 0))
+	now := time.Now()
+	out := make([]Shard, shards)
+	for i := range out {
+		n, capped, oldest, err := outbox.PendingHead(ctx, q, i, limit)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, sh)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("count the pending outbox rows: %w", err)
+		out[i] = Shard{Shard: i, Leader: slices.Contains(leaders, i), Pending: n, Capped: capped}
+		if !oldest.IsZero() {
+			out[i].OldestAge = Seconds(max(now.Sub(oldest).Seconds(), 0))
+		}
 	}
 	return out, nil
 }
