@@ -2,13 +2,10 @@ package console
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 
@@ -187,11 +184,3 @@ func (s *Server) run(ctx context.Context, q request) {
 	}
 	s.actions.WithLabelValues(q.Action, "done").Inc()
 }
-
-func writeJSON(w io.Writer, v any) {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
-func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
