@@ -206,6 +206,14 @@ func Gather(ctx context.Context, o Options) (*Snapshot, error) {
 		byTopic[e.Topic] = e
 		s.Entities = append(s.Entities, Entity{Name: n, Topic: e.Topic})
 	}
+	// The outbox first, then the topics: a row the snapshot counts as
+	// published is then in the end offsets it reads (the other order could
+	// show a row neither pending nor on the topic, and a consumer caught up
+	// with a topic that has moved on).
+	var err error
+	if s.Transport, s.Shards, err = gatherTransport(ctx, o); err != nil {
+		return nil, err
+	}
 	models, err := readModels(ctx, o.DB)
 	if err != nil {
 		return nil, err
@@ -228,9 +236,6 @@ func Gather(ctx context.Context, o Options) (*Snapshot, error) {
 			m.TombstoneRisk = true
 		}
 		s.ReadModels = append(s.ReadModels, m.ReadModel)
-	}
-	if s.Transport, s.Shards, err = gatherTransport(ctx, o); err != nil {
-		return nil, err
 	}
 	runs, err := verify.LastRuns(ctx, o.DB, names)
 	if err != nil {
