@@ -315,6 +315,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Error("the overview is wider than a phone's screen")
 	}
 	screenshot(t, ctx, "overview-phone")
+	do(t, ctx, chromedp.Navigate(s.url+"/republish"))
+	if overflow, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`)); err != nil || overflow {
+		t.Errorf("the republish page is wider than a phone's screen (%v)", err)
+	}
+	screenshot(t, ctx, "republish-phone")
 }
 
 // TestActionsNeedTheToken: a POST without the token, with a wrong one, or
