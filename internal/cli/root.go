@@ -168,6 +168,8 @@ install it.`,
 		newRepublishCmd(a),
 		newCaptureCmd(a),
 		newVerifyCmd(a),
+		newStatusCmd(a),
+		newConsoleCmd(a),
 		newDevCmd(a),
 	)
 	// Cobra adds these when the tree executes; adding them now makes the
