@@ -225,6 +225,12 @@ func (c *Cluster) start(ctx context.Context) error {
 		settings["wal_level"] = "logical"
 		settings["max_replication_slots"] = "64"
 		settings["max_wal_senders"] = "64"
+		if !c.opts.Durable {
+			// Logical decoding only reads flushed WAL, and without
+			// synchronous_commit a commit waits for the WAL writer's next
+			// round (up to three wal_writer_delay, 200ms by default).
+			settings["wal_writer_delay"] = "10ms"
+		}
 	}
 	for k, v := range c.opts.Settings {
 		settings[k] = v
