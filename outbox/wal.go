@@ -73,12 +73,12 @@ const TransportConstraint = "ecst_outbox_transport_is_wal"
 func tableMismatch(err error) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.ConstraintName == TransportConstraint {
-		return fmt.Errorf("%w: the database runs the WAL transport, this writer the table transport: set outbox.transport: wal (ECST_OUTBOX_TRANSPORT=wal) for every writer and relay (%w)", ErrTransportMismatch, err)
+		return fmt.Errorf("%w: the database takes no events in ecst.outbox: it runs the WAL transport (set outbox.transport: wal, ECST_OUTBOX_TRANSPORT=wal, for every writer and relay), or `ecst outbox switch` is moving it between transports (retry once it is done) (%w)", ErrTransportMismatch, err)
 	}
 	return err
 }
 
-var errWALMismatch = fmt.Errorf("%w: the database runs the table transport, this writer the WAL transport: set outbox.transport: table for every writer and relay, or move the database with `ecst outbox switch wal`", ErrTransportMismatch)
+var errWALMismatch = fmt.Errorf("%w: the database takes no events in the WAL: it runs the table transport (set outbox.transport: table for every writer and relay, or move the database with `ecst outbox switch wal`), or `ecst outbox switch` is moving it between transports (retry once it is done)", ErrTransportMismatch)
 
 // emitSQL takes the key lock and emits the event in one statement, one
 // round trip. It returns a row only while ecst.wal_enabled has one: in a
@@ -149,17 +149,17 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// DatabaseTransport reads the transport the database runs (ecst.wal_enabled
-// has a row in WAL mode).
+// DatabaseTransport reads the transport the database runs: that of its
+// last switch (ecst.transport_switches), the table transport if none. While
+// a switch is in progress it is the transport switched to, and writers of
+// neither are let in (the switch's Closed).
 func DatabaseTransport(ctx context.Context, q Querier) (Transport, error) {
-	var wal bool
-	if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT FROM ecst.wal_enabled)").Scan(&wal); err != nil {
-		return "", fmt.Errorf("read the database's outbox transport (ecst.wal_enabled; is the schema migrated? run `ecst migrate`): %w", err)
+	var t string
+	err := q.QueryRow(ctx, "SELECT coalesce((SELECT transport FROM ecst.transport_switches ORDER BY id DESC LIMIT 1), 'table')").Scan(&t)
+	if err != nil {
+		return "", fmt.Errorf("read the database's outbox transport (ecst.transport_switches; is the schema migrated? run `ecst migrate`): %w", err)
 	}
-	if wal {
-		return TransportWAL, nil
-	}
-	return TransportTable, nil
+	return Transport(t), nil
 }
 
 // CheckTransport returns an error wrapping ErrTransportMismatch, with the
@@ -215,7 +215,7 @@ type Message struct {
 var ErrBadMessage = errors.New("outbox message does not decode")
 
 // DecodeMessage is the inverse of EncodeMessage. It does not decode the
-// headers (Message.Row does).
+// headers (Message.Row does). The message's Value and Headers alias b.
 func DecodeMessage(b []byte) (Message, error) {
 	if len(b) == 0 || b[0] != messageFormat {
 		return Message{}, fmt.Errorf("%w: unknown format", ErrBadMessage)

@@ -24,7 +24,8 @@ func walMode(t *testing.T, pool *pgxpool.Pool) (slot string) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, `INSERT INTO ecst.wal_enabled DEFAULT VALUES;
-		ALTER TABLE ecst.outbox ADD CONSTRAINT `+outbox.TransportConstraint+` CHECK (false) NOT VALID`); err != nil {
+		ALTER TABLE ecst.outbox ADD CONSTRAINT `+outbox.TransportConstraint+` CHECK (false) NOT VALID;
+		INSERT INTO ecst.transport_switches (transport, finished_at) VALUES ('wal', now())`); err != nil {
 		t.Fatal(err)
 	}
 	var db string

@@ -31,6 +31,7 @@ import (
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/kafkatest"
 	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
@@ -53,6 +54,8 @@ type env struct {
 	pub      *producer.Publisher
 	schema   avro.Schema
 	relayLog *syncBuffer
+	wal      bool // the WAL transport
+	shards   int
 }
 
 const testPartitions = 3
@@ -62,6 +65,7 @@ type envOpts struct {
 	restartable bool
 	shards      int
 	sasl        bool // a broker that requires SASL (SCRAM-SHA-512)
+	wal         bool // the WAL transport: the database switched, writers and relays on it
 }
 
 var nameRE = regexp.MustCompile(`[^a-zA-Z0-9]+`)
@@ -69,7 +73,7 @@ var nameRE = regexp.MustCompile(`[^a-zA-Z0-9]+`)
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{t: t, dbURL: o.dbURL}
+	e := &env{t: t, dbURL: o.dbURL, wal: o.wal}
 	if e.dbURL == "" {
 		e.dbURL = pgtest.NewDBURL(t)
 	}
@@ -104,26 +108,47 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatalf("create topic: %v", err)
 	}
+	if e.wal {
+		if _, err := relay.Switch(ctx, e.pool, outbox.TransportWAL, relay.SwitchOptions{Service: e.service}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.reg = srfake.New()
 	t.Cleanup(e.reg.Close)
 	if e.schemaID, _, err = e.reg.RegisterSchema(e.topic+"-value", sr.Schema{Schema: customers.Schema}); err != nil {
 		t.Fatal(err)
 	}
 	e.schema = avro.MustParse(customers.Schema)
+	e.shards = o.shards
+	e.pub = e.publisher(e.transport())
+	return e
+}
+
+// publisher is a Publisher of the env's entity, writing by transport t.
+func (e *env) publisher(t outbox.Transport) *producer.Publisher {
+	e.t.Helper()
 	reg, err := schemas.NewRegistry(config.Registry{URL: config.SecretURL(e.reg.URL())})
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	e.pub, err = producer.New(producer.Config{
-		Service:  e.service,
-		Entities: map[string]*config.Entity{"customer": {Name: "customer", Topic: e.topic, SchemaText: customers.Schema}},
-		Registry: reg,
-		Shards:   o.shards,
+	pub, err := producer.New(producer.Config{
+		Service:   e.service,
+		Entities:  map[string]*config.Entity{"customer": {Name: "customer", Topic: e.topic, SchemaText: customers.Schema}},
+		Registry:  reg,
+		Shards:    e.shards,
+		Transport: t,
 	})
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	return e
+	return pub
+}
+
+func (e *env) transport() outbox.Transport {
+	if e.wal {
+		return outbox.TransportWAL
+	}
+	return outbox.TransportTable
 }
 
 func (e *env) client(opts ...kgo.Opt) *kgo.Client {
@@ -156,8 +181,10 @@ func (e *env) relayConfig() relay.Config {
 		Pool:         pool,
 		KafkaOpts:    e.kopts,
 		Service:      e.service,
+		Transport:    e.transport(),
 		Topics:       []string{e.topic},
 		BatchSize:    250,
+		WALHeartbeat: 200 * time.Millisecond,
 		PollMin:      time.Millisecond,
 		PollMax:      20 * time.Millisecond,
 		LeaseTimeout: 2 * time.Second,
@@ -200,6 +227,29 @@ func (e *env) drain() {
 	defer cancel()
 	if err := r.Run(ctx); err != nil {
 		e.t.Fatalf("drain: %v", err)
+	}
+}
+
+// caughtUp returns a check that the relay has published everything
+// committed before caughtUp was called: the outbox table is empty, or (the
+// database runs the WAL transport) the slot has confirmed the WAL position
+// of that moment.
+func (e *env) caughtUp() func() bool {
+	e.t.Helper()
+	if tr, err := outbox.DatabaseTransport(context.Background(), e.pool); err != nil {
+		e.t.Fatal(err)
+	} else if tr == outbox.TransportTable {
+		return func() bool { return e.outboxCount() == 0 }
+	}
+	var target string
+	if err := e.pool.QueryRow(context.Background(), "SELECT pg_current_wal_insert_lsn()::text").Scan(&target); err != nil {
+		e.t.Fatal(err)
+	}
+	return func() bool {
+		var done bool
+		err := e.pool.QueryRow(context.Background(), "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+			relay.SlotName(e.service), target).Scan(&done)
+		return err == nil && done
 	}
 }
 
@@ -287,6 +337,11 @@ type commitError struct{ err error }
 func (c *commitError) Error() string { return "commit: " + c.err.Error() }
 
 func (e *env) write(ctx context.Context, key string, del bool) (event, error) {
+	return e.writeWith(ctx, e.pub, key, del)
+}
+
+// writeWith is write with a Publisher of the test's choosing.
+func (e *env) writeWith(ctx context.Context, pub *producer.Publisher, key string, del bool) (event, error) {
 	tx, err := e.pool.Begin(ctx)
 	if err != nil {
 		return event{}, err
@@ -302,7 +357,7 @@ func (e *env) write(ctx context.Context, key string, del bool) (event, error) {
 		if err != nil {
 			return event{}, err
 		}
-		if err := e.pub.Delete(ctx, tx, "customer", key, v); err != nil {
+		if err := pub.Delete(ctx, tx, "customer", key, v); err != nil {
 			return event{}, err
 		}
 		ev = event{key: key, version: v, deleted: true}
@@ -316,7 +371,7 @@ func (e *env) write(ctx context.Context, key string, del bool) (event, error) {
 			return event{}, err
 		}
 		state := map[string]any{"id": key, "version": v, "name": "n" + strconv.FormatInt(v, 10), "email": "e", "tier": nil, "updated_at": at}
-		if err := e.pub.Publish(ctx, tx, "customer", key, v, state); err != nil {
+		if err := pub.Publish(ctx, tx, "customer", key, v, state); err != nil {
 			return event{}, err
 		}
 		ev = event{key: key, version: v}
@@ -522,13 +577,14 @@ func (e *env) startRelayProc(extraArgs ...string) *relayProc {
 	os.MkdirAll(filepath.Join(dir, "schemas"), 0o755)
 	os.WriteFile(filepath.Join(dir, "schemas", "customer.avsc"), []byte(customers.Schema), 0o644)
 	yml := fmt.Sprintf(`service: %s
-relay: {batch_size: 250, poll_min: 1ms, poll_max: 20ms, lease_timeout: 2s, metrics_addr: "off"}
+outbox: {transport: %s}
+relay: {batch_size: 250, poll_min: 1ms, poll_max: 20ms, lease_timeout: 2s, metrics_addr: "off", wal_heartbeat: 200ms}
 entities:
   customer:
     topic: %s
     schema: schemas/customer.avsc
     partitions: %d
-`, e.service, e.topic, testPartitions)
+`, e.service, e.transport(), e.topic, testPartitions)
 	cfgPath := filepath.Join(dir, "ecst.yaml")
 	os.WriteFile(cfgPath, []byte(yml), 0o644)
 	args := append([]string{"--config", cfgPath, "--log-format", "json", "relay"}, extraArgs...)

@@ -30,3 +30,12 @@ func RefreshStats(ctx context.Context, pool *pgxpool.Pool, n int64) {
 	}
 	r.refreshStats(ctx, n)
 }
+
+// WithLSNOrder makes the WAL source sort each batch by the position where
+// its messages were written instead of the commit order the slot delivers
+// them in, so that a test can show the reordering that would cause.
+func WithLSNOrder(cfg *Config) { cfg.sortByLSN = true }
+
+// WithoutSwitchWait makes a switch open the new transport at once, without
+// waiting for the old one's events to be published.
+func WithoutSwitchWait(o *SwitchOptions) { o.noWait = true }

@@ -45,7 +45,6 @@ type Options struct {
 	Settings map[string]string
 }
 
-
 // Cluster is a running PostgreSQL server.
 type Cluster struct {
 	dir     string

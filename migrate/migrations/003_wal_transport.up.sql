@@ -31,13 +31,16 @@ CREATE TABLE ecst.wal_slots (
 
 CREATE UNIQUE INDEX wal_slots_live ON ecst.wal_slots (slot_name) WHERE dropped_at IS NULL;
 
--- Every switch between transports. A switch to the table transport records
--- the WAL position right after it: the table relay publishes nothing until
--- the slot has confirmed that position, so that every event written to the
--- WAL before the switch reaches Kafka before any written to the table after.
+-- Every switch between transports; the newest row's transport is the one the
+-- database runs. A switch first closes the old transport to writers, waits
+-- until its relay has published everything it holds, and only then opens the
+-- new one (finished_at): every event written before the switch reaches Kafka
+-- before any written after. A switch to the table transport records the WAL
+-- position where the WAL closed: everything the slot holds is before it.
 CREATE TABLE ecst.transport_switches (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     transport   text        NOT NULL CHECK (transport IN ('table', 'wal')),
-    switched_at timestamptz NOT NULL DEFAULT now(),
-    wal_lsn     pg_lsn
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    wal_lsn     pg_lsn,
+    finished_at timestamptz
 );
