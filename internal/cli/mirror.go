@@ -141,7 +141,7 @@ exits 0; without, it keeps following, serving /metrics and /readyz.`,
 				return nil
 			}
 			if cfg.Relay.MetricsAddr != "" {
-				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, promReg, c.Ready)
+				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, promReg, c.Ready, noSlot)
 				if err != nil {
 					return err
 				}
