@@ -7,7 +7,7 @@ TIMEOUT  ?= 20m
 # Packages whose tests touch Kafka: their tests depend, directly or not, on internal/kafkatest.
 KAFKA_PKGS = $(shell $(GO) list -test -f '{{if .ForTest}}{{.ForTest}} {{join .Deps " "}}{{end}}' ./... | awk '{for (i = 2; i <= NF; i++) if ($$i ~ /internal\/kafkatest$$/) {print $$1; break}}' | sort -u)
 
-.PHONY: all build setup setup-kafka setup-registry setup-interop setup-compose compose-check docs demo test test-kafka test-registry check bench bench-relay fuzz clean
+.PHONY: all build setup setup-kafka setup-registry setup-interop setup-compose compose-check docs demo test test-kafka test-registry check bench bench-relay bench-debezium fuzz clean
 
 all: check test
 
@@ -81,6 +81,12 @@ bench: setup
 ## bench-relay: the relay against the raw ceiling on a real broker (see docs/benchmarks.md)
 bench-relay: setup setup-kafka build
 	@scripts/test-kafka.sh sh -c 'ECST_BROKERS=$$ECST_TEST_BROKERS bin/ecst bench relay --log-level warn'
+
+## bench-debezium: ecst's relay side by side with Debezium (Kafka Connect standalone and its Outbox
+## Event Router) on one PostgreSQL and a real broker; not part of test or CI (bench/debezium/README.md).
+## Flags go through BENCH_DEBEZIUM_FLAGS, e.g. BENCH_DEBEZIUM_FLAGS='-workloads steady -rate 10000'.
+bench-debezium: setup setup-kafka
+	@bench/debezium/run.sh $(BENCH_DEBEZIUM_FLAGS)
 
 ## fuzz: a short fuzzing pass over the decoders and the schema checker
 FUZZTIME ?= 15s

@@ -23,6 +23,8 @@ import (
 
 	"github.com/hamba/avro/v2"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ecst-io/ecst/internal/pgident"
 )
 
 // DefaultFile is the config file read when --config is not given.
@@ -292,7 +294,6 @@ func knownKeys(typ string) []string {
 var (
 	entityNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 	topicRE      = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
-	identRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$`)
 	sslModes     = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 )
 
@@ -426,15 +427,20 @@ func (s *Source) validate(f string) []error {
 	if s.Table == "" && s.Query == "" {
 		add(f+".table", "is required (or give a query): the source-of-truth table republish and verify read")
 	}
-	if s.Table != "" && !identRE.MatchString(s.Table) {
-		add(f+".table", "%q is not a plain table name (schema.table is allowed)", s.Table)
+	// The table is read as `ecst mirror --table` reads one: as in SQL.
+	table, err := pgident.Parse(s.Table)
+	if s.Table != "" && err != nil {
+		add(f+".table", "%v", err)
 	}
 	if s.Key == "" {
 		add(f+".key", "is required: the column that holds the entity id (the Kafka key)")
 		return errs
 	}
 	if s.Query == "" {
-		s.Query = "SELECT * FROM " + s.Table
+		if err != nil {
+			return errs
+		}
+		s.Query = "SELECT * FROM " + table.Quoted()
 	}
 	cols, star, err := selectColumns(s.Query)
 	if err != nil {
@@ -444,10 +450,15 @@ func (s *Source) validate(f string) []error {
 	if star {
 		return errs
 	}
-	if !slices.Contains(cols, strings.ToLower(s.Key)) {
+	// Columns are matched regardless of case, as the source's columns are
+	// matched to the schema's fields.
+	selects := func(col string) bool {
+		return slices.ContainsFunc(cols, func(c string) bool { return strings.EqualFold(c, col) })
+	}
+	if !selects(s.Key) {
 		add(f+".query", "does not select the key column %q (it selects %s); add %s to the select list", s.Key, strings.Join(cols, ", "), s.Key)
 	}
-	if s.Version != "" && !slices.Contains(cols, strings.ToLower(s.Version)) {
+	if s.Version != "" && !selects(s.Version) {
 		add(f+".query", "does not select the version column %q (it selects %s); add %s to the select list", s.Version, strings.Join(cols, ", "), s.Version)
 	}
 	return errs

@@ -93,7 +93,7 @@ entities:
 	}
 	e := cfg.Entities["customer"]
 	if e.Compatibility != config.DefaultCompatibility || e.Partitions != config.DefaultPartitions ||
-		e.ReplicationFactor != config.DefaultReplicationFactor || e.Source.Query != "SELECT * FROM customers" || e.Name != "customer" {
+		e.ReplicationFactor != config.DefaultReplicationFactor || e.Source.Query != `SELECT * FROM "customers"` || e.Name != "customer" {
 		t.Fatalf("defaults not applied: %+v %+v", e, e.Source)
 	}
 	if cfg.Outbox.Transport != config.TransportTable || cfg.Relay.WALHeartbeat != config.DefaultWALHeartbeat {

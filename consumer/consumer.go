@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/hamba/avro/v2"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -82,6 +83,8 @@ type Batch[T any] struct {
 	// From and Next are each partition's next offset before and after the
 	// batch.
 	From, Next map[int32]int64
+
+	deadLettered int64 // poison records sent to the DLQ while reading it
 }
 
 // Store is where a read model lives.
@@ -129,10 +132,39 @@ type Config[T any] struct {
 	// (partitioned mode), and each holds only its partitions' keys. Empty:
 	// replicated mode, every instance reads every partition.
 	Group string
-	// Progress, if set, is called after each applied batch with how far
-	// the consumer is towards the end offsets seen at start: records
-	// (offsets) read so far and in all.
-	Progress func(done, total int64)
+	// Progress, if set, is called after each applied batch with the
+	// records applied since Run or CatchUp began and how far the consumer
+	// is towards the end offsets seen at start.
+	Progress func(Progress)
+}
+
+// Progress is what a consumer has applied since Run or CatchUp began, and
+// how far along the topic it is.
+type Progress struct {
+	// Upserts and Deletes count the records applied: full states and
+	// tombstones. Skipped counts the poison records passed over (Skip,
+	// DeadLetter).
+	Upserts, Deletes, Skipped int64
+	// Read and End are the offsets read and the end offsets seen at start,
+	// summed over the partitions. Offsets measure the way along the topic,
+	// not records: transaction markers take offsets too, and a resumed
+	// consumer counts what it read before.
+	Read, End int64
+}
+
+// Records is how many records were applied.
+func (p Progress) Records() int64 { return p.Upserts + p.Deletes }
+
+// countApplied adds what an applied batch carried to p.
+func countApplied[T any](p *Progress, b *Batch[T]) {
+	for i := range b.Changes {
+		if b.Changes[i].Deleted {
+			p.Deletes++
+		} else {
+			p.Upserts++
+		}
+	}
+	p.Skipped += int64(len(b.Skipped)) + b.deadLettered
 }
 
 // Consumer follows one state topic into a Store.
@@ -224,26 +256,33 @@ func (c *Consumer[T]) markReady() {
 }
 
 // Run follows the topic until ctx ends (nil) or a fatal error: a poison
-// record under Halt, a missing topic. Broker and database errors are
-// retried.
+// record under Halt, a missing topic, a database error that retrying
+// cannot fix (a missing table or column, a privilege or a constraint
+// refused: see permanent). Other broker and database errors are retried.
 func (c *Consumer[T]) Run(ctx context.Context) error {
 	return c.run(ctx, false)
 }
 
 // CatchUp applies everything up to the end offsets seen at start, then
-// returns nil: `ecst mirror --once`.
+// returns nil: `ecst mirror --once`. If ctx ends first, it returns an
+// error wrapping ctx.Err() that says how far it got; it fails as Run does.
 func (c *Consumer[T]) CatchUp(ctx context.Context) error {
 	return c.run(ctx, true)
 }
 
 func (c *Consumer[T]) run(ctx context.Context, once bool) error {
 	var missingSince time.Time
+	var p Progress
 	for {
-		err := c.session(ctx, once)
+		err := c.session(ctx, once, &p)
 		switch {
-		case err == nil || ctx.Err() != nil:
-			return nil
 		case errors.Is(err, errCaughtUp):
+			return nil
+		case err == nil || ctx.Err() != nil:
+			if once {
+				return fmt.Errorf("stopped before catching up with %s: %d records applied, %d of %d offsets read: %w",
+					c.cfg.Topic, p.Records(), p.Read, p.End, ctx.Err())
+			}
 			return nil
 		case errors.Is(err, ErrOffsetsMoved):
 			c.log.Info("stored offsets moved (a rebuild swapped the model in); resuming from them")
@@ -258,6 +297,8 @@ func (c *Consumer[T]) run(ctx context.Context, once bool) error {
 			}
 		case errors.Is(err, ErrPoison), errors.Is(err, errFatal):
 			return err
+		case permanent(err):
+			return fmt.Errorf("%w (retrying cannot fix this: the consumer stops)", err)
 		}
 		c.log.Warn("consumer session failed; retrying", "err", err)
 		if !wait.Sleep(ctx, time.Second) {
@@ -271,8 +312,33 @@ var (
 	errFatal    = errors.New("fatal")
 )
 
-// session reads from the stored offsets until an error.
-func (c *Consumer[T]) session(ctx context.Context, once bool) error {
+// permanent reports whether err is a PostgreSQL error that retrying the
+// same work cannot fix: PostgreSQL refused the statement itself, not the
+// connection or the moment. Those are the SQLSTATE classes 0A (feature
+// not supported), 22 (data exception), 23 (integrity constraint: a
+// NOT NULL or CHECK added to a model by hand), 28 (wrong user or
+// password), 3D and 3F (no such database or schema), 42 (no such table
+// or column, no privilege, syntax), 44 (check option) and 54 (program
+// limit, such as too many columns). Everything else is retried:
+// connection failures (08), serialization failures and deadlocks (40),
+// a read-only transaction after a failover (25), resources (53),
+// operator intervention and shutdowns (57), system errors (58), lock
+// timeouts (55).
+func permanent(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) < 2 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "0A", "22", "23", "28", "3D", "3F", "42", "44", "54":
+		return true
+	}
+	return false
+}
+
+// session reads from the stored offsets until an error, counting what it
+// applies into p.
+func (c *Consumer[T]) session(ctx context.Context, once bool, p *Progress) error {
 	stored, err := c.cfg.Store.Offsets(ctx, c.cfg.Name, c.cfg.Topic)
 	if err != nil {
 		return fmt.Errorf("load offsets: %w", err)
@@ -320,6 +386,7 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 	} else {
 		opts = append(opts, c.groupOpts(tr)...)
 	}
+	p.Read, p.End = tr.progress()
 	if tr.caughtUp() {
 		c.markReady()
 		if once {
@@ -385,13 +452,15 @@ func (c *Consumer[T]) session(ctx context.Context, once bool) error {
 			return fmt.Errorf("apply batch: %w", err)
 		}
 		c.applied.Add(float64(len(b.Changes)))
+		countApplied(p, b)
 		changes = b.Changes
 		clear(changes) // hold no states past their batch
 		tr.advance(b.Next)
 		// In a group, partitions move only between applied batches.
 		cl.AllowRebalance()
+		p.Read, p.End = tr.progress()
 		if c.cfg.Progress != nil {
-			c.cfg.Progress(tr.progress())
+			c.cfg.Progress(*p)
 		}
 		if tr.caughtUp() {
 			c.markReady()
@@ -628,6 +697,7 @@ func (c *Consumer[T]) add(ctx context.Context, cl *kgo.Client, b *Batch[T], r *k
 		if err := c.deadLetter(ctx, cl, r, pe); err != nil {
 			return fmt.Errorf("dead-letter: %w", err)
 		}
+		b.deadLettered++
 		c.poisoned.WithLabelValues("dead_lettered").Inc()
 		c.log.Warn("dead-lettered a poison record", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", pe.Err)
 		return nil

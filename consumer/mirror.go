@@ -39,9 +39,11 @@ func NewMirror(schema avro.Schema) (*Mirror, error) {
 }
 
 // CreateTable creates the table with a column per field of the schema.
+// Like every table a Mirror is given, table is written as in SQL
+// (pgident.Name's Quoted is safe): it goes into the statement as it is.
 func (m *Mirror) CreateTable(table string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (%s text PRIMARY KEY", quoteTable(table), pgx.Identifier{KeyColumn}.Sanitize())
+	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (%s text PRIMARY KEY", table, pgx.Identifier{KeyColumn}.Sanitize())
 	for _, f := range m.schema.(*avro.RecordSchema).Fields() {
 		typ, _ := sqlType(f.Type())
 		fmt.Fprintf(&b, ", %s %s", pgx.Identifier{f.Name()}.Sanitize(), typ)
@@ -74,7 +76,7 @@ func (m *Mirror) Prepare(ctx context.Context, tx pgx.Tx, table string, changes [
 			typ, _ := sqlType(f.Type())
 			have, ok := m.cols[f.Name()]
 			if !ok {
-				if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s", quoteTable(table), pgx.Identifier{f.Name()}.Sanitize(), typ)); err != nil {
+				if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s", table, pgx.Identifier{f.Name()}.Sanitize(), typ)); err != nil {
 					return fmt.Errorf("add column %s: %w", f.Name(), err)
 				}
 				m.cols[f.Name()] = typ
@@ -88,6 +90,8 @@ func (m *Mirror) Prepare(ctx context.Context, tx pgx.Tx, table string, changes [
 	return nil
 }
 
+// loadColumns reads the table's columns. regclass reads the name as SQL
+// does, as every statement here does.
 func (m *Mirror) loadColumns(ctx context.Context, tx pgx.Tx, table string) error {
 	rows, err := tx.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
 		WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`, table)
@@ -124,7 +128,7 @@ func (m *Mirror) Upsert(b *pgx.Batch, table, key string, state map[string]any, c
 		sets = append(sets, name+" = EXCLUDED."+name)
 	}
 	sql := fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (%s) DO ",
-		quoteTable(table), strings.Join(cols, ", "), strings.Join(params, ", "), pgx.Identifier{KeyColumn}.Sanitize())
+		table, strings.Join(cols, ", "), strings.Join(params, ", "), pgx.Identifier{KeyColumn}.Sanitize())
 	if len(sets) == 0 {
 		sql += "NOTHING"
 	} else {
@@ -163,11 +167,7 @@ func (m *Mirror) fields(c *Change[map[string]any]) []*avro.Field {
 
 // Delete removes key's row.
 func (m *Mirror) Delete(b *pgx.Batch, table, key string) {
-	b.Queue(fmt.Sprintf("DELETE FROM %s WHERE %s = $1", quoteTable(table), pgx.Identifier{KeyColumn}.Sanitize()), key)
-}
-
-func quoteTable(t string) string {
-	return pgx.Identifier(strings.Split(t, ".")).Sanitize()
+	b.Queue(fmt.Sprintf("DELETE FROM %s WHERE %s = $1", table, pgx.Identifier{KeyColumn}.Sanitize()), key)
 }
 
 // sameSQLType compares a declared type with format_type's rendering.

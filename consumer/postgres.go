@@ -10,10 +10,14 @@ import (
 	"github.com/ecst-io/ecst/internal/pglock"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ecst-io/ecst/internal/pgident"
 )
 
 // Projection maps an entity's full states to rows of a table. The table is
-// a parameter so that a rebuild can write a shadow table and swap it in.
+// a parameter so that a rebuild can write a shadow table and swap it in;
+// the Postgres store passes it quoted for SQL ("analytics"."Book Mirror"),
+// to be written into statements as it is.
 type Projection[T any] interface {
 	// CreateTable returns the DDL that creates an empty table named table.
 	CreateTable(table string) string
@@ -48,9 +52,21 @@ const copyThreshold = 256
 // point neither loses nor repeats an effect, and the consumer resumes from
 // its offsets.
 type Postgres[T any] struct {
-	Pool       *pgxpool.Pool
+	Pool *pgxpool.Pool
+	// Table is the model's table, written as in SQL: an unquoted name folds
+	// to lower case, a double-quoted one is kept exactly, and a dot
+	// separates the schema (analytics."Book Mirror"). See internal/pgident.
 	Table      string
 	Projection Projection[T]
+}
+
+// table is Table quoted for SQL.
+func (s *Postgres[T]) table() (string, error) {
+	n, err := pgident.Parse(s.Table)
+	if err != nil {
+		return "", fmt.Errorf("%w: consumer.Postgres.Table: %v", errFatal, err)
+	}
+	return n.Quoted(), nil
 }
 
 // Offsets reads the consumer's offsets from ecst.consumer_offsets.
@@ -81,6 +97,10 @@ func (s *Postgres[T]) AppliedAt(ctx context.Context, consumer, topic string) (ti
 // rebuild swapped the table and its offsets in meanwhile, it returns
 // ErrOffsetsMoved and writes nothing.
 func (s *Postgres[T]) Apply(ctx context.Context, consumer string, b *Batch[T]) error {
+	table, err := s.table()
+	if err != nil {
+		return err
+	}
 	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		if err := lockModel(ctx, tx, consumer, b.Topic); err != nil {
 			return err
@@ -90,23 +110,23 @@ func (s *Postgres[T]) Apply(ctx context.Context, consumer string, b *Batch[T]) e
 		}
 		latest := lastPerKey(b.Changes)
 		if p, ok := s.Projection.(Preparer[T]); ok {
-			if err := p.Prepare(ctx, tx, s.Table, latest); err != nil {
+			if err := p.Prepare(ctx, tx, table, latest); err != nil {
 				return err
 			}
 		}
 		q := &pgx.Batch{}
 		copier, canCopy := s.Projection.(Copier[T])
 		if canCopy && len(latest) >= copyThreshold {
-			if err := s.copyIn(ctx, tx, copier, latest); err != nil {
+			if err := s.copyIn(ctx, tx, table, copier, latest); err != nil {
 				return err
 			}
 		} else {
 			for i := range latest {
 				c := &latest[i]
 				if c.Deleted {
-					s.Projection.Delete(q, s.Table, c.Key)
+					s.Projection.Delete(q, table, c.Key)
 				} else {
-					s.Projection.Upsert(q, s.Table, c.Key, c.State, c)
+					s.Projection.Upsert(q, table, c.Key, c.State, c)
 				}
 			}
 		}
@@ -118,7 +138,7 @@ func (s *Postgres[T]) Apply(ctx context.Context, consumer string, b *Batch[T]) e
 
 // copyIn writes upserts through a staging table, one COPY per column set,
 // and deletes with one statement.
-func (s *Postgres[T]) copyIn(ctx context.Context, tx pgx.Tx, cp Copier[T], changes []Change[T]) error {
+func (s *Postgres[T]) copyIn(ctx context.Context, tx pgx.Tx, table string, cp Copier[T], changes []Change[T]) error {
 	var deleted []string
 	groups := map[string][][]any{}
 	colsOf := map[string][]string{}
@@ -137,7 +157,6 @@ func (s *Postgres[T]) copyIn(ctx context.Context, tx pgx.Tx, cp Copier[T], chang
 		}
 		groups[k] = append(groups[k], cp.CopyValues(c.Key, c.State, c))
 	}
-	table := quoteTable(s.Table)
 	for gi, k := range order {
 		cols := colsOf[k]
 		stage := fmt.Sprintf("ecst_stage_%d", gi)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -326,7 +327,65 @@ func (r *Relay) Run(ctx context.Context) error {
 	if p := first.Load(); p != nil {
 		return *p
 	}
+	if r.cfg.Drain && ctx.Err() == nil {
+		r.awaitReadable(ctx)
+	}
 	return nil
+}
+
+// readableWait bounds how long a drain waits for its records to become
+// readable.
+const readableWait = 10 * time.Second
+
+// awaitReadable returns once read_committed consumers can read everything
+// the drain published: the last stable offset of every partition of its
+// topics has reached the end offset. A Kafka transaction's commit returns
+// before its markers are written, so without this, `ecst relay --drain &&
+// ecst mirror --once` could catch up to a point before the last batch. A
+// transaction of another producer left open keeps the offset back; after
+// readableWait the drain says so and returns.
+func (r *Relay) awaitReadable(ctx context.Context) {
+	topics := slices.Collect(maps.Keys(r.Counts().Published))
+	if len(topics) == 0 {
+		return
+	}
+	cl, err := kgo.NewClient(r.cfg.KafkaOpts...)
+	if err != nil {
+		r.log.Warn("drain: cannot check that its records are readable", "err", err)
+		return
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(ctx, readableWait)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = ends.Error()
+	}
+	for err == nil {
+		var stable kadm.ListedOffsets
+		if stable, err = adm.ListCommittedOffsets(ctx, topics...); err == nil {
+			if err = stable.Error(); err == nil && readable(ends, stable) {
+				return
+			}
+		}
+		if !wait.Sleep(ctx, 20*time.Millisecond) {
+			err = ctx.Err()
+		}
+	}
+	r.log.Warn("drain: the last records published may not be readable yet", "topics", topics, "err", err)
+}
+
+// readable reports whether every partition's last stable offset has
+// reached its end offset.
+func readable(ends, stable kadm.ListedOffsets) bool {
+	ok := true
+	ends.Each(func(e kadm.ListedOffset) {
+		if s, found := stable.Lookup(e.Topic, e.Partition); !found || s.Offset < e.Offset {
+			ok = false
+		}
+	})
+	return ok
 }
 
 func (r *Relay) checkTopics(ctx context.Context) error {

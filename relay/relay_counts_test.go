@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ecst-io/ecst/relay"
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 // TestRelayCounts: a relay counts, by topic, the records it committed to
@@ -53,5 +54,49 @@ func TestRelayCounts(t *testing.T) {
 	}
 	if c := drain(); len(c.Published) != 0 || len(c.Parked) != 0 {
 		t.Errorf("a drain of an empty outbox counted %+v", c)
+	}
+}
+
+// TestDrainReturnsOnceReadable: when a drain returns, read_committed
+// consumers can read all it published. A Kafka commit returns before its
+// markers are written; a drain that returned then would let
+// `ecst relay --drain && ecst mirror --once` stop short of the last batch.
+// (On kfake the markers are written with the commit, so this can only
+// fail on a real broker.)
+func TestDrainReturnsOnceReadable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(e.client())
+	for round := range 5 {
+		for i := range 20 {
+			if _, err := e.write(ctx, fmt.Sprintf("k%d", i), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg := e.relayConfig()
+		cfg.Drain = true
+		cfg.BatchSize = 7
+		r, err := relay.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ends, err := adm.ListEndOffsets(ctx, e.topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stable, err := adm.ListCommittedOffsets(ctx, e.topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends.Each(func(o kadm.ListedOffset) {
+			if s, _ := stable.Lookup(o.Topic, o.Partition); s.Offset < o.Offset {
+				t.Errorf("round %d: partition %d readable to %d of %d when the drain returned", round, o.Partition, s.Offset, o.Offset)
+			}
+		})
 	}
 }

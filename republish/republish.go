@@ -180,9 +180,9 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 
 	// One run per entity: a session lock on this connection, released
 	// when the run ends or its process dies.
-	var locked bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, pglock.Republish, pglock.Hash(e.Name)).Scan(&locked); err != nil {
-		return nil, fmt.Errorf("take the republish lock: %w", err)
+	locked, err := lockEntity(ctx, conn.Conn(), e.Name)
+	if err != nil {
+		return nil, err
 	}
 	if !locked {
 		var other int64
@@ -203,6 +203,30 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 		return &r.res, fmt.Errorf("republish run %d of %s: %w (resume it with `ecst republish %s --resume %d`)", r.id, e.Name, err, e.Name, r.id)
 	}
 	return &r.res, nil
+}
+
+// lockWait is how long a run waits for its entity's lock before it counts
+// as taken. A process killed a moment ago still holds it until its
+// server session notices the closed socket; a run resumed right after
+// must not be refused for that.
+const lockWait = 3 * time.Second
+
+// lockEntity takes the entity's session lock on conn, trying again for
+// up to lockWait.
+func lockEntity(ctx context.Context, conn *pgx.Conn, entity string) (bool, error) {
+	deadline := time.Now().Add(lockWait)
+	for {
+		var locked bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, pglock.Republish, pglock.Hash(entity)).Scan(&locked); err != nil {
+			return false, fmt.Errorf("take the republish lock: %w", err)
+		}
+		if locked || time.Now().After(deadline) {
+			return locked, nil
+		}
+		if !wait.Sleep(ctx, 100*time.Millisecond) {
+			return false, ctx.Err()
+		}
+	}
 }
 
 func (r *run) setSelection() error {

@@ -8,10 +8,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ecst-io/ecst/internal/ecsttest"
+	"github.com/ecst-io/ecst/internal/pglock"
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/republish"
@@ -228,7 +231,7 @@ func TestRepublishRefusesASecondRun(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := republish.Run(slowCtx, cfg(w), republish.Options{All: true, Batch: 1, Rate: 20,
+		_, err := republish.Run(slowCtx, cfg(w), republish.Options{All: true, Batch: 1, Rate: 5, // 8 s: longer than a second run waits for the lock
 			Progress: func(republish.Progress) { once.Do(func() { close(started) }) }})
 		done <- err
 	}()
@@ -242,6 +245,32 @@ func TestRepublishRefusesASecondRun(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestRepublishWaitsForADeadRunsLock: a run killed a moment ago still
+// holds the entity's lock until its session ends; a run started then
+// waits for it instead of being refused.
+func TestRepublishWaitsForADeadRunsLock(t *testing.T) {
+	w := ecsttest.New(t, nil)
+	ctx := context.Background()
+	w.Seed(ctx, ecsttest.Keys(3))
+	holder, err := pgx.Connect(ctx, w.DBURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_lock($1, $2)`, pglock.Republish, pglock.Hash(w.Entity.Name)); err != nil {
+		t.Fatal(err)
+	}
+	// The session ends half a second later, as a killed process's does
+	// once the server sees its socket close.
+	time.AfterFunc(500*time.Millisecond, func() { holder.Close(context.Background()) })
+	res, err := republish.Run(ctx, cfg(w), republish.Options{All: true})
+	if err != nil {
+		t.Fatalf("run after the holder's session ended: %v", err)
+	}
+	if res.Written != 3 {
+		t.Errorf("wrote %d rows, want 3", res.Written)
+	}
 }
 
 func TestRepublishUnmappableColumnWritesNothing(t *testing.T) {

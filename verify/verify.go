@@ -43,6 +43,7 @@ import (
 
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/internal/pgavro"
+	"github.com/ecst-io/ecst/internal/pgident"
 	"github.com/ecst-io/ecst/internal/source"
 	"github.com/ecst-io/ecst/internal/topicscan"
 	"github.com/ecst-io/ecst/internal/wait"
@@ -352,7 +353,7 @@ func run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
 		rep.Diffs = append(rep.Diffs, d)
 	}
 	if mirror != nil {
-		mr := &MirrorReport{Table: opts.Mirror, Rows: int64(len(snap.mirror)), Lagging: lagging,
+		mr := &MirrorReport{Table: mirror.table.String(), Rows: int64(len(snap.mirror)), Lagging: lagging,
 			Missing: int64(len(mm)), Extra: int64(len(me)), Stale: int64(len(ms)), missing: mm, extra: me, stale: ms,
 			Samples: Sample{Missing: head(mm, opts.Samples), Extra: head(me, opts.Samples), Stale: head(ms, opts.Samples)}}
 		for _, k := range head(ms, opts.Diffs) {
@@ -800,13 +801,25 @@ func hasMap(s avro.Schema) bool {
 
 // mirrorPlan reads an `ecst mirror` table.
 type mirrorPlan struct {
-	table  string
+	table  pgident.Name
 	mapper *pgavro.Mapper
 }
 
-func planMirror(ctx context.Context, conn *pgx.Conn, schema avro.Schema, table string) (*mirrorPlan, error) {
-	q := "SELECT * FROM " + quoteTable(table)
-	desc, err := conn.Prepare(ctx, "", q)
+// mirrorTable reads Options.Mirror as `ecst mirror --table` does.
+func mirrorTable(table string) (pgident.Name, error) {
+	n, err := pgident.Parse(table)
+	if err != nil {
+		return pgident.Name{}, fmt.Errorf("--mirror: %w", err)
+	}
+	return n, nil
+}
+
+func planMirror(ctx context.Context, conn *pgx.Conn, schema avro.Schema, mirror string) (*mirrorPlan, error) {
+	table, err := mirrorTable(mirror)
+	if err != nil {
+		return nil, err
+	}
+	desc, err := conn.Prepare(ctx, "", "SELECT * FROM "+table.Quoted())
 	if err != nil {
 		return nil, fmt.Errorf("--mirror %s: %w", table, err)
 	}
@@ -821,13 +834,14 @@ func planMirror(ctx context.Context, conn *pgx.Conn, schema avro.Schema, table s
 	return &mirrorPlan{table: table, mapper: m}, nil
 }
 
-func (m *mirrorPlan) all() string { return "SELECT * FROM " + quoteTable(m.table) }
+func (m *mirrorPlan) all() string { return "SELECT * FROM " + m.table.Quoted() }
 func (m *mirrorPlan) rows() string {
-	return "SELECT * FROM " + quoteTable(m.table) + ` WHERE "_key" = ANY($1::text[])`
+	return "SELECT * FROM " + m.table.Quoted() + ` WHERE "_key" = ANY($1::text[])`
 }
 
 func (m *mirrorPlan) offsets(ctx context.Context, q relay.Querier, topic string) (map[int32]int64, error) {
-	rows, err := q.Query(ctx, `SELECT partition, next_offset FROM ecst.consumer_offsets WHERE consumer = $1 AND topic = $2`, "mirror:"+m.table, topic)
+	// `ecst mirror` names its consumer after the table's canonical spelling.
+	rows, err := q.Query(ctx, `SELECT partition, next_offset FROM ecst.consumer_offsets WHERE consumer = $1 AND topic = $2`, "mirror:"+m.table.String(), topic)
 	if err != nil {
 		return nil, fmt.Errorf("read the mirror's offsets: %w", err)
 	}
@@ -836,10 +850,6 @@ func (m *mirrorPlan) offsets(ctx context.Context, q relay.Querier, topic string)
 	var o int64
 	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
 	return out, err
-}
-
-func quoteTable(t string) string {
-	return pgx.Identifier(strings.Split(t, ".")).Sanitize()
 }
 
 // repair republishes the drifted keys, waits for them to reach the topic
@@ -1009,7 +1019,11 @@ func waitMirror(ctx context.Context, cfg Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	m := &mirrorPlan{table: opts.Mirror}
+	table, err := mirrorTable(opts.Mirror)
+	if err != nil {
+		return err
+	}
+	m := &mirrorPlan{table: table}
 	behind := func() (int64, error) {
 		offs, err := m.offsets(ctx, cfg.Pool, topic)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -14,11 +15,26 @@ import (
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/consumer"
+	"github.com/ecst-io/ecst/internal/pgident"
 	"github.com/ecst-io/ecst/schemas"
 )
 
 // mirrorConsumer names a mirror's consumer: its offsets, skipped records.
-func mirrorConsumer(table string) string { return "mirror:" + table }
+// It is built from the table's canonical spelling, so that BookMirror and
+// bookmirror, which are the same table, are the same consumer.
+func mirrorConsumer(table pgident.Name) string { return "mirror:" + table.String() }
+
+// tableNameHelp says how a user writes a table name, for flag help.
+const tableNameHelp = `written as in SQL: unquoted folds to lower case, '"Book Mirror"' keeps capitals and spaces, schema.table qualifies it`
+
+// parseTable reads a table name given with flag.
+func parseTable(flag, s string) (pgident.Name, error) {
+	n, err := pgident.Parse(s)
+	if err != nil {
+		return pgident.Name{}, fmt.Errorf("%s: %w", flag, err)
+	}
+	return n, nil
+}
 
 // mirrorSetup is what mirror and rebuild share.
 type mirrorSetup struct {
@@ -34,7 +50,7 @@ func (s *mirrorSetup) close() {
 	s.reg.Close()
 }
 
-func (a *app) mirrorSetup(ctx context.Context, cfg *config.Config, entity *config.Entity, table, poison, group string) (*mirrorSetup, error) {
+func (a *app) mirrorSetup(ctx context.Context, cfg *config.Config, entity *config.Entity, table pgident.Name, poison, group string) (*mirrorSetup, error) {
 	kopts, err := kafkaopts.Client(cfg.Kafka)
 	if err != nil {
 		return nil, err
@@ -58,12 +74,12 @@ func (a *app) mirrorSetup(ctx context.Context, cfg *config.Config, entity *confi
 		reg.Close()
 		return nil, err
 	}
-	if _, err := pool.Exec(ctx, mirror.CreateTable(table)); err != nil {
+	if _, err := pool.Exec(ctx, mirror.CreateTable(table.Quoted())); err != nil {
 		pool.Close()
 		reg.Close()
 		return nil, fmt.Errorf("create table %s: %w", table, err)
 	}
-	store := &consumer.Postgres[map[string]any]{Pool: pool, Table: table, Projection: mirror}
+	store := &consumer.Postgres[map[string]any]{Pool: pool, Table: table.Quoted(), Projection: mirror}
 	return &mirrorSetup{
 		cfg: consumer.Config[map[string]any]{
 			Name: mirrorConsumer(table), Topic: entity.Topic, KafkaOpts: kopts, Registry: reg,
@@ -92,10 +108,21 @@ offsets (consumer mirror:<table> in ecst.consumer_offsets), so a crash never
 loses or repeats an effect, and a restart resumes where it stopped. A new
 compatible schema version adds columns; nothing is dropped.
 
-With --once it catches up to the end of the topic as it was at start and
-exits 0; without, it keeps following, serving /metrics and /readyz.`,
+--table is written as in SQL: an unquoted name folds to lower case
+(--table BookMirror is the table bookmirror), a double-quoted one is kept as
+it is (--table '"Book Mirror"'), and schema.table puts it in a schema
+(--table 'analytics."Book Mirror"'). verify --mirror and rebuild take the
+same spelling.
+
+With --once it catches up to the end of the topic as it was at start, prints
+the records it applied and the table's rows, and exits 0. Interrupted before
+that, or stopped by an error that retrying cannot fix (a missing table or
+column, a privilege or constraint refused), it says so and exits 2; errors
+that may pass (a lost connection) are retried. Without --once it keeps
+following, serving /metrics and /readyz.`,
 		Example: `  ecst mirror customer --once
-  ecst mirror customer --table billing.customers --poison skip`,
+  ecst mirror customer --table billing.customers --poison skip
+  ecst mirror customer --table 'analytics."Customer Mirror"' --once`,
 		Args: entityArg(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.loadConfig()
@@ -109,11 +136,15 @@ exits 0; without, it keeps following, serving /metrics and /readyz.`,
 			if table == "" {
 				table = entity.Name + "_mirror"
 			}
+			name, err := parseTable("--table", table)
+			if err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			if once && group != "" {
 				return errors.New("--once and --group do not go together: a group member catches up on the partitions it is given, not the topic")
 			}
-			s, err := a.mirrorSetup(ctx, cfg, entity, table, poison, group)
+			s, err := a.mirrorSetup(ctx, cfg, entity, name, poison, group)
 			if err != nil {
 				return err
 			}
@@ -121,9 +152,9 @@ exits 0; without, it keeps following, serving /metrics and /readyz.`,
 			promReg := prometheus.NewRegistry()
 			promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			s.cfg.Registerer = promReg
-			var p *progress
+			var p *applyProgress
 			if once {
-				p = newProgress(cmd.ErrOrStderr(), "mirror "+table)
+				p = newApplyProgress(cmd.ErrOrStderr(), "mirror "+name.String())
 				s.cfg.Progress = p.update
 			}
 			c, err := consumer.New(s.cfg)
@@ -131,14 +162,7 @@ exits 0; without, it keeps following, serving /metrics and /readyz.`,
 				return err
 			}
 			if once {
-				if err := c.CatchUp(ctx); err != nil {
-					return err
-				}
-				p.finish()
-				var n int64
-				_ = s.pool.QueryRow(ctx, "SELECT count(*) FROM "+quoteIdent(table)).Scan(&n)
-				fmt.Fprintf(cmd.OutOrStdout(), "%s caught up with %s: %d rows\n", table, entity.Topic, n)
-				return nil
+				return catchUp(ctx, cmd.OutOrStdout(), c, s, name, p)
 			}
 			if cfg.Relay.MetricsAddr != "" {
 				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, promReg, c.Ready, noSlot)
@@ -150,11 +174,31 @@ exits 0; without, it keeps following, serving /metrics and /readyz.`,
 			return c.Run(ctx)
 		},
 	}
-	cmd.Flags().StringVar(&table, "table", "", "table to mirror into, optionally schema-qualified (default <entity>_mirror)")
+	cmd.Flags().StringVar(&table, "table", "", "table to mirror into (default <entity>_mirror), "+tableNameHelp)
 	cmd.Flags().StringVar(&poison, "poison", "halt", "what to do with a record that cannot be applied: halt, skip (kept in ecst.consumer_skipped) or dead-letter (<topic>.dlq)")
 	cmd.Flags().BoolVar(&once, "once", false, "catch up to the end of the topic, then exit 0")
 	cmd.Flags().StringVar(&group, "group", "", "share the table among the instances of this consumer group, each applying its own partitions (partitioned mode)")
 	return cmd
+}
+
+// catchUp is mirror --once: it says what it applied, and never that it
+// caught up when it did not.
+func catchUp(ctx context.Context, out io.Writer, c *consumer.Consumer[map[string]any], s *mirrorSetup, name pgident.Name, p *applyProgress) error {
+	err := c.CatchUp(ctx)
+	p.finish()
+	topic := s.entity.Topic
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s has not caught up with %s: interrupted with %s; run the same command again to go on from there", name, topic, p.interrupted())
+		}
+		return fmt.Errorf("%s has not caught up with %s (%s): %w", name, topic, p.summary(), err)
+	}
+	n, err := countRows(ctx, s.pool, name)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s caught up with %s: %d rows (%s)\n", name, topic, n, p.summary())
+	return nil
 }
 
 func newRebuildCmd(a *app) *cobra.Command {
@@ -168,26 +212,32 @@ keeps serving throughout: readers see the old model or the new one, never a
 half-built one; a running 'ecst mirror' notices the swap and follows on from
 the new table. Progress is shown while it runs.
 
-CONSUMER is a mirror's consumer name, mirror:<table> (ecst mirror prints it;
-they are the consumers in ecst.consumer_offsets), or just the table.`,
-		Example: `  ecst rebuild mirror:customer_mirror`,
-		Args:    cobra.ExactArgs(1),
+CONSUMER is a mirror's consumer name, mirror:<table> (they are the consumers
+in ecst.consumer_offsets), or just the table, written as 'ecst mirror --table'
+takes it: unquoted names fold to lower case, double quotes keep a name as it
+is, schema.table qualifies it.`,
+		Example: `  ecst rebuild mirror:customer_mirror
+  ecst rebuild 'analytics."Customer Mirror"'`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
 				return err
 			}
-			table := strings.TrimPrefix(args[0], "mirror:")
+			name, err := parseTable("CONSUMER", strings.TrimPrefix(args[0], "mirror:"))
+			if err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			pool, err := connect(ctx, cfg.Database)
 			if err != nil {
 				return err
 			}
 			var topic string
-			err = pool.QueryRow(ctx, "SELECT topic FROM ecst.consumer_offsets WHERE consumer = $1 LIMIT 1", mirrorConsumer(table)).Scan(&topic)
+			err = pool.QueryRow(ctx, "SELECT topic FROM ecst.consumer_offsets WHERE consumer = $1 LIMIT 1", mirrorConsumer(name)).Scan(&topic)
 			pool.Close()
 			if err != nil {
-				return fmt.Errorf("consumer %s has no offsets: is it a mirror that has run? (%w)", mirrorConsumer(table), err)
+				return fmt.Errorf("consumer %s has no offsets: is it a mirror that has run? (%w)", mirrorConsumer(name), err)
 			}
 			var entity *config.Entity
 			for _, n := range cfg.EntityNames() {
@@ -196,25 +246,28 @@ they are the consumers in ecst.consumer_offsets), or just the table.`,
 				}
 			}
 			if entity == nil {
-				return fmt.Errorf("no entity in the config has topic %s, which %s mirrors", topic, mirrorConsumer(table))
+				return fmt.Errorf("no entity in the config has topic %s, which %s mirrors", topic, mirrorConsumer(name))
 			}
-			s, err := a.mirrorSetup(ctx, cfg, entity, table, poison, "")
+			s, err := a.mirrorSetup(ctx, cfg, entity, name, poison, "")
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			p := newProgress(cmd.ErrOrStderr(), "rebuild "+table)
+			p := newApplyProgress(cmd.ErrOrStderr(), "rebuild "+name.String())
 			s.cfg.Progress = p.update
-			if err := consumer.Rebuild(ctx, s.cfg, s.store); err != nil {
-				if errors.Is(err, context.Canceled) {
-					return fmt.Errorf("rebuild interrupted; the live table is untouched: %w", err)
+			err = consumer.Rebuild(ctx, s.cfg, s.store)
+			p.finish()
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("rebuild of %s interrupted with %s; the live table is untouched: %w", name, p.interrupted(), err)
 				}
 				return err
 			}
-			p.finish()
-			var n int64
-			_ = s.pool.QueryRow(ctx, "SELECT count(*) FROM "+quoteIdent(table)).Scan(&n)
-			fmt.Fprintf(cmd.OutOrStdout(), "%s rebuilt from %s and swapped in: %d rows\n", table, topic, n)
+			n, err := countRows(ctx, s.pool, name)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s rebuilt from %s and swapped in: %d rows (%s)\n", name, topic, n, p.summary())
 			return nil
 		},
 	}
@@ -222,10 +275,10 @@ they are the consumers in ecst.consumer_offsets), or just the table.`,
 	return cmd
 }
 
-func quoteIdent(t string) string {
-	parts := strings.Split(t, ".")
-	for i, p := range parts {
-		parts[i] = `"` + strings.ReplaceAll(p, `"`, `""`) + `"`
+func countRows(ctx context.Context, pool *pgxpool.Pool, table pgident.Name) (int64, error) {
+	var n int64
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+table.Quoted()).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count the rows of %s: %w", table, err)
 	}
-	return strings.Join(parts, ".")
+	return n, nil
 }

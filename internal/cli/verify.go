@@ -96,7 +96,7 @@ Exit codes: 0 in sync; 1 drift found (after --repair: drift left); 2 error
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Mirror, "mirror", "", "also compare this 'ecst mirror' table with the topic")
+	f.StringVar(&o.Mirror, "mirror", "", "also compare this 'ecst mirror' table with the topic, named as 'ecst mirror --table' takes it")
 	f.BoolVar(&o.Repair, "repair", false, "republish the drifted keys, wait for them, verify again")
 	f.DurationVar(&o.Wait, "wait", 2*time.Minute, "how long --repair waits for the relay and the mirror")
 	f.IntVar(&o.Samples, "samples", 10, "sample keys listed per kind of drift")

@@ -94,9 +94,9 @@ var Docs = map[string]string{
 	"entities.<name>.replication_factor": "The topic's replicas; -1 is the broker's `default.replication.factor`.",
 	"entities.<name>.topic_config":       "Topic configs to add or override, name to value; see [Topic configs](#topic-configs). `cleanup.policy` must stay `compact`.",
 	"entities.<name>.source":             "The source of truth that `ecst republish` and `ecst verify` read; they refuse an entity without one.",
-	"entities.<name>.source.table":       "The table, `table` or `schema.table`; required unless `query` is given.",
-	"entities.<name>.source.key":         "The column holding the entity id, the Kafka key.",
-	"entities.<name>.source.version":     "The column holding the entity version, for the `ecst-entity-version` header.",
+	"entities.<name>.source.table":       "The table, `table` or `schema.table`, written as in SQL: unquoted it folds to lower case, double-quoted (`'\"Book Store\".books'`) it is kept as it is; required unless `query` is given.",
+	"entities.<name>.source.key":         "The column holding the entity id, the Kafka key; matched to the query's columns regardless of case.",
+	"entities.<name>.source.version":     "The column holding the entity version, for the `ecst-entity-version` header; matched regardless of case.",
 	"entities.<name>.source.query":       "The query that selects each entity's full state; its columns feed the schema's fields by name.",
 }
 
@@ -276,7 +276,7 @@ func finished() (defaults map[string]string, required []string, err error) {
 	defaults = map[string]string{}
 	for path, v := range leaves(before) {
 		if d := format(v); d != given[path] && !v.IsZero() {
-			// The sample's own values stand for placeholders: SELECT * FROM <table>.
+			// The sample's own values stand for placeholders: SELECT * FROM "<table>".
 			for field, val := range sampleValues {
 				d = strings.ReplaceAll(d, val, "<"+field[strings.LastIndex(field, ".")+1:]+">")
 			}

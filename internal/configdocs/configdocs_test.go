@@ -93,7 +93,7 @@ func TestKeysComeFromTheCode(t *testing.T) {
 		{Path: "entities.<name>.topic_config", Type: "map of string to string"},
 		{Path: "entities.<name>.source.key", Type: "string", Required: true},
 		{Path: "entities.<name>.source.version", Type: "string"},
-		{Path: "entities.<name>.source.query", Type: "string", Default: "SELECT * FROM <table>"},
+		{Path: "entities.<name>.source.query", Type: "string", Default: `SELECT * FROM "<table>"`},
 	} {
 		got, ok := byPath[want.Path]
 		if !ok {

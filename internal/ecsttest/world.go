@@ -30,6 +30,7 @@ import (
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/kafkatest"
+	"github.com/ecst-io/ecst/internal/pgident"
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/internal/topicscan"
 	"github.com/ecst-io/ecst/internal/wait"
@@ -380,19 +381,24 @@ func Rand(t testing.TB, seed uint64) *rand.Rand {
 }
 
 // MirrorCatchUp catches the mirror table up with the topic, as `ecst
-// mirror --once --poison skip` does, creating the table if needed.
+// mirror --table table --once --poison skip` does, creating the table if
+// needed.
 func (w *World) MirrorCatchUp(table string) error {
 	ctx := context.Background()
+	name, err := pgident.Parse(table)
+	if err != nil {
+		return err
+	}
 	m, err := consumer.NewMirror(w.Schema)
 	if err != nil {
 		return err
 	}
-	if _, err := w.Pool.Exec(ctx, m.CreateTable(table)); err != nil {
+	if _, err := w.Pool.Exec(ctx, m.CreateTable(name.Quoted())); err != nil {
 		return err
 	}
 	c, err := consumer.New(consumer.Config[map[string]any]{
-		Name: "mirror:" + table, Topic: w.Topic, KafkaOpts: w.Kafka(), Registry: w.Registry,
-		Store:  &consumer.Postgres[map[string]any]{Pool: w.Pool, Table: table, Projection: m},
+		Name: "mirror:" + name.String(), Topic: w.Topic, KafkaOpts: w.Kafka(), Registry: w.Registry,
+		Store:  &consumer.Postgres[map[string]any]{Pool: w.Pool, Table: name.Quoted(), Projection: m},
 		Poison: consumer.Skip,
 	})
 	if err != nil {
@@ -402,10 +408,15 @@ func (w *World) MirrorCatchUp(table string) error {
 }
 
 // MirrorMatchesSource returns the keys whose mirror row differs from the
-// source row (or exists on one side only).
+// source row (or exists on one side only). The table is named as `ecst
+// mirror --table` takes it.
 func (w *World) MirrorMatchesSource(table string) []string {
 	w.T.Helper()
-	rows, err := w.Pool.Query(context.Background(), `SELECT coalesce(c.id, m._key) FROM customers c FULL JOIN `+pgx.Identifier{table}.Sanitize()+` m ON m._key = c.id
+	name, err := pgident.Parse(table)
+	if err != nil {
+		w.T.Fatal(err)
+	}
+	rows, err := w.Pool.Query(context.Background(), `SELECT coalesce(c.id, m._key) FROM customers c FULL JOIN `+name.Quoted()+` m ON m._key = c.id
 		WHERE c.id IS NULL OR m._key IS NULL OR (c.version, c.name, c.email, c.tier, c.updated_at) IS DISTINCT FROM (m.version, m.name, m.email, m.tier, m.updated_at)
 		ORDER BY 1`)
 	if err != nil {

@@ -29,10 +29,7 @@ func Plan(ctx context.Context, conn *pgx.Conn, e *config.Entity) (*Source, error
 	if e.Source == nil {
 		return nil, fmt.Errorf("entity %s has no source: add entities.%s.source (table, key, query) to ecst.yaml", e.Name, e.Name)
 	}
-	s := &Source{
-		Query:  "(" + strings.TrimRight(strings.TrimSpace(e.Source.Query), ";") + ") AS src",
-		KeyCol: "src." + pgx.Identifier{strings.ToLower(e.Source.Key)}.Sanitize(),
-	}
+	s := &Source{Query: "(" + strings.TrimRight(strings.TrimSpace(e.Source.Query), ";") + ") AS src"}
 	desc, err := conn.Prepare(ctx, "", "SELECT * FROM "+s.Query)
 	if err != nil {
 		return nil, fmt.Errorf("entities.%s.source.query does not run: %w", e.Name, err)
@@ -49,7 +46,10 @@ func Plan(ctx context.Context, conn *pgx.Conn, e *config.Entity) (*Source, error
 		return nil, fmt.Errorf("entity %s: %w", e.Name, err)
 	}
 	for _, f := range desc.Fields {
+		// The key column is found as the mapper found it, regardless of
+		// case, and named as the query's result names it: src."BookId".
 		if strings.EqualFold(f.Name, e.Source.Key) {
+			s.KeyCol = "src." + pgx.Identifier{f.Name}.Sanitize()
 			if err := conn.QueryRow(ctx, `SELECT format_type($1, NULL)`, f.DataTypeOID).Scan(&s.KeyType); err != nil {
 				return nil, fmt.Errorf("key column type: %w", err)
 			}
