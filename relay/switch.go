@@ -314,3 +314,28 @@ func SlotConfirmed(ctx context.Context, q outbox.Querier, service string) (pglog
 	l, err := pglogrepl.ParseLSN(*lsn)
 	return l, true, err
 }
+
+// LiveSlot is the WAL transport's slot this database streams (the live row
+// of ecst.wal_slots) and the position it has confirmed: the WAL relay has
+// published every event that committed before it. A recorded slot that
+// PostgreSQL no longer has is ErrSlotLost.
+func LiveSlot(ctx context.Context, q outbox.Querier) (slot string, confirmed pglogrepl.LSN, err error) {
+	var lsn *string
+	var exists bool
+	err = q.QueryRow(ctx, `SELECT w.slot_name, s.slot_name IS NOT NULL, s.confirmed_flush_lsn::text
+		FROM ecst.wal_slots w LEFT JOIN pg_replication_slots s ON s.slot_name = w.slot_name
+		WHERE w.dropped_at IS NULL ORDER BY w.id DESC LIMIT 1`).Scan(&slot, &exists, &lsn)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", 0, fmt.Errorf("%w: this database has no slot of the WAL transport: create it with `ecst outbox switch wal`", ErrSlotLost)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("read the WAL transport's slot: %w", err)
+	}
+	if !exists {
+		return slot, 0, fmt.Errorf("%w: slot %s is recorded in ecst.wal_slots, and PostgreSQL no longer has it: %s", ErrSlotLost, slot, RecoverHint)
+	}
+	if lsn != nil {
+		confirmed, err = pglogrepl.ParseLSN(*lsn)
+	}
+	return slot, confirmed, err
+}

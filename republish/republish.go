@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -37,6 +38,7 @@ import (
 	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 )
 
 // Config is what a run needs.
@@ -65,7 +67,8 @@ type Options struct {
 	Batch      int     // keys per transaction; default 500
 	Rate       float64 // keys per second; 0 = as fast as the database goes
 	// MaxBacklog pauses the run while the outbox holds at least this many
-	// rows; default 100000, negative disables.
+	// rows (with the WAL transport: while at least this many of the run's
+	// events are not yet published); default 100000, negative disables.
 	MaxBacklog int
 	DryRun     bool
 	Resume     int64 // a run id to resume
@@ -139,6 +142,9 @@ type run struct {
 	start time.Time
 	// resumeCursor is the last key a resumed run had written.
 	resumeCursor *string
+	// walMarks are the batches written to the WAL and not yet known to be
+	// published, oldest first.
+	walMarks []walMark
 }
 
 // Run republishes the selected keys. It returns when every selected key's
@@ -172,6 +178,9 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 		return nil, err
 	}
 	if err := r.plan(ctx, conn.Conn()); err != nil {
+		return nil, err
+	}
+	if err := cfg.Publisher.CheckTransport(ctx, conn); err != nil {
 		return nil, err
 	}
 	if opts.DryRun {
@@ -649,7 +658,7 @@ func (r *run) tryBatch(ctx context.Context, upserts, tombs []string, cursor stri
 		tombstones++
 	}
 	vanished := int64(len(upserts)) - written
-	if err := outbox.CopyRows(ctx, tx, out); err != nil {
+	if err := r.cfg.Publisher.Transport().CopyRows(ctx, tx, out); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `UPDATE ecst.republish_runs SET cursor_key = $2, rows_written = rows_written + $3,
@@ -657,6 +666,9 @@ func (r *run) tryBatch(ctx context.Context, upserts, tombs []string, cursor stri
 		return fmt.Errorf("move the run's cursor: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	if err := r.markWAL(ctx, written+tombstones); err != nil {
 		return err
 	}
 	r.res.Written += written
@@ -685,7 +697,9 @@ func (r *run) readRows(ctx context.Context, tx pgx.Tx, keys []string) ([]any, er
 	return out, nil
 }
 
-// backpressure waits while the outbox holds MaxBacklog rows or more.
+// backpressure waits while the outbox holds MaxBacklog rows or more: with
+// the WAL transport, while MaxBacklog of the run's events are not yet
+// published.
 func (r *run) backpressure(ctx context.Context) error {
 	limit := r.opts.MaxBacklog
 	if limit == 0 {
@@ -696,9 +710,9 @@ func (r *run) backpressure(ctx context.Context) error {
 	}
 	warned := false
 	for {
-		var n int
-		if err := r.cfg.Pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM ecst.outbox LIMIT $1) AS b`, limit).Scan(&n); err != nil {
-			return fmt.Errorf("read the outbox backlog: %w", err)
+		n, err := r.backlog(ctx, limit)
+		if err != nil {
+			return err
 		}
 		if n < limit {
 			return nil
@@ -711,6 +725,59 @@ func (r *run) backpressure(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// backlog counts, up to limit, the outbox rows not yet published; with the
+// WAL transport, the run's events the slot has not confirmed (the WAL has
+// no rows to count, and what the run wrote is what it must not run ahead
+// of).
+func (r *run) backlog(ctx context.Context, limit int) (int, error) {
+	if r.cfg.Publisher.Transport() != outbox.TransportWAL {
+		var n int
+		if err := r.cfg.Pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM ecst.outbox LIMIT $1) AS b`, limit).Scan(&n); err != nil {
+			return 0, fmt.Errorf("read the outbox backlog: %w", err)
+		}
+		return n, nil
+	}
+	if len(r.walMarks) == 0 {
+		return 0, nil
+	}
+	_, confirmed, err := relay.LiveSlot(ctx, r.cfg.Pool)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for len(r.walMarks) > 0 && r.walMarks[0].lsn <= confirmed {
+		r.walMarks = r.walMarks[1:]
+	}
+	for _, m := range r.walMarks {
+		n += m.n
+	}
+	return int(min(n, int64(limit))), nil
+}
+
+// walMark is a batch the run wrote to the WAL: the WAL position after its
+// commit, and how many events it holds.
+type walMark struct {
+	lsn pglogrepl.LSN
+	n   int64
+}
+
+// markWAL records, with the WAL transport, where a committed batch ends.
+func (r *run) markWAL(ctx context.Context, n int64) error {
+	if r.cfg.Publisher.Transport() != outbox.TransportWAL || n == 0 {
+		return nil
+	}
+	var lsn string
+	if err := r.cfg.Pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
+		return fmt.Errorf("read the WAL position: %w", err)
+	}
+	l, err := pglogrepl.ParseLSN(lsn)
+	if err != nil {
+		return err
+	}
+	r.walMarks = append(r.walMarks, walMark{l, n})
+	return nil
 }
 
 func (r *run) report(phase string, done, total int64) {

@@ -34,6 +34,7 @@ import (
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/internal/topicscan"
 	"github.com/ecst-io/ecst/internal/wait"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
@@ -197,7 +198,23 @@ func (w *World) Exec(sql string, args ...any) {
 // RelayConfig is the world's relay configuration.
 func (w *World) RelayConfig(drain bool) relay.Config {
 	return relay.Config{Pool: w.Pool, KafkaOpts: w.Kafka(), Service: w.Config.Service, Topics: []string{w.Topic},
+		Transport: outbox.Transport(w.Config.Outbox.Transport), WALHeartbeat: 200 * time.Millisecond,
 		PollMin: time.Millisecond, PollMax: 20 * time.Millisecond, Drain: drain}
+}
+
+// UseWAL moves the world to the WAL transport: the database (the slot made,
+// the switch done), its config, its Publisher and its relays.
+func (w *World) UseWAL() {
+	w.T.Helper()
+	if _, err := relay.Switch(context.Background(), w.Pool, outbox.TransportWAL, relay.SwitchOptions{Service: w.Config.Service}); err != nil {
+		w.T.Fatal(err)
+	}
+	w.Config.Outbox.Transport = config.TransportWAL
+	pub, err := producer.FromConfig(w.Config, w.Registry)
+	if err != nil {
+		w.T.Fatal(err)
+	}
+	w.Pub = pub
 }
 
 // Drain publishes everything in the outbox.
