@@ -259,6 +259,9 @@ func (w *World) WaitRelayLeads() {
 	w.T.Helper()
 	ctx := context.Background()
 	if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "a relay to lead a shard", func() (bool, error) {
+		if w.Config.Outbox.Transport == config.TransportWAL {
+			return relay.LeadsWAL(ctx, w.Pool)
+		}
 		l, err := relay.Leaders(ctx, w.Pool)
 		return len(l) > 0, err
 	}); err != nil {
