@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
@@ -191,4 +193,161 @@ func TestSwitchNeedsItsWait(t *testing.T) {
 		t.Fatalf("without the switch's wait K still ended on v%d: the scenario does not reorder", ev2.version)
 	}
 	t.Logf("without the switch's wait: %v", bad)
+}
+
+// walOrderRun is topicOrderRun for the WAL transport: writers emit a
+// handful of keys' states with no lock at all, and record their commit
+// position; the relay drains. It returns the keys whose last record is not
+// the state of their last commit. With lsnOrder the relay sorts each batch
+// by where the messages were written instead of the slot's commit order.
+func walOrderRun(t *testing.T, lsnOrder bool, seed uint64) (wrong, keys int) {
+	t.Helper()
+	ctx := context.Background()
+	e := newEnv(t, envOpts{wal: true})
+	if _, err := e.pool.Exec(ctx, `CREATE TABLE commit_seq (n bigint NOT NULL); INSERT INTO commit_seq VALUES (0);
+		CREATE TABLE commits (seq bigint PRIMARY KEY, key text NOT NULL, version bigint NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	const writers, perWriter, nkeys = 12, 25, 2
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			for i := range perWriter {
+				key := fmt.Sprintf("k%d", rng.IntN(nkeys))
+				version := int64(w*1000 + i)
+				pause := time.Duration(rng.IntN(1500)) * time.Microsecond
+				err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+					row := outbox.Row{Topic: e.topic, Key: key, Value: []byte("v"),
+						Headers: []outbox.Header{{Key: producer.HeaderEntityVersion, Value: []byte(strconv.FormatInt(version, 10))}}}
+					// No key lock: the slot delivers in commit order, which
+					// is all per-key order needs here.
+					if _, err := tx.Exec(ctx, "SELECT pg_logical_emit_message(true, 'ecst', $1::bytea)", outbox.EncodeMessage(row)); err != nil {
+						return err
+					}
+					time.Sleep(pause) // widen the window between the write and the commit
+					var seq int64
+					if err := tx.QueryRow(ctx, "UPDATE commit_seq SET n = n + 1 RETURNING n").Scan(&seq); err != nil {
+						return err
+					}
+					_, err := tx.Exec(ctx, "INSERT INTO commits VALUES ($1, $2, $3)", seq, key, version)
+					return err
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	cfg := e.relayConfig()
+	cfg.Drain = true
+	if lsnOrder {
+		relay.WithLSNOrder(&cfg)
+	}
+	r, err := relay.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	last := map[string]string{}
+	for _, r := range e.readTopic() {
+		last[r.key] = r.headers[producer.HeaderEntityVersion]
+	}
+	rows, err := e.pool.Query(ctx, "SELECT DISTINCT ON (key) key, version FROM commits ORDER BY key, seq DESC")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k string
+	var v int64
+	_, err = pgx.ForEachRow(rows, []any{&k, &v}, func() error {
+		keys++
+		if last[k] != strconv.FormatInt(v, 10) {
+			wrong++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wrong, keys
+}
+
+// TestWALTopicEndsOnLastCommit: with the WAL transport, every key ends on
+// the state of its last commit even with no key lock: the slot hands out
+// transactions in commit order.
+func TestWALTopicEndsOnLastCommit(t *testing.T) {
+	t.Parallel()
+	seed := uint64(time.Now().UnixNano())
+	if wrong, keys := walOrderRun(t, false, seed); wrong > 0 {
+		t.Fatalf("seed %d: %d of %d keys end on a state that is not their last commit", seed, wrong, keys)
+	}
+}
+
+// TestWALTopicOrderNeedsCommitOrder: the same run, published in the order
+// the messages were written rather than committed, leaves keys on an
+// older state: commit order is what the WAL transport's per-key order
+// rests on.
+func TestWALTopicOrderNeedsCommitOrder(t *testing.T) {
+	t.Parallel()
+	for attempt := range 25 {
+		if wrong, keys := walOrderRun(t, true, uint64(attempt)); wrong > 0 {
+			t.Logf("attempt %d: in write order, %d of %d keys end on a stale state", attempt, wrong, keys)
+			return
+		}
+	}
+	t.Fatal("25 runs in write order left every key on its last commit: the check cannot see a missing commit order")
+}
+
+// TestWALHeldSnapshot: a REPEATABLE READ snapshot held open while events
+// flow (a pg_dump, an analytics query) costs the WAL transport nothing:
+// there are no outbox rows to leave dead, and the relay keeps up.
+func TestWALHeldSnapshot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, envOpts{wal: true})
+	held, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Rollback(ctx) //nolint:errcheck
+	if _, err := held.Exec(ctx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"); err != nil {
+		t.Fatal(err)
+	}
+	var xmin string
+	if err := held.QueryRow(ctx, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text").Scan(&xmin); err != nil {
+		t.Fatal(err)
+	}
+	stop := e.runRelay(e.relayConfig())
+	log, wait := e.runLoad(ctx, 6, 200, 5000)
+	wait()
+	start := time.Now()
+	waitFor(t, "the relay to catch up under the held snapshot", 30*time.Second, e.caughtUp())
+	t.Logf("caught up %v after the last of %d events, a snapshot (xmin %s) held throughout", time.Since(start).Round(time.Millisecond), log.count(), xmin)
+	var size int64
+	var rows int
+	if err := e.pool.QueryRow(ctx, "SELECT pg_relation_size('ecst.outbox'), (SELECT count(*) FROM ecst.outbox)").Scan(&size, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if size != 0 || rows != 0 {
+		t.Errorf("the WAL transport left %d bytes and %d rows in ecst.outbox: dead tuples a held snapshot keeps", size, rows)
+	}
+	var still string
+	if err := held.QueryRow(ctx, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text").Scan(&still); err != nil || still != xmin {
+		t.Fatalf("the snapshot was not held throughout: xmin %s, then %s (%v)", xmin, still, err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.check(log)
 }

@@ -150,7 +150,7 @@ in the outbox) and exits 0.`,
 				log.Info("relay starting", "service", cfg.Service, "shards", cfg.Outbox.Shards, "drain", drain)
 			}
 			if recoverSlot {
-				err = recoverAndRun(ctx, cmd, a, cfg, pool, kopts, rl)
+				err = recoverAndRun(ctx, cmd, a, cfg, pool, kopts, rl, drain)
 			} else {
 				err = rl.Run(ctx)
 			}
@@ -171,12 +171,13 @@ in the outbox) and exits 0.`,
 	return cmd
 }
 
-// recoverAndRun replaces a lost or invalidated slot, then runs the relay
-// and, while it publishes, republishes every entity that has a source: the
-// new slot holds everything written from its creation on, and the
-// republish puts the current state of every key after it, so the topics
-// converge on the source whatever the dead slot lost.
-func recoverAndRun(ctx context.Context, cmd *cobra.Command, a *app, cfg *config.Config, pool *pgxpool.Pool, kopts []kgo.Opt, rl *relay.Relay) error {
+// recoverAndRun replaces a lost or invalidated slot and republishes every
+// entity that has a source: the new slot holds everything written from its
+// creation on, and the republish puts the current state of every key after
+// it, so the topics converge on the source whatever the dead slot lost.
+// Then it relays as usual: while the republish runs (its backpressure
+// needs a relay), or after it with --drain (which publishes it all).
+func recoverAndRun(ctx context.Context, cmd *cobra.Command, a *app, cfg *config.Config, pool *pgxpool.Pool, kopts []kgo.Opt, rl *relay.Relay, drain bool) error {
 	log := a.logger()
 	if err := relay.RecoverSlot(ctx, pool, cfg.Service); err != nil {
 		return fmt.Errorf("--recover-slot: %w", err)
@@ -195,7 +196,9 @@ func recoverAndRun(ctx context.Context, cmd *cobra.Command, a *app, cfg *config.
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ran := make(chan error, 1)
-	go func() { ran <- rl.Run(rctx) }()
+	if !drain {
+		go func() { ran <- rl.Run(rctx) }()
+	}
 	var errs []error
 	for _, name := range cfg.EntityNames() {
 		e := cfg.Entities[name]
@@ -203,8 +206,11 @@ func recoverAndRun(ctx context.Context, cmd *cobra.Command, a *app, cfg *config.
 			log.Warn("entity has no source: it cannot be republished; its topic may lack what the dead slot lost", "entity", name)
 			continue
 		}
-		res, err := republish.Run(ctx, republish.Config{Pool: pool, Publisher: pub, Entity: e, Kafka: kopts, Logger: log},
-			republish.Options{All: true, TombstoneOrphans: true})
+		opts := republish.Options{All: true, TombstoneOrphans: true}
+		if drain {
+			opts.MaxBacklog = -1 // the drain that follows publishes it all
+		}
+		res, err := republish.Run(ctx, republish.Config{Pool: pool, Publisher: pub, Entity: e, Kafka: kopts, Logger: log}, opts)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("republish %s: %w", name, err))
 			continue
@@ -212,9 +218,14 @@ func recoverAndRun(ctx context.Context, cmd *cobra.Command, a *app, cfg *config.
 		fmt.Fprintf(cmd.ErrOrStderr(), "republished %s: run %d, %d full states, %d tombstones\n", name, res.RunID, res.Written, res.Tombstones)
 	}
 	if err := errors.Join(errs...); err != nil {
-		cancel()
-		<-ran
+		if !drain {
+			cancel()
+			<-ran
+		}
 		return fmt.Errorf("--recover-slot: the new slot %s is in place, and %w; finish with `ecst republish ENTITY --all --tombstone-orphans`", slot, err)
+	}
+	if drain {
+		return rl.Run(ctx)
 	}
 	return <-ran
 }

@@ -1,0 +1,167 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/examples/customers"
+	"github.com/ecst-io/ecst/internal/pgcluster"
+	"github.com/ecst-io/ecst/migrate"
+	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
+	"github.com/ecst-io/ecst/republish"
+)
+
+// runRelayOnce runs a WAL relay in drain mode and returns its error.
+func (e *env) drainErr() error {
+	cfg := e.relayConfig()
+	cfg.Drain = true
+	r, err := relay.New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r.Run(context.Background())
+}
+
+// recoverSlot does what `ecst relay --recover-slot --drain` does: a new
+// slot, every key republished (orphans tombstoned), drained.
+func (e *env) recoverSlot() {
+	e.t.Helper()
+	ctx := context.Background()
+	if err := relay.RecoverSlot(ctx, e.pool, e.service); err != nil {
+		e.t.Fatal(err)
+	}
+	entity := &config.Entity{Name: "customer", Topic: e.topic, SchemaText: customers.Schema,
+		Source: &config.Source{Table: "customers", Key: "id", Version: "version", Query: "SELECT id, version, name, email, tier, updated_at FROM customers"}}
+	_, err := republish.Run(ctx, republish.Config{Pool: e.pool, Publisher: e.pub, Entity: entity, Kafka: e.kopts},
+		republish.Options{All: true, TombstoneOrphans: true, MaxBacklog: -1})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.drain()
+}
+
+// topicMatchesSource checks every key's last record against the source
+// table: its version, or a tombstone (or nothing) for a deleted key.
+func (e *env) topicMatchesSource() {
+	e.t.Helper()
+	last := map[string]topicRecord{}
+	for _, r := range e.readTopic() {
+		last[r.key] = r
+	}
+	rows, err := e.pool.Query(context.Background(), "SELECT id, version FROM customers")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	truth := map[string]int64{}
+	var k string
+	var v int64
+	if _, err := pgx.ForEachRow(rows, []any{&k, &v}, func() error { truth[k] = v; return nil }); err != nil {
+		e.t.Fatal(err)
+	}
+	for key, want := range truth {
+		r, ok := last[key]
+		if !ok || r.value == nil || r.headers[producer.HeaderEntityVersion] != strconv.FormatInt(want, 10) {
+			e.t.Errorf("key %s: the topic ends on %q (tombstone=%v, present=%v), the source has v%d", key, r.headers[producer.HeaderEntityVersion], r.value == nil, ok, want)
+		}
+	}
+	for key, r := range last {
+		if _, ok := truth[key]; !ok && r.value != nil {
+			e.t.Errorf("key %s is deleted in the source, and alive on the topic", key)
+		}
+	}
+}
+
+// TestWALSlotLost: a slot dropped behind ecst's back (a failover to a
+// standby without it) is ErrSlotLost, loudly, with the recovery; the
+// recovery makes the topic match the source again, though the events
+// written while there was no slot are gone.
+func TestWALSlotLost(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, envOpts{wal: true})
+	log, wait := e.runLoad(ctx, 4, 50, 300)
+	wait()
+	e.drain()
+	e.check(log)
+	if _, err := e.pool.Exec(ctx, "SELECT pg_drop_replication_slot($1)", relay.SlotName(e.service)); err != nil {
+		t.Fatal(err)
+	}
+	log, wait = e.runLoad(ctx, 4, 50, 300) // events no slot holds
+	wait()
+	err := e.drainErr()
+	if !errors.Is(err, relay.ErrSlotLost) || !strings.Contains(err.Error(), "ecst relay --recover-slot") {
+		t.Fatalf("relay on a lost slot: %v, want ErrSlotLost naming --recover-slot", err)
+	}
+	t.Logf("relay on a lost slot: %v", err)
+	e.recoverSlot()
+	e.topicMatchesSource()
+	// And the new slot streams as the old one did.
+	log, wait = e.runLoad(ctx, 4, 50, 300)
+	wait()
+	e.drain()
+	e.check(log)
+}
+
+// TestWALSlotInvalidated: a slot that falls more than
+// max_slot_wal_keep_size behind (its relay stopped) is invalidated by
+// PostgreSQL at a checkpoint; the relay stops with ErrSlotInvalidated and
+// the recovery, which then works. On a cluster of its own: the setting is
+// the server's.
+func TestWALSlotInvalidated(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Logical: true,
+		Settings: map[string]string{"max_slot_wal_keep_size": "1MB", "wal_keep_size": "0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop() //nolint:errcheck
+	pool, err := pgxpool.New(ctx, cluster.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := migrate.Up(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOpts{dbURL: cluster.URL("postgres"), wal: true})
+	log, wait := e.runLoad(ctx, 4, 50, 300)
+	wait()
+	e.drain()
+	e.check(log)
+	// The relay is stopped; writers go on, and the WAL moves on by more
+	// than the slot may keep.
+	log, wait = e.runLoad(ctx, 4, 50, 300)
+	wait()
+	var status string
+	for i := 0; status != "lost"; i++ {
+		if i == 10 {
+			t.Fatalf("the slot is %q after %d WAL segments and checkpoints", status, i)
+		}
+		if _, err := pool.Exec(ctx, "CREATE TABLE IF NOT EXISTS filler (x int); INSERT INTO filler VALUES (1); SELECT pg_switch_wal(); CHECKPOINT"); err != nil {
+			t.Fatal(err)
+		}
+		if err := pool.QueryRow(ctx, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", relay.SlotName(e.service)).Scan(&status); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = e.drainErr()
+	if !errors.Is(err, relay.ErrSlotInvalidated) || !strings.Contains(err.Error(), "ecst relay --recover-slot") {
+		t.Fatalf("relay on an invalidated slot: %v, want ErrSlotInvalidated naming --recover-slot", err)
+	}
+	t.Logf("relay on an invalidated slot: %v", err)
+	e.recoverSlot()
+	e.topicMatchesSource()
+	log, wait = e.runLoad(ctx, 4, 50, 300)
+	wait()
+	e.drain()
+	e.check(log)
+}
