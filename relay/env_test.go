@@ -70,6 +70,26 @@ type envOpts struct {
 
 var nameRE = regexp.MustCompile(`[^a-zA-Z0-9]+`)
 
+// transports are the env options of the two outbox transports, for the
+// tests that run in both.
+func transports() []envOpts { return []envOpts{{}, {wal: true}} }
+
+func (o envOpts) name() string {
+	if o.wal {
+		return "wal"
+	}
+	return "table"
+}
+
+// leading matches a relay process's log line when it has started to lead:
+// it reads its shard, or streams the slot.
+func (o envOpts) leading() string {
+	if o.wal {
+		return `"msg":"streaming the slot"`
+	}
+	return `"msg":"leading shard"`
+}
+
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
 	ctx := context.Background()
@@ -251,6 +271,36 @@ func (e *env) caughtUp() func() bool {
 			relay.SlotName(e.service), target).Scan(&done)
 		return err == nil && done
 	}
+}
+
+// backlog is what waits to be published: outbox rows, or (the database
+// runs the WAL transport) the bytes of WAL the slot has not confirmed.
+func (e *env) backlog() int64 {
+	e.t.Helper()
+	if tr, err := outbox.DatabaseTransport(context.Background(), e.pool); err != nil {
+		e.t.Fatal(err)
+	} else if tr == outbox.TransportTable {
+		return int64(e.outboxCount())
+	}
+	var n int64
+	if err := e.pool.QueryRow(context.Background(), "SELECT (pg_current_wal_insert_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+		relay.SlotName(e.service)).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// published is a measure of what the relay has recorded published so far,
+// growing as it goes: outbox rows gone, or the slot's confirmed position.
+func (e *env) published() int64 {
+	e.t.Helper()
+	var n int64
+	err := e.pool.QueryRow(context.Background(), `SELECT CASE WHEN $2 THEN coalesce((SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1), 0)
+		ELSE -(SELECT count(*) FROM ecst.outbox) END`, relay.SlotName(e.service), e.wal).Scan(&n)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
 }
 
 func (e *env) outboxCount() int {

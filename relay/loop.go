@@ -37,8 +37,10 @@ type batch struct {
 	waited bool
 	// confirm is, for the WAL source, the position it may confirm to the
 	// slot once this batch has committed (0: the batch ends inside a
-	// transaction, so it confirms nothing more).
-	confirm pglogrepl.LSN
+	// transaction, so it confirms nothing more); recorded is set once the
+	// WAL source has taken the batch's commit into account.
+	confirm  pglogrepl.LSN
+	recorded bool
 }
 
 // source is where a leader term's records come from: for the table

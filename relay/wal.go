@@ -100,6 +100,7 @@ func (r *Relay) startWAL(term context.Context, endTerm context.CancelCauseFunc, 
 	go s.receive(rctx)
 	context.AfterFunc(term, stop)
 	r.walSrc.Store(s)
+	log.Info("streaming the slot", "slot", r.slot, "from", st.confirmed.String())
 	return s, nil
 }
 
@@ -374,6 +375,10 @@ func (s *walSource) sendStatus(ctx context.Context, force bool) error {
 // held.
 func (s *walSource) commit(acked []*batch) {
 	for _, b := range acked {
+		if b.recorded {
+			continue // a next that failed recorded it; the term's settle passes it again
+		}
+		b.recorded = true
 		n := len(b.records)
 		for _, it := range s.items[:n] {
 			s.bytes -= recordSize(it.rec)

@@ -12,25 +12,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
 )
-
-func TestWALRelayDeliversInOrder(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, envOpts{wal: true})
-	stop := e.runRelay(e.relayConfig())
-	log, wait := e.runLoad(context.Background(), 8, 200, 3000)
-	wait()
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	e.drain()
-	rep := e.check(log)
-	t.Logf("%d events committed, %d records on the topic for %d keys, %d duplicates", log.count(), rep.records, rep.keys, rep.duplicates)
-}
 
 // strictOrder returns, for the records of the topic, the keys whose
 // versions do not strictly increase in offset order: a state published
@@ -350,4 +337,35 @@ func TestWALHeldSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.check(log)
+}
+
+// TestWALStreamBreaks ends the WAL leader's WAL sender under load (a
+// network cut, an administrator): the term ends, a new one streams again
+// from the slot, the break is counted, and nothing is lost.
+func TestWALStreamBreaks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, envOpts{wal: true})
+	reg := prometheus.NewRegistry()
+	cfg := e.relayConfig()
+	cfg.Metrics = relay.NewMetrics(reg)
+	stop := e.runRelay(cfg)
+	log, wait := e.runLoad(ctx, 4, 100, 4000)
+	for range 3 {
+		n := log.count()
+		waitFor(t, "more events", 30*time.Second, func() bool { return log.count() > n+500 })
+		if _, err := e.pool.Exec(ctx, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1", relay.SlotName(e.service)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait()
+	waitFor(t, "the relay to catch up", time.Minute, e.caughtUp())
+	if got := metric(t, reg, "ecst_relay_errors_total"); got < 1 {
+		t.Errorf("ecst_relay_errors_total = %v after 3 broken streams", got)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	rep := e.check(log)
+	t.Logf("%d events, %d records, %d duplicates across 3 broken streams", log.count(), rep.records, rep.duplicates)
 }
