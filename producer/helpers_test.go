@@ -14,6 +14,7 @@ import (
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
 )
 
@@ -30,6 +31,7 @@ type fixture struct {
 type fixtureOpts struct {
 	unregistered bool
 	autoRegister bool
+	wal          bool // the database switched to the WAL transport, and the Publisher on it
 }
 
 // newFixture gives a migrated database with the customers table, an
@@ -65,6 +67,12 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	reg, err := schemas.NewRegistry(cfg.Registry)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.wal {
+		if _, err := relay.Switch(ctx, f.pool, outbox.TransportWAL, relay.SwitchOptions{Service: cfg.Service}); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Outbox.Transport = config.TransportWAL
 	}
 	if f.pub, err = producer.FromConfig(cfg, reg); err != nil {
 		t.Fatal(err)
