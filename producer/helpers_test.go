@@ -69,6 +69,12 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 		t.Fatal(err)
 	}
 	if o.wal {
+		// The slot is named after the service: one per test database.
+		var db string
+		if err := f.pool.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Service += "-" + db
 		if _, err := relay.Switch(ctx, f.pool, outbox.TransportWAL, relay.SwitchOptions{Service: cfg.Service}); err != nil {
 			t.Fatal(err)
 		}
