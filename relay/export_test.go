@@ -39,3 +39,6 @@ func WithLSNOrder(cfg *Config) { cfg.sortByLSN = true }
 // WithoutSwitchWait makes a switch open the new transport at once, without
 // waiting for the old one's events to be published.
 func WithoutSwitchWait(o *SwitchOptions) { o.noWait = true }
+
+// WithoutSlotDrop makes a switch to the table transport leave the slot.
+func WithoutSlotDrop(o *SwitchOptions) { o.keepSlot = true }

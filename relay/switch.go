@@ -36,6 +36,9 @@ type SwitchOptions struct {
 	// noWait, a test hook, opens the new transport without waiting for the
 	// old one's events to be published: the reordering the wait prevents.
 	noWait bool
+	// keepSlot, a test hook, leaves the slot of a switch to the table
+	// transport behind.
+	keepSlot bool
 }
 
 // SwitchResult says what Switch did (or, for a dry run, would do).
@@ -236,7 +239,7 @@ func switchToTable(ctx context.Context, pool *pgxpool.Pool, res *SwitchResult, s
 		}
 	}
 	opts.Logger.Info("the database runs the table transport")
-	if s.exists {
+	if s.exists && !opts.keepSlot {
 		if res.SlotDropped, err = dropSlot(ctx, pool, res.Slot, "switched to the table transport"); err != nil {
 			return err
 		}

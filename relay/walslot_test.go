@@ -6,14 +6,17 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/pgcluster"
 	"github.com/ecst-io/ecst/migrate"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/republish"
@@ -164,4 +167,73 @@ func TestWALSlotInvalidated(t *testing.T) {
 	wait()
 	e.drain()
 	e.check(log)
+}
+
+// TestWALSlotHealth: the leader reports the slot (health, metrics), and on
+// a database with no ecst traffic the slot still advances: keepalives and
+// heartbeats let the relay confirm WAL it has nothing to publish from, so
+// an idle service does not keep WAL from being removed.
+func TestWALSlotHealth(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, envOpts{wal: true})
+	reg := prometheus.NewRegistry()
+	cfg := e.relayConfig()
+	cfg.Metrics = relay.NewMetrics(reg)
+	r, err := relay.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, "the slot's health", 30*time.Second, func() bool { h := r.Health(); return h != nil && h.Exists })
+	if h := r.Health(); h.Err != nil || h.Slot != relay.SlotName(e.service) || h.WALStatus == "lost" || h.RetainedBytes <= 0 {
+		t.Fatalf("health %+v", h)
+	}
+	if got := metric(t, reg, "ecst_relay_slot_retained_bytes"); got <= 0 {
+		t.Errorf("ecst_relay_slot_retained_bytes = %v", got)
+	}
+	// WAL with no ecst event in it: the slot passes it all the same.
+	if _, err := e.pool.Exec(ctx, "CREATE TABLE unrelated (x int); INSERT INTO unrelated SELECT generate_series(1, 20000)"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the slot to pass WAL without events", 30*time.Second, e.caughtUp())
+	// The heartbeats measure the lag (sampled every 5s).
+	waitFor(t, "ecst_relay_slot_lag_seconds", 30*time.Second, func() bool {
+		lag := metric(t, reg, "ecst_relay_slot_lag_seconds")
+		return lag > 0 && lag < 5
+	})
+}
+
+// TestTableRelayWarnsOfALeftSlot: a relay of the table transport that
+// finds a slot of the WAL transport left behind says so (it keeps WAL),
+// and names the command that drops it.
+func TestTableRelayWarnsOfALeftSlot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, envOpts{wal: true})
+	opts := relay.SwitchOptions{Service: e.service}
+	relay.WithoutSwitchWait(&opts)
+	relay.WithoutSlotDrop(&opts)
+	if _, err := relay.Switch(ctx, e.pool, outbox.TransportTable, opts); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg := e.relayConfig()
+	cfg.Transport = outbox.TransportTable
+	cfg.Metrics = relay.NewMetrics(reg)
+	stop := e.runRelay(cfg)
+	waitFor(t, "the warning", 30*time.Second, func() bool {
+		return strings.Contains(e.relayLog.String(), "ecst outbox switch table") && metric(t, reg, "ecst_relay_slot_retained_bytes") > 0
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 }
