@@ -413,7 +413,7 @@ func (s *walSource) next(ctx context.Context, acked []*batch, inFlight *batch) (
 	}
 	// With nothing in flight, wait a while for events, so that they go out
 	// as soon as they arrive; a read ahead takes what is there.
-	if inFlight == nil && s.handed == len(s.items) && s.failed == nil {
+	if inFlight == nil && s.handed == len(s.items) && s.failed == nil && !s.drained() {
 		w := s.wake
 		s.mu.Unlock()
 		t := time.NewTimer(s.r.cfg.PollMax)
@@ -445,9 +445,14 @@ func (s *walSource) next(ctx context.Context, acked []*batch, inFlight *batch) (
 	if s.r.cfg.sortByLSN {
 		slices.SortStableFunc(b.records, func(x, y record) int { return cmp.Compare(x.lsn, y.lsn) })
 	}
-	b.drained = s.r.cfg.Drain && inFlight == nil && len(b.records) == 0 && s.open == nil &&
-		len(s.items) == 0 && s.confirmable >= s.r.drainTarget
+	b.drained = inFlight == nil && len(b.records) == 0 && s.drained()
 	return b, nil
+}
+
+// drained reports, in drain mode, that everything up to the drain's
+// target is committed to Kafka. Call with mu held.
+func (s *walSource) drained() bool {
+	return s.r.cfg.Drain && s.open == nil && len(s.items) == 0 && s.confirmable >= s.r.drainTarget
 }
 
 func (s *walSource) settle(_ context.Context, acked []*batch) error {
