@@ -69,10 +69,16 @@ compose-check: setup-compose
 	else docker compose -f docker-compose.yml config -q; fi
 	$(GO) test $(GOFLAGS) -count=1 ./internal/composecheck/
 
-## check: formatting and vet
+# gocyclo, pinned: `go run` fetches and builds it once, then runs it from the build cache.
+GOCYCLO ?= $(GO) run github.com/fzipp/gocyclo/cmd/gocyclo@v0.6.0
+
+## check: formatting, vet, and no function over cyclomatic complexity 30 outside tests and
+## generated code
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@out=$$($(GOCYCLO) -over 30 $$(git ls-files '*.go' | grep -v '_test\.go$$' | grep -v '_gen\.go$$')) || exit 1; \
+	if [ -n "$$out" ]; then echo "functions over cyclomatic complexity 30 (split them along their seams):"; echo "$$out"; exit 1; fi
 
 ## bench: benchmarks on a durable (fsync on) Postgres; see docs/benchmarks.md
 bench: setup

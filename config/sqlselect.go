@@ -106,54 +106,66 @@ func tokenize(q string) []token {
 	rs := []rune(q)
 	for i := 0; i < len(rs); {
 		r := rs[i]
+		end := i + 1 // where this token ends
 		switch {
 		case unicode.IsSpace(r):
-			i++
 		case r == '(':
 			toks = append(toks, token{"(", depth})
 			depth++
-			i++
 		case r == ')':
 			depth--
 			toks = append(toks, token{")", depth})
-			i++
 		case r == '\'' || r == '"':
-			j := i + 1
-			for j < len(rs) && rs[j] != r {
-				j++
-			}
-			toks = append(toks, token{string(rs[i:min(j+1, len(rs))]), depth})
-			i = j + 1
-		case r == ',':
-			toks = append(toks, token{",", depth})
-			i++
+			end = quotedEnd(rs, i)
+			toks = append(toks, token{string(rs[i:end]), depth})
 		case r == ':' && i+1 < len(rs) && rs[i+1] == ':': // a cast: ::type stays with its expression
-			j := i + 2
-			for j < len(rs) && (unicode.IsLetter(rs[j]) || unicode.IsDigit(rs[j]) || rs[j] == '_') {
-				j++
-			}
+			end = castEnd(rs, i)
 			if n := len(toks); n > 0 {
-				toks[n-1].text += string(rs[i:j])
+				toks[n-1].text += string(rs[i:end])
 			}
-			i = j
-		case unicode.IsLetter(r) || r == '_' || r == '*' || unicode.IsDigit(r):
-			j := i
-			for j < len(rs) && (unicode.IsLetter(rs[j]) || unicode.IsDigit(rs[j]) || rs[j] == '_' || rs[j] == '.' || rs[j] == '*' || rs[j] == '$') {
-				j++
-			}
-			if j < len(rs) && rs[j] == '"' { // t."Name"
-				k := j + 1
-				for k < len(rs) && rs[k] != '"' {
-					k++
-				}
-				j = min(k+1, len(rs))
-			}
-			toks = append(toks, token{string(rs[i:j]), depth})
-			i = j
-		default:
+		case isWordStart(r):
+			end = wordEnd(rs, i)
+			toks = append(toks, token{string(rs[i:end]), depth})
+		default: // a comma, an operator
 			toks = append(toks, token{string(r), depth})
-			i++
 		}
+		i = end
 	}
 	return toks
+}
+
+// quotedEnd is the end of the string or name quoted at rs[i], past its
+// closing quote (the end of rs when there is none).
+func quotedEnd(rs []rune, i int) int {
+	j := i + 1
+	for j < len(rs) && rs[j] != rs[i] {
+		j++
+	}
+	return min(j+1, len(rs))
+}
+
+// castEnd is the end of the cast ::type at rs[i].
+func castEnd(rs []rune, i int) int {
+	j := i + 2
+	for j < len(rs) && (unicode.IsLetter(rs[j]) || unicode.IsDigit(rs[j]) || rs[j] == '_') {
+		j++
+	}
+	return j
+}
+
+func isWordStart(r rune) bool {
+	return unicode.IsLetter(r) || r == '_' || r == '*' || unicode.IsDigit(r)
+}
+
+// wordEnd is the end of the word at rs[i]: a name, a qualified name (t.id,
+// t.*, t."Name"), a number or a star.
+func wordEnd(rs []rune, i int) int {
+	j := i
+	for j < len(rs) && (unicode.IsLetter(rs[j]) || unicode.IsDigit(rs[j]) || rs[j] == '_' || rs[j] == '.' || rs[j] == '*' || rs[j] == '$') {
+		j++
+	}
+	if j < len(rs) && rs[j] == '"' { // t."Name"
+		return quotedEnd(rs, j)
+	}
+	return j
 }

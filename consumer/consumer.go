@@ -339,36 +339,10 @@ func permanent(err error) bool {
 // session reads from the stored offsets until an error, counting what it
 // applies into p.
 func (c *Consumer[T]) session(ctx context.Context, once bool, p *Progress) error {
-	stored, err := c.cfg.Store.Offsets(ctx, c.cfg.Name, c.cfg.Topic)
+	stored, ends, err := c.prepare(ctx)
 	if err != nil {
-		return fmt.Errorf("load offsets: %w", err)
+		return err
 	}
-	admCl, err := kgo.NewClient(c.cfg.KafkaOpts...)
-	if err != nil {
-		return fmt.Errorf("%w: kafka client: %v", errFatal, err)
-	}
-	adm := kadm.NewClient(admCl)
-	ends, err := adm.ListCommittedOffsets(ctx, c.cfg.Topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		admCl.Close()
-		if errors.Is(err, kerr.UnknownTopicOrPartition) {
-			return fmt.Errorf("topic %s: %w (create it with `ecst topics apply`)", c.cfg.Topic, err)
-		}
-		return fmt.Errorf("list end offsets of %s: %w", c.cfg.Topic, err)
-	}
-	if c.cfg.Poison == DeadLetter {
-		if err := c.ensureDLQ(ctx, adm, len(ends[c.cfg.Topic])); err != nil {
-			admCl.Close()
-			return err
-		}
-	}
-	if len(stored) > 0 {
-		c.checkRetention(ctx, adm)
-	}
-	admCl.Close()
 	tr := &tracker{targets: map[int32]int64{}, pos: map[int32]int64{}}
 	opts := append(slices.Clone(c.cfg.KafkaOpts),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -378,8 +352,8 @@ func (c *Consumer[T]) session(ctx context.Context, once bool, p *Progress) error
 	)
 	if c.cfg.Group == "" {
 		start := map[int32]kgo.Offset{}
-		for p, o := range ends[c.cfg.Topic] {
-			start[p] = tr.assign(p, o.Offset, stored)
+		for part, o := range ends {
+			start[part] = tr.assign(part, o.Offset, stored)
 		}
 		tr.assigned = true
 		opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.cfg.Topic: start}))
@@ -403,6 +377,49 @@ func (c *Consumer[T]) session(ctx context.Context, once bool, p *Progress) error
 		cl.AllowRebalance()
 		cl.Close()
 	}()
+	return c.consume(ctx, cl, tr, once, p)
+}
+
+// prepare reads what a session starts from: the stored offsets, and the
+// topic's end offsets (by partition). On the way it creates the dead-letter
+// topic when there is to be one, and warns when the stored offsets fell
+// behind the topic's retention.
+func (c *Consumer[T]) prepare(ctx context.Context) (stored map[int32]int64, ends map[int32]kadm.ListedOffset, err error) {
+	stored, err = c.cfg.Store.Offsets(ctx, c.cfg.Name, c.cfg.Topic)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load offsets: %w", err)
+	}
+	admCl, err := kgo.NewClient(c.cfg.KafkaOpts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: kafka client: %v", errFatal, err)
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	listed, err := adm.ListCommittedOffsets(ctx, c.cfg.Topic)
+	if err == nil {
+		err = listed.Error()
+	}
+	if err != nil {
+		if errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return nil, nil, fmt.Errorf("topic %s: %w (create it with `ecst topics apply`)", c.cfg.Topic, err)
+		}
+		return nil, nil, fmt.Errorf("list end offsets of %s: %w", c.cfg.Topic, err)
+	}
+	ends = listed[c.cfg.Topic]
+	if c.cfg.Poison == DeadLetter {
+		if err := c.ensureDLQ(ctx, adm, len(ends)); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(stored) > 0 {
+		c.checkRetention(ctx, adm)
+	}
+	return stored, ends, nil
+}
+
+// consume polls, applies and tracks batches until an error, or until it
+// has caught up when once, counting what it applies into p.
+func (c *Consumer[T]) consume(ctx context.Context, cl *kgo.Client, tr *tracker, once bool, p *Progress) error {
 	// The changes slice is reused from batch to batch (Store.Apply keeps
 	// no reference to it): a replay allocates it once, not per poll.
 	var changes []Change[T]
@@ -420,29 +437,9 @@ func (c *Consumer[T]) session(ctx context.Context, once bool, p *Progress) error
 		if n := fs.NumRecords(); cap(changes) < n {
 			changes = make([]Change[T], 0, n)
 		}
-		b := &Batch[T]{Topic: c.cfg.Topic, From: map[int32]int64{}, Next: map[int32]int64{}, Changes: changes[:0]}
-		var poisonErr error
-		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if poisonErr != nil {
-				return
-			}
-			for _, r := range fp.Records {
-				if _, ok := b.From[r.Partition]; !ok {
-					b.From[r.Partition] = tr.position(r.Partition)
-				}
-				b.Next[r.Partition] = r.Offset + 1
-				if r.Attrs.IsControl() {
-					continue
-				}
-				if err := c.add(ctx, cl, b, r); err != nil {
-					poisonErr = err
-					return
-				}
-			}
-			c.lag.WithLabelValues(strconv.Itoa(int(fp.Partition))).Set(float64(max(fp.HighWatermark-b.Next[fp.Partition], 0)))
-		})
-		if poisonErr != nil {
-			return poisonErr
+		b, err := c.batch(ctx, cl, fs, tr, changes[:0])
+		if err != nil {
+			return err
 		}
 		if len(b.Next) == 0 {
 			cl.AllowRebalance()
@@ -469,6 +466,34 @@ func (c *Consumer[T]) session(ctx context.Context, once bool, p *Progress) error
 			}
 		}
 	}
+}
+
+// batch turns a poll's records into a batch (its changes appended to
+// changes), and sets the lag of each partition polled. A poison record
+// ends it with the error its policy gives.
+func (c *Consumer[T]) batch(ctx context.Context, cl *kgo.Client, fs kgo.Fetches, tr *tracker, changes []Change[T]) (*Batch[T], error) {
+	b := &Batch[T]{Topic: c.cfg.Topic, From: map[int32]int64{}, Next: map[int32]int64{}, Changes: changes}
+	var poisonErr error
+	fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if poisonErr != nil {
+			return
+		}
+		for _, r := range fp.Records {
+			if _, ok := b.From[r.Partition]; !ok {
+				b.From[r.Partition] = tr.position(r.Partition)
+			}
+			b.Next[r.Partition] = r.Offset + 1
+			if r.Attrs.IsControl() {
+				continue
+			}
+			if err := c.add(ctx, cl, b, r); err != nil {
+				poisonErr = err
+				return
+			}
+		}
+		c.lag.WithLabelValues(strconv.Itoa(int(fp.Partition))).Set(float64(max(fp.HighWatermark-b.Next[fp.Partition], 0)))
+	})
+	return b, poisonErr
 }
 
 // tracker holds the partitions a session reads: each one's end offset at

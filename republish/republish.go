@@ -46,33 +46,50 @@ type Config struct {
 	Pool      *pgxpool.Pool
 	Publisher *producer.Publisher
 	Entity    *config.Entity
-	// Kafka is the client configuration; only --tombstone-orphans (which
-	// reads the topic) uses it.
+	// Kafka is the client configuration; only Options.TombstoneOrphans
+	// (which reads the topic) uses it.
 	Kafka  []kgo.Opt
 	Logger *slog.Logger
 }
 
-// Options select the keys and pace the run.
+// Options select the keys and pace the run. Errors name these fields
+// (republish.Options.Where); `ecst republish` translates them to its flags.
 type Options struct {
-	// Exactly one of All, Keys and Where selects keys (Resume brings its own).
-	All   bool
-	Keys  []string
-	Where string // an SQL condition on the source query's columns
-	// TombstoneOrphans tombstones keys alive on the topic that the source
-	// no longer has (with Keys: the given keys the source does not have).
+	// All selects every key of the source. Exactly one of All, Keys and
+	// Where selects keys, unless Resume or Tombstones bring their own.
+	All bool
+	// Keys selects these keys (duplicates count once); none by default.
+	Keys []string
+	// Where selects the keys whose source rows match this SQL condition on
+	// the source query's columns; none by default.
+	Where string
+	// TombstoneOrphans also tombstones the keys alive on the topic that the
+	// source no longer has (with Keys: the given keys the source does not
+	// have). Off by default; it reads the topic with Config.Kafka.
 	TombstoneOrphans bool
 	// Tombstones are keys to tombstone if the source does not have them
-	// when they are locked (verify --repair uses it for extra keys).
+	// when they are locked (a key it has is left alone); verify's repair
+	// sets them for the extra keys it found. None by default.
 	Tombstones []string
-	Batch      int     // keys per transaction; default 500
-	Rate       float64 // keys per second; 0 = as fast as the database goes
+	// Batch is the keys per transaction; 0 means 500 (for a resumed run
+	// too).
+	Batch int
+	// Rate caps the run at this many keys per second; 0 means no cap (a
+	// resumed run keeps the rate it was started with).
+	Rate float64
 	// MaxBacklog pauses the run while the outbox holds at least this many
-	// rows (with the WAL transport: while at least this many of the run's
-	// events are not yet published); default 100000, negative disables.
+	// rows (the relay is behind; with the WAL transport: while at least
+	// this many of the run's events are not yet published); 0 means
+	// 100000, negative never pauses.
 	MaxBacklog int
-	DryRun     bool
-	Resume     int64 // a run id to resume
-	// Progress, if set, is called after every batch.
+	// DryRun counts the selected keys (and orphans) and samples the states
+	// it would write, and writes nothing. Off by default.
+	DryRun bool
+	// Resume carries on the stopped run with this id, after the last batch
+	// it wrote, with the selection it was started with; 0 (the default)
+	// starts a new run.
+	Resume int64
+	// Progress, if set, is called after every batch; nil by default.
 	Progress func(Progress)
 	// beforeLock, a test hook, runs between a batch's read of its keys and
 	// the lock; readFirst makes the batch read the rows before locking (the
@@ -196,7 +213,7 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 	if !locked {
 		var other int64
 		_ = conn.QueryRow(ctx, `SELECT id FROM ecst.republish_runs WHERE entity = $1 AND state = 'running' ORDER BY id DESC LIMIT 1`, e.Name).Scan(&other)
-		return nil, fmt.Errorf("%w (run %d): wait for it, or stop it and resume it with `ecst republish %s --resume %d`", ErrRunning, other, e.Name, other)
+		return nil, fmt.Errorf("%w (run %d): wait for it, or stop it and resume it with %s", ErrRunning, other, resume(other))
 	}
 	defer func() {
 		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, $2)`, pglock.Republish, pglock.Hash(e.Name))
@@ -209,10 +226,15 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 	r.finish(ctx, err)
 	r.res.Elapsed = time.Since(r.start)
 	if err != nil {
-		return &r.res, fmt.Errorf("republish run %d of %s: %w (resume it with `ecst republish %s --resume %d`)", r.id, e.Name, err, e.Name, r.id)
+		return &r.res, fmt.Errorf("republish run %d of %s: %w (resume it with %s)", r.id, e.Name, err, resume(r.id))
 	}
 	return &r.res, nil
 }
+
+// resume is the Options that resume run id, as an error suggests them.
+// Errors name Options fields, never flags: `ecst republish` and `ecst verify`
+// translate them.
+func resume(id int64) string { return fmt.Sprintf("republish.Options{Resume: %d}", id) }
 
 // lockWait is how long a run waits for its entity's lock before it counts
 // as taken. A process killed a moment ago still holds it until its
@@ -246,10 +268,10 @@ func (r *run) setSelection() error {
 		}
 	}
 	if n == 0 && len(r.opts.Tombstones) == 0 {
-		return fmt.Errorf("%w: choose the keys: --all, --key K (repeatable) or --where SQL", ErrBadSelection)
+		return fmt.Errorf("%w: choose the keys: republish.Options.All, republish.Options.Keys or republish.Options.Where", ErrBadSelection)
 	}
 	if n > 1 {
-		return fmt.Errorf("%w: --all, --key and --where exclude each other", ErrBadSelection)
+		return fmt.Errorf("%w: republish.Options.All, republish.Options.Keys and republish.Options.Where exclude each other", ErrBadSelection)
 	}
 	keys := slices.Clone(r.opts.Keys)
 	slices.Sort(keys)
@@ -274,7 +296,7 @@ func (r *run) plan(ctx context.Context, conn *pgx.Conn) error {
 	r.src = src
 	if r.sel.Where != "" {
 		if _, err := conn.Prepare(ctx, "", "SELECT 1 FROM "+r.src.Query+" WHERE ("+r.sel.Where+")"); err != nil {
-			return fmt.Errorf("--where %q does not run against the source query: %w", r.sel.Where, err)
+			return fmt.Errorf("republish.Options.Where %q does not run against the source query: %w", r.sel.Where, err)
 		}
 	}
 	return nil

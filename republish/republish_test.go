@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -242,7 +243,7 @@ func TestRepublishResume(t *testing.T) {
 	if res.Written != 200 || res.Selected != 500 {
 		t.Fatalf("stopped run: written %d of %d, want 200 of 500", res.Written, res.Selected)
 	}
-	if !strings.Contains(err.Error(), fmt.Sprintf("--resume %d", res.RunID)) {
+	if !strings.Contains(err.Error(), fmt.Sprintf("resume it with republish.Options{Resume: %d}", res.RunID)) {
 		t.Errorf("error does not say how to resume: %v", err)
 	}
 	var state string
@@ -321,7 +322,7 @@ func TestRepublishRefusesASecondRun(t *testing.T) {
 	if !errors.Is(err, republish.ErrRunning) {
 		t.Fatalf("second run: %v, want ErrRunning", err)
 	}
-	if !strings.Contains(err.Error(), "--resume") {
+	if !regexp.MustCompile(`resume it with republish\.Options\{Resume: \d+\}`).MatchString(err.Error()) {
 		t.Errorf("refusal does not name the running run: %v", err)
 	}
 	cancel()
@@ -441,12 +442,13 @@ func TestRepublishSelections(t *testing.T) {
 	if err != nil || res.Selected != 5 || res.Written != 5 || count() != 5 {
 		t.Fatalf("--where: %+v %v", res, err)
 	}
-	if _, err := republish.Run(ctx, cfg(w), republish.Options{Where: "no_such_column = 1"}); err == nil || !strings.Contains(err.Error(), "no_such_column") {
+	if _, err := republish.Run(ctx, cfg(w), republish.Options{Where: "no_such_column = 1"}); err == nil || !strings.Contains(err.Error(), `republish.Options.Where "no_such_column = 1" does not run`) {
 		t.Fatalf("bad --where: %v", err)
 	}
+	// The errors name the Options fields (the CLI translates them to flags).
 	for _, o := range []republish.Options{{}, {All: true, Keys: []string{"a"}}} {
-		if _, err := republish.Run(ctx, cfg(w), o); !errors.Is(err, republish.ErrBadSelection) {
-			t.Fatalf("options %+v: %v, want ErrBadSelection", o, err)
+		if _, err := republish.Run(ctx, cfg(w), o); !errors.Is(err, republish.ErrBadSelection) || !strings.Contains(err.Error(), "republish.Options.All, republish.Options.Keys") {
+			t.Fatalf("options %+v: %v, want ErrBadSelection naming the fields", o, err)
 		}
 	}
 }

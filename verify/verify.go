@@ -66,22 +66,28 @@ type Config struct {
 	Publisher *producer.Publisher
 }
 
-// Options choose what to compare and whether to repair.
+// Options choose what to compare and whether to repair. Errors name these
+// fields (verify.Options.Mirror); `ecst verify` translates them to its flags.
 type Options struct {
-	// Mirror is an `ecst mirror` table to compare with the topic too.
+	// Mirror is an `ecst mirror` table to compare with the topic too, its
+	// name read as SQL reads it (schema-qualified or not, quoted or not);
+	// "" (the default) compares the source with the topic only.
 	Mirror string
-	// Samples is how many keys to list per kind of drift (default 10);
-	// Diffs how many stale keys get a field-level diff (default 3).
-	Samples, Diffs int
+	// Samples is how many keys to list per kind of drift; 0 means 10.
+	Samples int
+	// Diffs is how many stale keys get a field-level diff; 0 means 3.
+	Diffs int
 	// Repair republishes the drifted keys (tombstoning the extra ones),
 	// waits for the relay (and the mirror) to catch up, and verifies again.
+	// Off by default. It needs Config.Publisher, and a relay running.
 	Repair bool
-	// Wait bounds a repair's wait for the relay and the mirror (default 2m).
+	// Wait bounds a repair's wait for the relay and the mirror; 0 means 2
+	// minutes.
 	Wait time.Duration
 	// Progress, if set, reports work under way: what a long verification
 	// has read, and what a repair has written and waits for. It is called
 	// from more than one goroutine (the source and the topic are read at
-	// the same time), and must not block.
+	// the same time), and must not block. Nil by default.
 	Progress func(Progress)
 	// afterSnapshot, a test hook, runs between a snapshot and the topic
 	// read that follows it.
@@ -294,109 +300,159 @@ func run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
 			return nil, err
 		}
 	}
-
-	// Pass 1: the source, the outbox and the mirror in one snapshot, and
-	// the topic to the ends listed once that snapshot exists: read at the
-	// same time, on two connections.
-	scanCtx, cancelScan := context.WithCancel(ctx)
-	defer cancelScan()
-	scanned := make(chan error, 1)
-	snap, err := v.snapshot(ctx, conn.Conn(), nil, mirror, func() {
-		go func() {
-			if opts.afterSnapshot != nil {
-				opts.afterSnapshot()
-			}
-			scanned <- v.scan(scanCtx)
-		}()
-	})
+	snap, err := v.firstPass(ctx, conn.Conn(), mirror)
 	if err != nil {
-		cancelScan()
 		return nil, err
 	}
-	if err := <-scanned; err != nil {
-		return nil, err
-	}
-	rep := &Report{Entity: e.Name, Topic: e.Topic, SourceKeys: int64(len(snap.source)), TopicRecords: v.records}
+	rep := &Report{Entity: e.Name, Topic: e.Topic, SourceKeys: int64(len(snap.source)), TopicRecords: v.records, InFlight: int64(len(snap.inFlight))}
 	for _, t := range v.topic {
 		if t.alive {
 			rep.TopicKeys++
 		}
 	}
-	rep.InFlight = int64(len(snap.inFlight))
-	missing, extra, stale := v.compareSource(snap)
-	var mm, me, ms []string
-	var lagging int64
-	if mirror != nil {
-		mm, me, ms, lagging = v.compareMirror(snap)
+	d := v.classify(snap, mirror)
+	moving, err := v.recheck(ctx, conn.Conn(), mirror, snap, &d)
+	if err != nil {
+		return nil, err
 	}
+	rep.InFlight += moving
+	if err := v.fill(ctx, conn.Conn(), rep, d); err != nil {
+		return nil, err
+	}
+	if mirror != nil {
+		if rep.Mirror, err = v.mirrorReport(ctx, conn.Conn(), mirror, snap, d); err != nil {
+			return nil, err
+		}
+	}
+	rep.Elapsed = time.Since(start).Round(time.Millisecond).String()
+	return rep, nil
+}
 
-	// Look again at every key found drifted, up to three times: a key
-	// changed while it was being compared looks drifted once, rarely twice.
-	// A key whose source state or latest record changed between two looks
-	// is being written right now: its own event carries its full state, so
-	// it counts as in flight, not as drift.
-	prev := snap
-	for pass := 0; pass < 3 && len(missing)+len(extra)+len(stale)+len(mm)+len(me)+len(ms) > 0; pass++ {
-		keys := slices.Concat(missing, extra, stale, mm, me, ms)
-		slices.Sort(keys)
-		keys = slices.Compact(keys)
+// firstPass reads the source, the outbox and the mirror in one snapshot,
+// and the topic to the ends listed once that snapshot exists: at the same
+// time, on two connections.
+func (v *verifier) firstPass(ctx context.Context, conn *pgx.Conn, mirror *mirrorPlan) (*snap, error) {
+	scanCtx, cancelScan := context.WithCancel(ctx)
+	defer cancelScan()
+	scanned := make(chan error, 1)
+	snap, err := v.snapshot(ctx, conn, nil, mirror, func() {
+		go func() {
+			if v.opts.afterSnapshot != nil {
+				v.opts.afterSnapshot()
+			}
+			scanned <- v.scan(scanCtx)
+		}()
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := <-scanned; err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// drift is the keys found drifted, each list sorted: against the source,
+// and in the mirror.
+type drift struct {
+	missing, extra, stale                   []string
+	mirrorMissing, mirrorExtra, mirrorStale []string
+	lagging                                 int64 // mirror keys not consumed yet
+}
+
+// classify compares a snapshot's keys with the topic as read so far.
+func (v *verifier) classify(s *snap, mirror *mirrorPlan) drift {
+	var d drift
+	d.missing, d.extra, d.stale = v.compareSource(s)
+	if mirror != nil {
+		d.mirrorMissing, d.mirrorExtra, d.mirrorStale, d.lagging = v.compareMirror(s)
+	}
+	return d
+}
+
+// keys lists every drifted key once, sorted.
+func (d *drift) keys() []string {
+	keys := slices.Concat(d.missing, d.extra, d.stale, d.mirrorMissing, d.mirrorExtra, d.mirrorStale)
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// recheck looks again at every key found drifted, up to three times: a key
+// changed while it was being compared looks drifted once, rarely twice. A
+// key whose source state or latest record changed between two looks is
+// being written right now: its own event carries its full state, so it
+// counts as in flight, not as drift. d keeps the keys drifted every time;
+// moving counts the keys found in flight.
+func (v *verifier) recheck(ctx context.Context, conn *pgx.Conn, mirror *mirrorPlan, prev *snap, d *drift) (moving int64, err error) {
+	for pass := 0; pass < 3; pass++ {
+		keys := d.keys()
+		if len(keys) == 0 {
+			break
+		}
 		before := make(map[string]topicEntry, len(keys))
 		for _, k := range keys {
 			before[k] = v.topic[k]
 		}
-		snap2, err := v.snapshot(ctx, conn.Conn(), keys, mirror, nil)
+		next, err := v.snapshot(ctx, conn, keys, mirror, nil)
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
 		if err := v.scanOn(ctx); err != nil {
-			return nil, err
+			return 0, err
 		}
-		moving := map[string]bool{}
+		inFlight := map[string]bool{}
 		for _, k := range keys {
 			h1, ok1 := prev.source[k]
-			h2, ok2 := snap2.source[k]
-			if ok1 != ok2 || h1 != h2 || v.topic[k] != before[k] || snap2.inFlight[k] {
-				moving[k] = true
+			h2, ok2 := next.source[k]
+			if ok1 != ok2 || h1 != h2 || v.topic[k] != before[k] || next.inFlight[k] {
+				inFlight[k] = true
 			}
 		}
 		still := func(a, b []string) []string {
-			out := intersect(a, b)
-			return slices.DeleteFunc(out, func(k string) bool { return moving[k] })
+			return slices.DeleteFunc(intersect(a, b), func(k string) bool { return inFlight[k] })
 		}
-		m2, e2, s2 := v.compareSource(snap2)
-		missing, extra, stale = still(missing, m2), still(extra, e2), still(stale, s2)
+		again := v.classify(next, mirror)
+		d.missing, d.extra, d.stale = still(d.missing, again.missing), still(d.extra, again.extra), still(d.stale, again.stale)
 		if mirror != nil {
-			a, b, c, _ := v.compareMirror(snap2)
-			mm, me, ms = still(mm, a), still(me, b), still(ms, c)
+			d.mirrorMissing, d.mirrorExtra, d.mirrorStale = still(d.mirrorMissing, again.mirrorMissing), still(d.mirrorExtra, again.mirrorExtra), still(d.mirrorStale, again.mirrorStale)
 		}
-		rep.InFlight += int64(len(moving))
-		prev = snap2
+		moving += int64(len(inFlight))
+		prev = next
 	}
-	rep.missing, rep.extra, rep.stale = missing, extra, stale
-	rep.Missing, rep.Extra, rep.Stale = int64(len(missing)), int64(len(extra)), int64(len(stale))
-	rep.Samples = Sample{Missing: head(missing, opts.Samples), Extra: head(extra, opts.Samples), Stale: head(stale, opts.Samples)}
-	for _, k := range head(stale, opts.Diffs) {
-		d, err := v.diffSource(ctx, conn.Conn(), k)
+	return moving, nil
+}
+
+// fill writes the source ⇄ topic drift into rep: counts, samples, and a
+// field-level diff of the first stale keys.
+func (v *verifier) fill(ctx context.Context, conn *pgx.Conn, rep *Report, d drift) error {
+	rep.missing, rep.extra, rep.stale = d.missing, d.extra, d.stale
+	rep.Missing, rep.Extra, rep.Stale = int64(len(d.missing)), int64(len(d.extra)), int64(len(d.stale))
+	rep.Samples = Sample{Missing: head(d.missing, v.opts.Samples), Extra: head(d.extra, v.opts.Samples), Stale: head(d.stale, v.opts.Samples)}
+	for _, k := range head(d.stale, v.opts.Diffs) {
+		diff, err := v.diffSource(ctx, conn, k)
+		if err != nil {
+			return err
+		}
+		rep.Diffs = append(rep.Diffs, diff)
+	}
+	return nil
+}
+
+// mirrorReport reports the topic ⇄ mirror drift, the mirror's rows counted
+// in the first snapshot.
+func (v *verifier) mirrorReport(ctx context.Context, conn *pgx.Conn, mirror *mirrorPlan, first *snap, d drift) (*MirrorReport, error) {
+	mm, me, ms := d.mirrorMissing, d.mirrorExtra, d.mirrorStale
+	mr := &MirrorReport{Table: mirror.table.String(), Rows: int64(len(first.mirror)), Lagging: d.lagging,
+		Missing: int64(len(mm)), Extra: int64(len(me)), Stale: int64(len(ms)), missing: mm, extra: me, stale: ms,
+		Samples: Sample{Missing: head(mm, v.opts.Samples), Extra: head(me, v.opts.Samples), Stale: head(ms, v.opts.Samples)}}
+	for _, k := range head(ms, v.opts.Diffs) {
+		diff, err := v.diffMirror(ctx, conn, mirror, k)
 		if err != nil {
 			return nil, err
 		}
-		rep.Diffs = append(rep.Diffs, d)
+		mr.Diffs = append(mr.Diffs, diff)
 	}
-	if mirror != nil {
-		mr := &MirrorReport{Table: mirror.table.String(), Rows: int64(len(snap.mirror)), Lagging: lagging,
-			Missing: int64(len(mm)), Extra: int64(len(me)), Stale: int64(len(ms)), missing: mm, extra: me, stale: ms,
-			Samples: Sample{Missing: head(mm, opts.Samples), Extra: head(me, opts.Samples), Stale: head(ms, opts.Samples)}}
-		for _, k := range head(ms, opts.Diffs) {
-			d, err := v.diffMirror(ctx, conn.Conn(), mirror, k)
-			if err != nil {
-				return nil, err
-			}
-			mr.Diffs = append(mr.Diffs, d)
-		}
-		rep.Mirror = mr
-	}
-	rep.Elapsed = time.Since(start).Round(time.Millisecond).String()
-	return rep, nil
+	return mr, nil
 }
 
 func head(s []string, n int) []string {
@@ -845,7 +901,7 @@ type mirrorPlan struct {
 func mirrorTable(table string) (pgident.Name, error) {
 	n, err := pgident.Parse(table)
 	if err != nil {
-		return pgident.Name{}, fmt.Errorf("--mirror: %w", err)
+		return pgident.Name{}, fmt.Errorf("verify.Options.Mirror: %w", err)
 	}
 	return n, nil
 }
@@ -857,7 +913,7 @@ func planMirror(ctx context.Context, conn *pgx.Conn, schema avro.Schema, mirror 
 	}
 	desc, err := conn.Prepare(ctx, "", "SELECT * FROM "+table.Quoted())
 	if err != nil {
-		return nil, fmt.Errorf("--mirror %s: %w", table, err)
+		return nil, fmt.Errorf("verify.Options.Mirror %s: %w", table, err)
 	}
 	cols := make([]pgavro.Column, len(desc.Fields))
 	for i, f := range desc.Fields {
@@ -865,7 +921,7 @@ func planMirror(ctx context.Context, conn *pgx.Conn, schema avro.Schema, mirror 
 	}
 	m, err := pgavro.New(schema, cols, pgavro.Options{Key: "_key", IgnoreExtra: true})
 	if err != nil {
-		return nil, fmt.Errorf("--mirror %s is not a mirror of this entity: %w", table, err)
+		return nil, fmt.Errorf("verify.Options.Mirror %s is not a mirror of this entity: %w", table, err)
 	}
 	return &mirrorPlan{table: table, mapper: m}, nil
 }
@@ -918,7 +974,7 @@ func repair(ctx context.Context, cfg Config, opts Options, rep *Report) (*Repair
 	}
 	if !running {
 		return nil, fmt.Errorf("%w (no session took a relay leader lock within %s), so nothing would publish the repair: "+
-			"start `ecst relay`, then run `%s --repair` again. Nothing was written", ErrNoRelay, relayStartGrace, verifyCmd(cfg, opts))
+			"start `ecst relay`, then run %s again. Nothing was written", ErrNoRelay, relayStartGrace, again(opts, true))
 	}
 	keys := slices.Sorted(maps.Keys(upserts))
 	res, err := republish.Run(ctx, republish.Config{Pool: cfg.Pool, Publisher: cfg.Publisher, Entity: cfg.Entity, Kafka: cfg.Kafka, Logger: cfg.Logger},
@@ -1036,8 +1092,8 @@ func waitRelayed(ctx context.Context, cfg Config, opts Options, rr *RepairReport
 		return nil
 	}
 	return fmt.Errorf("%w. %d of the %d outbox rows the repair waits for are not published yet; the repair itself is written "+
-		"(republish run %d: %d full states, %d tombstones), and a relay publishes it once it runs: start `ecst relay`, then check with `%s`",
-		err, left, total, rr.RunID, rr.Republished, rr.Tombstoned, verifyCmd(cfg, opts))
+		"(republish run %d: %d full states, %d tombstones), and a relay publishes it once it runs: start `ecst relay`, then check with %s",
+		err, left, total, rr.RunID, rr.Republished, rr.Tombstoned, again(opts, false))
 }
 
 // waitRelayedWAL is waitRelayed for the WAL transport: it waits until the
@@ -1080,8 +1136,8 @@ func waitRelayedWAL(ctx context.Context, cfg Config, opts Options, rr *RepairRep
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%w. The repair is written to the WAL (republish run %d: %d full states, %d tombstones), and the WAL relay publishes it once it runs: start `ecst relay`, then check with `%s`",
-		err, rr.RunID, rr.Republished, rr.Tombstoned, verifyCmd(cfg, opts))
+	return fmt.Errorf("%w. The repair is written to the WAL (republish run %d: %d full states, %d tombstones), and the WAL relay publishes it once it runs: start `ecst relay`, then check with %s",
+		err, rr.RunID, rr.Republished, rr.Tombstoned, again(opts, false))
 }
 
 // unled returns the shards of byShard that no relay leads, in order.
@@ -1139,16 +1195,21 @@ func waitMirror(ctx context.Context, cfg Config, opts Options) error {
 		return nil
 	}
 	return fmt.Errorf("%w: it is %d offsets behind the end of %s. The repair is on the topic, and the mirror applies it once it runs: "+
-		"start `ecst mirror %s --table %s` (or run it with --once), then check with `%s`", err, left, topic, cfg.Entity.Name, shellArg(opts.Mirror), verifyCmd(cfg, opts))
+		"start `ecst mirror %s --table %s` (or run it with --once), then check with %s", err, left, topic, cfg.Entity.Name, shellArg(opts.Mirror), again(opts, false))
 }
 
-// verifyCmd is the command that verifies again what opts verified.
-func verifyCmd(cfg Config, opts Options) string {
-	c := "ecst verify " + cfg.Entity.Name
+// again is the Options that verify again what opts verified (and repair,
+// when repair), as an error suggests them. Errors name Options fields, never
+// flags: `ecst verify` translates them.
+func again(opts Options, repair bool) string {
+	var fields []string
 	if opts.Mirror != "" {
-		c += " --mirror " + shellArg(opts.Mirror)
+		fields = append(fields, "Mirror: "+strconv.Quote(opts.Mirror))
 	}
-	return c
+	if repair {
+		fields = append(fields, "Repair: true")
+	}
+	return "verify.Options{" + strings.Join(fields, ", ") + "}"
 }
 
 // shellArg quotes s for a POSIX shell when it needs it, so that a command

@@ -25,7 +25,7 @@ import (
 // Every value starts with the event's sequence number (8 bytes, big endian)
 // and is padded with random bytes to -value-size: the checks read it back
 // to find each event once, in order, with its key. The headers are the
-// five of ecst's wire contract, as internal/benchrelay writes them.
+// five of ecst's wire contract, as internal/bench's Outbox.Fill writes them.
 var benchHeaders = []outbox.Header{
 	{Key: "ecst-event-id", Value: []byte("0193a1c2-7f00-7000-8000-000000000000")},
 	{Key: "ecst-entity-version", Value: []byte("12")},
@@ -48,7 +48,7 @@ func randomPad(valueSize int) []byte {
 }
 
 // drainKey is the key of backlog event seq: -keys distinct keys, as in
-// internal/benchrelay's Fill.
+// internal/bench's Outbox.Fill.
 func drainKey(keys int) func(uint64) string {
 	return func(seq uint64) string { return "customer-" + strconv.FormatUint(seq%uint64(keys), 10) }
 }

@@ -133,7 +133,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ecst-io/ecst/internal/benchrelay"
+	"github.com/ecst-io/ecst/internal/bench"
 	"github.com/ecst-io/ecst/internal/pgcluster"
 	"github.com/ecst-io/ecst/migrate"
 )
@@ -207,35 +207,11 @@ func run(ctx context.Context, c config) error {
 	sqlTopic := "wm_bench_" + runID   // Watermill SQL topic → table "watermill_wm_bench_<id>"
 	kafkaTopic := "wm-bench-" + runID // destination Kafka topic
 
-	// --- PostgreSQL ---
-	dbURL := os.Getenv("ECST_BENCH_DATABASE_URL")
-	if dbURL == "" {
-		logf("starting a throwaway PostgreSQL cluster (durable)")
-		pg, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
-		if err != nil {
-			return fmt.Errorf("start postgres: %w", err)
-		}
-		defer func() { _ = pg.Stop() }()
-		dbURL = pg.URL("postgres")
-	}
-	if c.workMem != "" {
-		u, err := url.Parse(dbURL)
-		if err != nil {
-			return fmt.Errorf("-work-mem needs a URL-form database address: %w", err)
-		}
-		q := u.Query()
-		q.Set("work_mem", c.workMem) // pgx sends unknown URL parameters as session settings
-		u.RawQuery = q.Encode()
-		dbURL = u.String()
-	}
-	db, err := sql.Open("pgx", dbURL)
+	db, dbURL, closeDB, err := openPostgres(ctx, c)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	if err := db.PingContext(ctx); err != nil {
-		return fmt.Errorf("postgres: %w", err)
-	}
+	defer closeDB()
 	var pgVersion, workMem string
 	_ = db.QueryRowContext(ctx, "SHOW server_version").Scan(&pgVersion)
 	_ = db.QueryRowContext(ctx, "SHOW work_mem").Scan(&workMem)
@@ -248,44 +224,11 @@ func run(ctx context.Context, c config) error {
 		_, _ = db.ExecContext(dctx, "DROP TABLE IF EXISTS "+schema.MessagesTable(sqlTopic)+", "+offsets.MessagesOffsetsTable(sqlTopic))
 	}()
 
-	// --- Kafka ---
-	var brokers []string
-	if env := os.Getenv("ECST_BENCH_BROKERS"); env != "" {
-		for _, b := range strings.Split(env, ",") {
-			if b = strings.TrimSpace(b); b != "" {
-				brokers = append(brokers, b)
-			}
-		}
-	} else {
-		fake, err := kfake.NewCluster(kfake.NumBrokers(1))
-		if err != nil {
-			return fmt.Errorf("start kfake: %w", err)
-		}
-		defer fake.Close()
-		brokers = fake.ListenAddrs()
-	}
-	kcl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	brokers, adm, kind, closeKafka, err := openKafka(ctx, c, kafkaTopic)
 	if err != nil {
 		return err
 	}
-	defer kcl.Close()
-	adm := kadm.NewClient(kcl)
-	resp, err := adm.CreateTopic(ctx, int32(c.partitions), 1, nil, kafkaTopic) //nolint:gosec // small
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		return fmt.Errorf("create topic %s: %w", kafkaTopic, err)
-	}
-	defer func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer dcancel()
-		_, _ = adm.DeleteTopics(dctx, kafkaTopic)
-	}()
-	kind := "kfake"
-	if os.Getenv("ECST_BENCH_BROKERS") != "" {
-		kind = "real broker " + strings.Join(brokers, ",")
-	}
+	defer closeKafka()
 	logf("postgres %s, kafka %s, topic %s (%d partitions), sql topic %s", pgVersion, kind, kafkaTopic, c.partitions, sqlTopic)
 
 	logger := quietLogger{}
@@ -305,81 +248,10 @@ func run(ctx context.Context, c config) error {
 	}
 
 	// --- Measure ---
-	start := time.Now()
-	fwd, closeAll, err := startForwarder(c, db, schema, offsets, brokers, sqlTopic, logger)
+	d := drain{c: c, db: db, adm: adm, schema: schema, offsets: offsets, brokers: brokers, sqlTopic: sqlTopic, kafkaTopic: kafkaTopic, maxOffset: maxOffset, logger: logger}
+	elapsed, err := d.run(ctx)
 	if err != nil {
 		return err
-	}
-	runCtx, stopRun := context.WithCancel(ctx)
-	runDone := make(chan error, 1)
-	go func() { runDone <- fwd.Run(runCtx) }()
-	var shutdownOnce sync.Once
-	shutdown := func() {
-		shutdownOnce.Do(func() {
-			// Close first (the router lets the handler finish), cancel after.
-			_ = fwd.Close()
-			select {
-			case <-runDone:
-			case <-time.After(40 * time.Second):
-				logf("forwarder did not stop within 40s")
-			}
-			stopRun()
-			closeAll()
-		})
-	}
-	defer shutdown()
-
-	var inKafka int64
-	lastReport := time.Now()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for inKafka < int64(c.rows) {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d of %d rows in Kafka after %.1f s", inKafka, c.rows, time.Since(start).Seconds())
-		case err := <-runDone:
-			runDone <- err
-			return fmt.Errorf("forwarder stopped early (%v) with %d of %d rows in Kafka", err, inKafka, c.rows)
-		case <-tick.C:
-		}
-		n, err := endOffsets(ctx, adm, kafkaTopic)
-		if err != nil {
-			if ctx.Err() != nil {
-				continue
-			}
-			return fmt.Errorf("list end offsets: %w", err)
-		}
-		inKafka = n
-		if time.Since(lastReport) >= 10*time.Second {
-			lastReport = time.Now()
-			el := time.Since(start).Seconds()
-			logf("%d/%d rows in Kafka after %.0f s (%.0f rows/s)", n, c.rows, el, float64(n)/el)
-		}
-	}
-	inKafkaAt := time.Since(start)
-	// The drain is done when the last batch's offset is committed too, as
-	// ecst's relay is timed until its last batch is deleted: one more
-	// UPSERT+COMMIT, a few milliseconds.
-	for {
-		var acked int64
-		err := db.QueryRowContext(ctx, "SELECT offset_acked FROM "+offsets.MessagesOffsetsTable(sqlTopic)+" WHERE consumer_group = ''").Scan(&acked)
-		if err != nil {
-			return fmt.Errorf("read watermill offsets after %d rows reached Kafka: %w", c.rows, err)
-		}
-		if acked >= maxOffset {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("all %d rows in Kafka after %.2f s, but the last offset was not committed (acked %d, last %d)", c.rows, inKafkaAt.Seconds(), acked, maxOffset)
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
-	elapsed := time.Since(start)
-	logf("all rows in Kafka after %.3f s, last offset committed after %.3f s", inKafkaAt.Seconds(), elapsed.Seconds())
-	shutdown()
-	if inKafka != int64(c.rows) {
-		return fmt.Errorf("%d records in Kafka, want %d (duplicates?)", inKafka, c.rows)
 	}
 
 	if c.verify {
@@ -401,6 +273,205 @@ func run(ctx context.Context, c config) error {
 	return nil
 }
 
+// openPostgres opens $ECST_BENCH_DATABASE_URL, or a throwaway durable
+// cluster it starts, with -work-mem set for the sessions; closeDB closes it
+// (and stops the cluster).
+func openPostgres(ctx context.Context, c config) (db *sql.DB, dbURL string, closeDB func(), err error) {
+	stop := func() {}
+	dbURL = os.Getenv("ECST_BENCH_DATABASE_URL")
+	if dbURL == "" {
+		logf("starting a throwaway PostgreSQL cluster (durable)")
+		pg, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("start postgres: %w", err)
+		}
+		stop = func() { _ = pg.Stop() }
+		dbURL = pg.URL("postgres")
+	}
+	if c.workMem != "" {
+		u, err := url.Parse(dbURL)
+		if err != nil {
+			stop()
+			return nil, "", nil, fmt.Errorf("-work-mem needs a URL-form database address: %w", err)
+		}
+		q := u.Query()
+		q.Set("work_mem", c.workMem) // pgx sends unknown URL parameters as session settings
+		u.RawQuery = q.Encode()
+		dbURL = u.String()
+	}
+	db, err = sql.Open("pgx", dbURL)
+	if err != nil {
+		stop()
+		return nil, "", nil, err
+	}
+	closeDB = func() { _ = db.Close(); stop() }
+	if err := db.PingContext(ctx); err != nil {
+		closeDB()
+		return nil, "", nil, fmt.Errorf("postgres: %w", err)
+	}
+	return db, dbURL, closeDB, nil
+}
+
+// openKafka creates the destination topic on $ECST_BENCH_BROKERS, or on an
+// in-process kfake cluster it starts; closeKafka deletes the topic (and
+// stops the cluster).
+func openKafka(ctx context.Context, c config, topic string) (brokers []string, adm *kadm.Client, kind string, closeKafka func(), err error) {
+	stop := func() {}
+	kind = "kfake"
+	if env := os.Getenv("ECST_BENCH_BROKERS"); env != "" {
+		for _, b := range strings.Split(env, ",") {
+			if b = strings.TrimSpace(b); b != "" {
+				brokers = append(brokers, b)
+			}
+		}
+		kind = "real broker " + strings.Join(brokers, ",")
+	} else {
+		fake, err := kfake.NewCluster(kfake.NumBrokers(1))
+		if err != nil {
+			return nil, nil, "", nil, fmt.Errorf("start kfake: %w", err)
+		}
+		stop = fake.Close
+		brokers = fake.ListenAddrs()
+	}
+	kcl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		stop()
+		return nil, nil, "", nil, err
+	}
+	adm = kadm.NewClient(kcl)
+	resp, err := adm.CreateTopic(ctx, int32(c.partitions), 1, nil, topic) //nolint:gosec // small
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		kcl.Close()
+		stop()
+		return nil, nil, "", nil, fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return brokers, adm, kind, func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer dcancel()
+		_, _ = adm.DeleteTopics(dctx, topic)
+		kcl.Close()
+		stop()
+	}, nil
+}
+
+// drain is the timed part: the Forwarder drains the filled SQL topic into
+// the Kafka topic.
+type drain struct {
+	c                    config
+	db                   *sql.DB
+	schema               wsql.DefaultPostgreSQLSchema
+	offsets              wsql.DefaultPostgreSQLOffsetsAdapter
+	adm                  *kadm.Client
+	brokers              []string
+	sqlTopic, kafkaTopic string
+	maxOffset            int64 // the last row's
+	logger               watermill.LoggerAdapter
+}
+
+// run times the drain: from before the Kafka publisher, the SQL subscriber
+// and the Forwarder are built until every row is in Kafka and the last
+// row's offset is committed.
+func (d *drain) run(ctx context.Context) (time.Duration, error) {
+	c := d.c
+	start := time.Now()
+	fwd, closeAll, err := startForwarder(c, d.db, d.schema, d.offsets, d.brokers, d.sqlTopic, d.logger)
+	if err != nil {
+		return 0, err
+	}
+	runCtx, stopRun := context.WithCancel(ctx)
+	runDone := make(chan error, 1)
+	go func() { runDone <- fwd.Run(runCtx) }()
+	var shutdownOnce sync.Once
+	shutdown := func() {
+		shutdownOnce.Do(func() {
+			// Close first (the router lets the handler finish), cancel after.
+			_ = fwd.Close()
+			select {
+			case <-runDone:
+			case <-time.After(40 * time.Second):
+				logf("forwarder did not stop within 40s")
+			}
+			stopRun()
+			closeAll()
+		})
+	}
+	defer shutdown()
+
+	inKafka, err := d.waitInKafka(ctx, start, runDone)
+	if err != nil {
+		return 0, err
+	}
+	inKafkaAt := time.Since(start)
+	if err := d.waitCommitted(ctx, inKafkaAt); err != nil {
+		return 0, err
+	}
+	elapsed := time.Since(start)
+	logf("all rows in Kafka after %.3f s, last offset committed after %.3f s", inKafkaAt.Seconds(), elapsed.Seconds())
+	shutdown()
+	if inKafka != int64(c.rows) {
+		return 0, fmt.Errorf("%d records in Kafka, want %d (duplicates?)", inKafka, c.rows)
+	}
+	return elapsed, nil
+}
+
+// waitInKafka waits until the topic's end offsets add up to -rows, and
+// returns their sum.
+func (d *drain) waitInKafka(ctx context.Context, start time.Time, runDone chan error) (int64, error) {
+	c := d.c
+	var inKafka int64
+	lastReport := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for inKafka < int64(c.rows) {
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%d of %d rows in Kafka after %.1f s", inKafka, c.rows, time.Since(start).Seconds())
+		case err := <-runDone:
+			runDone <- err
+			return 0, fmt.Errorf("forwarder stopped early (%v) with %d of %d rows in Kafka", err, inKafka, c.rows)
+		case <-tick.C:
+		}
+		n, err := endOffsets(ctx, d.adm, d.kafkaTopic)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			return 0, fmt.Errorf("list end offsets: %w", err)
+		}
+		inKafka = n
+		if time.Since(lastReport) >= 10*time.Second {
+			lastReport = time.Now()
+			el := time.Since(start).Seconds()
+			logf("%d/%d rows in Kafka after %.0f s (%.0f rows/s)", n, c.rows, el, float64(n)/el)
+		}
+	}
+	return inKafka, nil
+}
+
+// waitCommitted waits until the subscriber has committed the last row's
+// offset: the drain is done then, as ecst's relay is timed until its last
+// batch is deleted (one more UPSERT+COMMIT, a few milliseconds).
+func (d *drain) waitCommitted(ctx context.Context, inKafkaAt time.Duration) error {
+	for {
+		var acked int64
+		err := d.db.QueryRowContext(ctx, "SELECT offset_acked FROM "+d.offsets.MessagesOffsetsTable(d.sqlTopic)+" WHERE consumer_group = ''").Scan(&acked)
+		if err != nil {
+			return fmt.Errorf("read watermill offsets after %d rows reached Kafka: %w", d.c.rows, err)
+		}
+		if acked >= d.maxOffset {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("all %d rows in Kafka after %.2f s, but the last offset was not committed (acked %d, last %d)", d.c.rows, inKafkaAt.Seconds(), acked, d.maxOffset)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
 // peers drains the same backlog on the same database and broker, in the
 // same run, with the raw ceiling loop and with ecst's relay, and prints
 // the ratios.
@@ -413,7 +484,7 @@ func peers(ctx context.Context, c config, dbURL string, brokers []string, kafkaT
 	if _, err := migrate.Up(ctx, pool); err != nil {
 		return err
 	}
-	env := &benchrelay.Env{Pool: pool, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Topic: kafkaTopic + "-ecst", Service: "bench-" + runID}
+	env := &bench.Outbox{Pool: pool, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Topic: kafkaTopic + "-ecst", Service: "bench-" + runID}
 	if err := env.CreateTopic(ctx, c.partitions); err != nil {
 		return err
 	}

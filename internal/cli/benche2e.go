@@ -3,33 +3,18 @@ package cli
 import (
 	"context"
 	"fmt"
-	"sort"
+	"io"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
-	"github.com/ecst-io/ecst/config"
-	"github.com/ecst-io/ecst/consumer"
-	"github.com/ecst-io/ecst/examples/customers"
-	"github.com/ecst-io/ecst/producer"
-	"github.com/ecst-io/ecst/relay"
-	"github.com/ecst-io/ecst/schemas"
+	"github.com/ecst-io/ecst/internal/bench"
 )
 
 func newBenchE2ECmd(a *app) *cobra.Command {
-	var rates string
-	var warmup time.Duration
-	var d time.Duration
-	var writers int
+	var o benchE2EOptions
 	cmd := &cobra.Command{
 		Use:   "e2e",
 		Short: "Commit-to-read-model latency with the relay and a consumer running, at given write rates",
@@ -41,195 +26,54 @@ memory model. Reports the latency from each transaction's commit to the moment
 the model applied it: p50, p99 and max, exact (every event is timed).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			out := cmd.OutOrStdout()
-			parts, err := a.benchParts(ctx, out, writers+8)
-			if err != nil {
-				return err
-			}
-			defer parts.stop()
-			kopts, broker, pool := parts.kopts, parts.broker, parts.pool
-			fakeReg := srfake.New()
-			defer fakeReg.Close()
-			fmt.Fprintf(out, "commit -> read model applied, %s, durable PostgreSQL, %d writers, 2 cores\n\n", broker, writers)
-			if warmup > 0 {
-				// A fresh broker's first transactions (coordinator and
-				// partition set-up) take hundreds of ms: not what is measured.
-				if _, err := e2eRun(ctx, pool, kopts, fakeReg, 1000, writers, warmup); err != nil {
-					return err
-				}
-				fmt.Fprintf(out, "(warm-up: %s at 1000/s, not counted)\n", warmup)
-			}
-			fmt.Fprintf(out, "%10s %10s %8s %8s %8s %8s\n", "offered/s", "written/s", "p50 ms", "p99 ms", "max ms", "events")
-			for _, r := range strings.Split(rates, ",") {
-				rate, err := strconv.Atoi(strings.TrimSpace(r))
-				if err != nil {
-					return fmt.Errorf("--rates: %q is not a number", r)
-				}
-				res, err := e2eRun(ctx, pool, kopts, fakeReg, rate, writers, d)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(out, "%10d %10.0f %8.1f %8.1f %8.1f %8d\n", rate, res.written, ms(res.p50), ms(res.p99), ms(res.max), res.n)
-			}
-			return nil
+			return a.benchE2E(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
-	cmd.Flags().StringVar(&rates, "rates", "2000,10000", "comma-separated write rates, events/s")
-	cmd.Flags().DurationVar(&warmup, "warmup", 2*time.Second, "an uncounted run first, at 1000 events/s (0 skips it)")
-	cmd.Flags().DurationVar(&d, "duration", 10*time.Second, "how long each rate runs")
-	cmd.Flags().IntVar(&writers, "writers", 16, "concurrent writers")
+	cmd.Flags().StringVar(&o.rates, "rates", "2000,10000", "comma-separated write rates, events/s")
+	cmd.Flags().DurationVar(&o.warmup, "warmup", 2*time.Second, "an uncounted run first, at 1000 events/s (0 skips it)")
+	cmd.Flags().DurationVar(&o.duration, "duration", 10*time.Second, "how long each rate runs")
+	cmd.Flags().IntVar(&o.writers, "writers", 16, "concurrent writers")
 	return cmd
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-type e2eResult struct {
-	written       float64
-	p50, p99, max time.Duration
-	n             int
+// benchE2EOptions are what `ecst bench e2e` is asked to measure.
+type benchE2EOptions struct {
+	rates            string // --rates as given
+	warmup, duration time.Duration
+	writers          int
 }
 
-// timedStore records when each event (key, version) is applied.
-type timedStore struct {
-	*consumer.Memory[customers.Customer]
-	mu      sync.Mutex
-	applied map[string]time.Time
-}
-
-func (s *timedStore) Apply(ctx context.Context, name string, b *consumer.Batch[customers.Customer]) error {
-	if err := s.Memory.Apply(ctx, name, b); err != nil {
+// benchE2E runs the whole path at each rate, printing each rate's
+// latencies as they are measured.
+func (a *app) benchE2E(ctx context.Context, out io.Writer, o benchE2EOptions) error {
+	parts, err := a.benchParts(ctx, out, o.writers+8)
+	if err != nil {
 		return err
 	}
-	now := time.Now()
-	s.mu.Lock()
-	for _, c := range b.Changes {
-		s.applied[c.Key+"@"+strconv.FormatInt(c.State.Version, 10)] = now
-	}
-	s.mu.Unlock()
-	return nil
-}
-
-func e2eRun(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, fakeReg *srfake.Registry, rate, writers int, d time.Duration) (e2eResult, error) {
-	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
-	topic := "bench-e2e-" + suffix
-	cl, err := kgo.NewClient(kopts...)
-	if err != nil {
-		return e2eResult{}, err
-	}
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, 6, -1, nil, topic)
-	cl.Close()
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		return e2eResult{}, err
-	}
-	reg, err := schemas.NewRegistry(config.Registry{URL: config.SecretURL(fakeReg.URL())})
-	if err != nil {
-		return e2eResult{}, err
-	}
-	defer reg.Close()
-	pub, err := producer.New(producer.Config{Service: "bench", Registry: reg, AutoRegister: true,
-		Entities: map[string]*config.Entity{"customer": {Name: "customer", Topic: topic, SchemaText: customers.Schema}}})
-	if err != nil {
-		return e2eResult{}, err
-	}
-	if err := pub.Resolve(ctx); err != nil {
-		return e2eResult{}, err
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	relay, err := relay.New(relay.Config{Pool: pool, KafkaOpts: kopts, Service: "bench-" + suffix, Topics: []string{topic}, PollMin: time.Millisecond, PollMax: 50 * time.Millisecond})
-	if err != nil {
-		return e2eResult{}, err
-	}
-	store := &timedStore{Memory: consumer.NewMemory[customers.Customer](), applied: map[string]time.Time{}}
-	cons, err := consumer.New(consumer.Config[customers.Customer]{Name: "bench", Topic: topic, KafkaOpts: kopts, Registry: reg, ReaderSchema: customers.Schema, Store: store})
-	if err != nil {
-		return e2eResult{}, err
-	}
-	var bg sync.WaitGroup
-	errs := make(chan error, 2)
-	bg.Add(2)
-	go func() { defer bg.Done(); errs <- relay.Run(runCtx) }()
-	go func() { defer bg.Done(); errs <- cons.Run(runCtx) }()
-	if err := cons.WaitReady(ctx); err != nil {
-		return e2eResult{}, err
-	}
-
-	var mu sync.Mutex
-	committed := map[string]time.Time{}
-	var written atomic.Int64
-	per := time.Duration(float64(time.Second) * float64(writers) / float64(rate))
-	deadline := time.Now().Add(d)
-	var wg sync.WaitGroup
-	var werr atomic.Pointer[error]
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(per)
-			defer t.Stop()
-			tier := "gold"
-			for i := int64(1); time.Now().Before(deadline); i++ {
-				<-t.C
-				key := "w" + strconv.Itoa(w) + "-" + strconv.FormatInt(i%500, 10)
-				c := customers.Customer{ID: key, Version: i, Name: "n", Email: "e", Tier: &tier, UpdatedAt: time.Now()}
-				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return pub.Publish(ctx, tx, "customer", key, i, &c) })
-				if err != nil {
-					werr.CompareAndSwap(nil, &err)
-					return
-				}
-				at := time.Now()
-				mu.Lock()
-				committed[key+"@"+strconv.FormatInt(i, 10)] = at
-				mu.Unlock()
-				written.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	if p := werr.Load(); p != nil {
-		return e2eResult{}, *p
-	}
-	// Wait for the model to apply everything written.
-	last := time.Now().Add(30 * time.Second)
-	for {
-		store.mu.Lock()
-		done := true
-		for k := range committed {
-			if _, ok := store.applied[k]; !ok {
-				done = false
-				break
-			}
+	defer parts.close()
+	kopts, pool := parts.broker.Opts, parts.db.Pool
+	registry := bench.StartRegistry()
+	defer registry.Close()
+	fmt.Fprintf(out, "commit -> read model applied, %s, durable PostgreSQL, %d writers, 2 cores\n\n", parts.broker.Name, o.writers)
+	if o.warmup > 0 {
+		// A fresh broker's first transactions (coordinator and
+		// partition set-up) take hundreds of ms: not what is measured.
+		if _, err := bench.E2E(ctx, pool, kopts, registry, 1000, o.writers, o.warmup); err != nil {
+			return err
 		}
-		store.mu.Unlock()
-		if done || time.Now().After(last) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+		fmt.Fprintf(out, "(warm-up: %s at 1000/s, not counted)\n", o.warmup)
 	}
-	stop()
-	bg.Wait()
-	close(errs)
-	for err := range errs {
+	fmt.Fprintf(out, "%10s %10s %8s %8s %8s %8s\n", "offered/s", "written/s", "p50 ms", "p99 ms", "max ms", "events")
+	for _, r := range strings.Split(o.rates, ",") {
+		rate, err := strconv.Atoi(strings.TrimSpace(r))
 		if err != nil {
-			return e2eResult{}, err
+			return fmt.Errorf("--rates: %q is not a number", r)
 		}
-	}
-	var lat []time.Duration
-	store.mu.Lock()
-	for k, at := range committed {
-		if ap, ok := store.applied[k]; ok {
-			lat = append(lat, max(ap.Sub(at), 0))
+		res, err := bench.E2E(ctx, pool, kopts, registry, rate, o.writers, o.duration)
+		if err != nil {
+			return err
 		}
+		fmt.Fprintf(out, "%10d %10.0f %8.1f %8.1f %8.1f %8d\n", rate, res.Written, ms(res.P50), ms(res.P99), ms(res.Max), res.N)
 	}
-	store.mu.Unlock()
-	if len(lat) != len(committed) {
-		return e2eResult{}, fmt.Errorf("%d of %d events never reached the model", len(committed)-len(lat), len(committed))
-	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	q := func(p float64) time.Duration { return lat[min(int(p*float64(len(lat))), len(lat)-1)] }
-	return e2eResult{written: float64(written.Load()) / d.Seconds(), p50: q(0.5), p99: q(0.99), max: lat[len(lat)-1], n: len(lat)}, nil
+	return nil
 }

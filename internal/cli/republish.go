@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -23,13 +24,8 @@ import (
 )
 
 func newRepublishCmd(a *app) *cobra.Command {
-	var (
-		o        republish.Options
-		rate     string
-		jsonOut  bool
-		yes      bool
-		resumeID int64
-	)
+	c := &republishCmd{}
+	o := &c.opts
 	cmd := &cobra.Command{
 		Use:   "republish ENTITY",
 		Short: "Write the current full state of selected keys from the source tables to the outbox",
@@ -64,77 +60,10 @@ ask for confirmation unless --yes is given; scripts never get a prompt.`,
   ecst republish customer --resume 7`,
 		Args: entityArg(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if rate != "" {
-				r, err := strconv.ParseFloat(strings.TrimSuffix(rate, "/s"), 64)
-				if err != nil || r <= 0 {
-					return fmt.Errorf("--rate %q: give keys per second, like 5000 or 5000/s", rate)
-				}
-				o.Rate = r
-			}
-			o.Resume = resumeID
-			if o.Resume == 0 && !o.All && len(o.Keys) == 0 && o.Where == "" {
-				return errors.New("choose the keys: --all, --key K (repeatable) or --where SQL; or --resume RUN")
-			}
-			cfg, err := a.loadConfig()
-			if err != nil {
+			if err := c.options(); err != nil {
 				return err
 			}
-			entity, err := cfg.Entity(args[0])
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			if (o.All || o.TombstoneOrphans) && !o.DryRun && !yes && isTerminal(a.io.In) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "Republish %s to %s (%s)? Consumers will receive every selected key again. [y/N] ", entity.Name, entity.Topic, describeSelection(o))
-				line, _ := bufio.NewReader(a.io.In).ReadString('\n')
-				if !strings.EqualFold(strings.TrimSpace(line), "y") && !strings.EqualFold(strings.TrimSpace(line), "yes") {
-					return problem("not confirmed; nothing written")
-				}
-			}
-			c, err := openRecovery(ctx, cfg, true)
-			if err != nil {
-				return err
-			}
-			defer c.close()
-			pool, pub, kopts := c.pool, c.pub, c.kopts
-			p := newProgress(cmd.ErrOrStderr(), "republish "+entity.Name)
-			o.Progress = func(pr republish.Progress) {
-				p.what = pr.Phase + " " + entity.Name
-				p.update(pr.Done, pr.Total)
-			}
-			res, err := republish.Run(ctx, republish.Config{Pool: pool, Publisher: pub, Entity: entity, Kafka: kopts, Logger: a.logger()}, o)
-			p.finish()
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if jsonOut {
-				enc := json.NewEncoder(out)
-				return enc.Encode(res)
-			}
-			if o.DryRun {
-				fmt.Fprintf(out, "dry run: %d keys of %s selected", res.Selected, entity.Name)
-				if o.TombstoneOrphans {
-					fmt.Fprintf(out, ", %d orphans on %s would get a tombstone", res.Orphans, entity.Topic)
-				}
-				fmt.Fprintln(out, "; nothing written. A sample of the states:")
-				for _, s := range res.Sample {
-					b, _ := json.Marshal(s.State)
-					fmt.Fprintf(out, "  %s (version %d): %s\n", s.Key, s.Version, b)
-				}
-				return nil
-			}
-			verb := "ran"
-			if res.Resumed {
-				verb = "resumed and finished"
-			}
-			fmt.Fprintf(out, "run %d %s: %d full states and %d tombstones of %s written to the outbox (%d selected",
-				res.RunID, verb, res.Written, res.Tombstones, entity.Name, res.Selected)
-			if res.Vanished > 0 {
-				fmt.Fprintf(out, ", %d deleted meanwhile: their live tombstones stand", res.Vanished)
-			}
-			fmt.Fprintf(out, ") in %s.\nThe relay publishes them to %s; check with: %s\n", res.Elapsed.Round(1e6), entity.Topic, a.command("verify", entity.Name))
-			return nil
+			return a.republish(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0], c)
 		},
 	}
 	f := cmd.Flags()
@@ -142,14 +71,107 @@ ask for confirmation unless --yes is given; scripts never get a prompt.`,
 	f.StringArrayVar(&o.Keys, "key", nil, "select this key (repeatable)")
 	f.StringVar(&o.Where, "where", "", "select the keys whose source rows match this SQL condition")
 	f.BoolVar(&o.TombstoneOrphans, "tombstone-orphans", false, "tombstone keys alive on the topic that the source lacks")
-	f.StringVar(&rate, "rate", "", "at most this many keys per second (e.g. 5000 or 5000/s)")
+	f.StringVar(&c.rate, "rate", "", "at most this many keys per second (e.g. 5000 or 5000/s)")
 	f.IntVar(&o.Batch, "batch", 500, "keys per transaction")
 	f.IntVar(&o.MaxBacklog, "max-backlog", 100_000, "pause while the outbox holds this many rows (WAL transport: this many of the run's events unpublished; -1: never)")
 	f.BoolVar(&o.DryRun, "dry-run", false, "count and show a sample; write nothing")
-	f.Int64Var(&resumeID, "resume", 0, "resume the stopped run with this id")
-	f.BoolVar(&yes, "yes", false, "do not ask for confirmation")
-	f.BoolVar(&jsonOut, "json", false, "print the result as one JSON object")
+	f.Int64Var(&o.Resume, "resume", 0, "resume the stopped run with this id")
+	f.BoolVar(&c.yes, "yes", false, "do not ask for confirmation")
+	f.BoolVar(&c.jsonOut, "json", false, "print the result as one JSON object")
 	return cmd
+}
+
+// republishCmd is what `ecst republish` is asked: the library's Options,
+// and how to ask and print.
+type republishCmd struct {
+	opts    republish.Options
+	rate    string // --rate as given
+	yes     bool
+	jsonOut bool
+}
+
+// options completes the Options from the flags, and checks that they
+// select keys.
+func (c *republishCmd) options() error {
+	if c.rate != "" {
+		r, err := strconv.ParseFloat(strings.TrimSuffix(c.rate, "/s"), 64)
+		if err != nil || r <= 0 {
+			return fmt.Errorf("--rate %q: give keys per second, like 5000 or 5000/s", c.rate)
+		}
+		c.opts.Rate = r
+	}
+	o := c.opts
+	if o.Resume == 0 && !o.All && len(o.Keys) == 0 && o.Where == "" {
+		return errors.New("choose the keys: --all, --key K (repeatable) or --where SQL; or --resume RUN")
+	}
+	return nil
+}
+
+// republish runs the republish of entity c asks for, with its progress on
+// errOut, and prints the result on out.
+func (a *app) republish(ctx context.Context, out, errOut io.Writer, entity string, c *republishCmd) error {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	e, err := cfg.Entity(entity)
+	if err != nil {
+		return err
+	}
+	o := c.opts
+	if (o.All || o.TombstoneOrphans) && !o.DryRun && !c.yes && isTerminal(a.io.In) {
+		fmt.Fprintf(errOut, "Republish %s to %s (%s)? Consumers will receive every selected key again. [y/N] ", e.Name, e.Topic, describeSelection(o))
+		line, _ := bufio.NewReader(a.io.In).ReadString('\n')
+		if !strings.EqualFold(strings.TrimSpace(line), "y") && !strings.EqualFold(strings.TrimSpace(line), "yes") {
+			return problem("not confirmed; nothing written")
+		}
+	}
+	rc, err := openRecovery(ctx, cfg, true)
+	if err != nil {
+		return err
+	}
+	defer rc.close()
+	p := newProgress(errOut, "republish "+e.Name)
+	o.Progress = func(pr republish.Progress) {
+		p.what = pr.Phase + " " + e.Name
+		p.update(pr.Done, pr.Total)
+	}
+	res, err := republish.Run(ctx, republish.Config{Pool: rc.pool, Publisher: rc.pub, Entity: e, Kafka: rc.kopts, Logger: a.logger()}, o)
+	p.finish()
+	if err != nil {
+		return inFlags(err, e.Name)
+	}
+	if c.jsonOut {
+		return json.NewEncoder(out).Encode(res)
+	}
+	a.printRepublish(out, e, o, res)
+	return nil
+}
+
+// printRepublish says what a run wrote, or what a dry run would have.
+func (a *app) printRepublish(out io.Writer, e *config.Entity, o republish.Options, res *republish.Result) {
+	if o.DryRun {
+		fmt.Fprintf(out, "dry run: %d keys of %s selected", res.Selected, e.Name)
+		if o.TombstoneOrphans {
+			fmt.Fprintf(out, ", %d orphans on %s would get a tombstone", res.Orphans, e.Topic)
+		}
+		fmt.Fprintln(out, "; nothing written. A sample of the states:")
+		for _, s := range res.Sample {
+			b, _ := json.Marshal(s.State)
+			fmt.Fprintf(out, "  %s (version %d): %s\n", s.Key, s.Version, b)
+		}
+		return
+	}
+	verb := "ran"
+	if res.Resumed {
+		verb = "resumed and finished"
+	}
+	fmt.Fprintf(out, "run %d %s: %d full states and %d tombstones of %s written to the outbox (%d selected",
+		res.RunID, verb, res.Written, res.Tombstones, e.Name, res.Selected)
+	if res.Vanished > 0 {
+		fmt.Fprintf(out, ", %d deleted meanwhile: their live tombstones stand", res.Vanished)
+	}
+	fmt.Fprintf(out, ") in %s.\nThe relay publishes them to %s; check with: %s\n", res.Elapsed.Round(1e6), e.Topic, a.command("verify", e.Name))
 }
 
 func describeSelection(o republish.Options) string {

@@ -34,9 +34,7 @@ type tailLine struct {
 }
 
 func newTailCmd(a *app) *cobra.Command {
-	var fromBeginning, follow bool
-	var key string
-	var n int
+	var o tailOptions
 	cmd := &cobra.Command{
 		Use:   "tail TOPIC",
 		Short: "Print a topic's records as JSON lines, values decoded with the registry",
@@ -53,104 +51,132 @@ going); -n stops after N records; --key shows only one key.`,
   ecst tail customers.state --key cust-42 --from-beginning --follow`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.loadConfig()
-			if err != nil {
-				return err
-			}
-			kopts, err := kafkaopts.Client(cfg.Kafka)
-			if err != nil {
-				return err
-			}
-			var reg *schemas.Registry
-			if cfg.Registry.URL != "" {
-				if reg, err = schemas.NewRegistry(cfg.Registry); err != nil {
-					return err
-				}
-				defer reg.Close()
-			}
-			topic := args[0]
-			ctx := cmd.Context()
-			start := kgo.NewOffset().AtEnd()
-			if fromBeginning {
-				start = kgo.NewOffset().AtStart()
-			}
-			// Where "the end" is, when tail is to stop there.
-			var ends map[int32]int64
-			if fromBeginning && !follow {
-				admCl, err := kgo.NewClient(kopts...)
-				if err != nil {
-					return err
-				}
-				offs, err := kadm.NewClient(admCl).ListCommittedOffsets(ctx, topic)
-				admCl.Close()
-				if err == nil {
-					err = offs.Error()
-				}
-				if err != nil {
-					return fmt.Errorf("topic %s: %w", topic, err)
-				}
-				ends = map[int32]int64{}
-				for p, o := range offs[topic] {
-					if o.Offset > 0 {
-						ends[p] = o.Offset
-					}
-				}
-			}
-			cl, err := kgo.NewClient(append(kopts, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(start),
-				kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			if !fromBeginning {
-				sayFollowing(cmd.ErrOrStderr(), topic)
-			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			printed := 0
-			for {
-				if ends != nil && len(ends) == 0 {
-					return nil
-				}
-				fs := cl.PollFetches(ctx)
-				if ctx.Err() != nil {
-					return nil
-				}
-				if err := fs.Err0(); err != nil {
-					return fmt.Errorf("read %s: %w", topic, err)
-				}
-				var stop bool
-				fs.EachRecord(func(r *kgo.Record) {
-					if stop {
-						return
-					}
-					if ends != nil {
-						if end, ok := ends[r.Partition]; ok && r.Offset+1 >= end {
-							delete(ends, r.Partition)
-						}
-					}
-					if r.Attrs.IsControl() || (key != "" && string(r.Key) != key) {
-						return
-					}
-					if err := enc.Encode(decodeLine(ctx, reg, r)); err != nil {
-						stop = true
-						return
-					}
-					printed++
-					if n > 0 && printed >= n {
-						stop = true
-					}
-				})
-				if stop {
-					return nil
-				}
-			}
+			o.topic = args[0]
+			return a.tail(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 		},
 	}
-	cmd.Flags().BoolVar(&fromBeginning, "from-beginning", false, "start at offset 0 and stop at the end (unless --follow)")
-	cmd.Flags().BoolVar(&follow, "follow", false, "keep following new records")
-	cmd.Flags().StringVar(&key, "key", "", "show only this key")
-	cmd.Flags().IntVarP(&n, "number", "n", 0, "stop after this many records")
+	cmd.Flags().BoolVar(&o.fromBeginning, "from-beginning", false, "start at offset 0 and stop at the end (unless --follow)")
+	cmd.Flags().BoolVar(&o.follow, "follow", false, "keep following new records")
+	cmd.Flags().StringVar(&o.key, "key", "", "show only this key")
+	cmd.Flags().IntVarP(&o.n, "number", "n", 0, "stop after this many records")
 	return cmd
+}
+
+// tailOptions are what `ecst tail` is asked to show.
+type tailOptions struct {
+	topic                 string
+	fromBeginning, follow bool
+	key                   string // "": every key
+	n                     int    // 0: no limit
+}
+
+// tail prints o.topic's records on out, one JSON object each.
+func (a *app) tail(ctx context.Context, out, errOut io.Writer, o tailOptions) error {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return err
+	}
+	kopts, err := kafkaopts.Client(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	var reg *schemas.Registry
+	if cfg.Registry.URL != "" {
+		if reg, err = schemas.NewRegistry(cfg.Registry); err != nil {
+			return err
+		}
+		defer reg.Close()
+	}
+	start := kgo.NewOffset().AtEnd()
+	if o.fromBeginning {
+		start = kgo.NewOffset().AtStart()
+	}
+	// Where "the end" is, when tail is to stop there.
+	var ends map[int32]int64
+	if o.fromBeginning && !o.follow {
+		if ends, err = tailEnds(ctx, kopts, o.topic); err != nil {
+			return err
+		}
+	}
+	cl, err := kgo.NewClient(append(kopts, kgo.ConsumeTopics(o.topic), kgo.ConsumeResetOffset(start),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if !o.fromBeginning {
+		sayFollowing(errOut, o.topic)
+	}
+	t := &tailer{reg: reg, o: o, ends: ends, enc: json.NewEncoder(out)}
+	for !t.done() {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := fs.Err0(); err != nil {
+			return fmt.Errorf("read %s: %w", o.topic, err)
+		}
+		fs.EachRecord(func(r *kgo.Record) { t.print(ctx, r) })
+	}
+	return nil
+}
+
+// tailEnds returns the end offsets of topic's non-empty partitions.
+func tailEnds(ctx context.Context, kopts []kgo.Opt, topic string) (map[int32]int64, error) {
+	admCl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return nil, err
+	}
+	offs, err := kadm.NewClient(admCl).ListCommittedOffsets(ctx, topic)
+	admCl.Close()
+	if err == nil {
+		err = offs.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("topic %s: %w", topic, err)
+	}
+	ends := map[int32]int64{}
+	for p, o := range offs[topic] {
+		if o.Offset > 0 {
+			ends[p] = o.Offset
+		}
+	}
+	return ends, nil
+}
+
+// tailer prints records until it has printed o.n, reached the ends (when
+// it has some), or failed to write.
+type tailer struct {
+	reg     *schemas.Registry
+	o       tailOptions
+	ends    map[int32]int64 // partitions left to read to their end; nil: follow
+	enc     *json.Encoder
+	printed int
+	stop    bool
+}
+
+func (t *tailer) done() bool { return t.stop || (t.ends != nil && len(t.ends) == 0) }
+
+func (t *tailer) print(ctx context.Context, r *kgo.Record) {
+	if t.stop {
+		return
+	}
+	if t.ends != nil {
+		if end, ok := t.ends[r.Partition]; ok && r.Offset+1 >= end {
+			delete(t.ends, r.Partition)
+		}
+	}
+	if r.Attrs.IsControl() || (t.o.key != "" && string(r.Key) != t.o.key) {
+		return
+	}
+	if err := t.enc.Encode(decodeLine(ctx, t.reg, r)); err != nil {
+		t.stop = true
+		return
+	}
+	t.printed++
+	if t.o.n > 0 && t.printed >= t.o.n {
+		t.stop = true
+	}
 }
 
 // sayFollowing tells a person at a terminal that tail follows from the end:

@@ -19,6 +19,7 @@ import (
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/cli"
 	"github.com/ecst-io/ecst/internal/kafkatest"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 func topicsConfig(t *testing.T, topic string, partitions int, extra string) string {
@@ -69,16 +70,22 @@ func TestTopicsApply(t *testing.T) {
 	if r.code != 0 || !regexp.MustCompile(topic+`\s+\(topic\)\s+3 partitions, compacted\s+-\s+create`).MatchString(r.out) {
 		t.Fatalf("create: code %d\n%s%s", r.code, r.out, r.err)
 	}
-	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, c := range rcs[0].Configs {
-		if c.Value != nil {
-			got[c.Key] = *c.Value
+	// The broker's view of its topic configs: on a real KRaft broker a
+	// change reaches it a moment after the controller acknowledged it.
+	configs := func() map[string]string {
+		rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
 		}
+		got := map[string]string{}
+		for _, c := range rcs[0].Configs {
+			if c.Value != nil {
+				got[c.Key] = *c.Value
+			}
+		}
+		return got
 	}
+	got := configs()
 	if got["cleanup.policy"] != "compact" || got["delete.retention.ms"] != "604800000" || got["segment.ms"] != "86400000" {
 		t.Fatalf("created topic configs = %v", got)
 	}
@@ -92,6 +99,11 @@ func TestTopicsApply(t *testing.T) {
 	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "delete.retention.ms", Value: &v}}, topic); err != nil {
 		t.Fatal(err)
 	}
+	if err := wait.Until(ctx, 10*time.Second, 10*time.Millisecond, "the broker to show the changed config", func() (bool, error) {
+		return configs()["delete.retention.ms"] == v, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	r = run(t, env, "--config", cfg, "topics", "apply")
 	if r.code != cli.ExitProblem || !regexp.MustCompile(`delete.retention.ms\s+604800000\s+3600000\s+drift`).MatchString(r.out) || !strings.Contains(r.err, "--fix") {
 		t.Fatalf("drift: code %d\n%s%s", r.code, r.out, r.err)
@@ -99,6 +111,11 @@ func TestTopicsApply(t *testing.T) {
 	r = run(t, env, "--config", cfg, "topics", "apply", "--fix")
 	if r.code != 0 || !strings.Contains(r.out, "fix") {
 		t.Fatalf("fix: code %d\n%s%s", r.code, r.out, r.err)
+	}
+	if err := wait.Until(ctx, 10*time.Second, 10*time.Millisecond, "the broker to show the fixed config", func() (bool, error) {
+		return configs()["delete.retention.ms"] == "604800000", nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	r = run(t, env, "--config", cfg, "topics", "apply")
 	if r.code != 0 {

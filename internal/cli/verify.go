@@ -87,7 +87,7 @@ Exit codes: 0 in sync; 1 drift found (after --repair: drift left); 2 error
 				}
 			}
 			if err != nil {
-				return err
+				return inFlags(err, entity.Name)
 			}
 			if !rep.InSync() {
 				return problem("%s: drift found", entity.Name)

@@ -20,7 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ecst-io/ecst/config"
-	"github.com/ecst-io/ecst/examples/customers"
+	"github.com/ecst-io/ecst/internal/customers"
 	"github.com/ecst-io/ecst/internal/devstack"
 	"github.com/ecst-io/ecst/migrate"
 	"github.com/ecst-io/ecst/outbox"

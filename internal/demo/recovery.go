@@ -14,7 +14,7 @@ import (
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/consumer"
-	"github.com/ecst-io/ecst/examples/customers"
+	"github.com/ecst-io/ecst/internal/customers"
 	"github.com/ecst-io/ecst/internal/topics"
 	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/producer"

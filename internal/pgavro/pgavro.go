@@ -233,69 +233,81 @@ func compatible(s avro.Schema, oid uint32) error {
 		}
 		return errors.New("a user-defined type maps only to string or enum")
 	}
+	if a, ok := s.(*avro.ArraySchema); ok {
+		if elem, ok := arrayElem[oid]; ok {
+			return compatible(a.Items(), elem)
+		}
+	} else if feeds(s, oid) {
+		return nil
+	}
+	return errors.New("no mapping between these types")
+}
+
+// feeds reports whether a column of the core scalar type oid can feed a
+// field of type s (not an array), one function per Avro type.
+func feeds(s avro.Schema, oid uint32) bool {
 	lt := logical(s)
 	switch s.Type() {
 	case avro.Boolean:
-		if oid == pgtype.BoolOID {
-			return nil
-		}
+		return oid == pgtype.BoolOID
 	case avro.Int:
-		switch {
-		case lt == avro.Date && (oid == pgtype.DateOID):
-			return nil
-		case lt == avro.TimeMillis && oid == pgtype.TimeOID:
-			return nil
-		case lt == "" && (oid == pgtype.Int2OID || oid == pgtype.Int4OID):
-			return nil
-		}
+		return feedsInt(lt, oid)
 	case avro.Long:
-		switch {
-		case (lt == avro.TimestampMicros || lt == avro.TimestampMillis || lt == avro.LocalTimestampMicros || lt == avro.LocalTimestampMillis) &&
-			(oid == pgtype.TimestamptzOID || oid == pgtype.TimestampOID):
-			return nil
-		case lt == avro.TimeMicros && oid == pgtype.TimeOID:
-			return nil
-		case lt == "" && isInt(oid):
-			return nil
-		}
+		return feedsLong(lt, oid)
 	case avro.Float:
-		if oid == pgtype.Float4OID {
-			return nil
-		}
+		return oid == pgtype.Float4OID
 	case avro.Double:
-		if oid == pgtype.Float4OID || oid == pgtype.Float8OID || oid == pgtype.NumericOID || isInt(oid) {
-			return nil
-		}
+		return oid == pgtype.Float4OID || oid == pgtype.Float8OID || oid == pgtype.NumericOID || isInt(oid)
 	case avro.String:
-		if isText(oid) || oid == pgtype.UUIDOID || oid == pgtype.NumericOID || isInt(oid) {
-			return nil
-		}
+		return isText(oid) || oid == pgtype.UUIDOID || oid == pgtype.NumericOID || isInt(oid)
 	case avro.Enum:
-		if isText(oid) {
-			return nil
-		}
+		return isText(oid)
 	case avro.Bytes:
-		if lt == avro.Decimal && (oid == pgtype.NumericOID || isInt(oid)) {
-			return nil
-		}
-		if lt == "" && oid == pgtype.ByteaOID {
-			return nil
-		}
+		return feedsBytes(lt, oid)
 	case avro.Fixed:
-		if oid == pgtype.UUIDOID && s.(*avro.FixedSchema).Size() == 16 {
-			return nil
-		}
-		if oid == pgtype.ByteaOID {
-			return nil
-		}
-	case avro.Array:
-		if elem, ok := arrayElem[oid]; ok {
-			return compatible(s.(*avro.ArraySchema).Items(), elem)
-		}
+		return oid == pgtype.ByteaOID || (oid == pgtype.UUIDOID && s.(*avro.FixedSchema).Size() == 16)
 	case avro.Union:
-		return nil // a multi-type union: Coerce picks the branch by value
+		return true // a multi-type union: Coerce picks the branch by value
 	}
-	return errors.New("no mapping between these types")
+	return false
+}
+
+// feedsInt: an int is a date, a time of day in milliseconds, or a number.
+func feedsInt(lt avro.LogicalType, oid uint32) bool {
+	switch lt {
+	case avro.Date:
+		return oid == pgtype.DateOID
+	case avro.TimeMillis:
+		return oid == pgtype.TimeOID
+	case "":
+		return oid == pgtype.Int2OID || oid == pgtype.Int4OID
+	}
+	return false
+}
+
+// feedsLong: a long is a timestamp, a time of day in microseconds, or a
+// number.
+func feedsLong(lt avro.LogicalType, oid uint32) bool {
+	switch lt {
+	case avro.TimestampMicros, avro.TimestampMillis, avro.LocalTimestampMicros, avro.LocalTimestampMillis:
+		return oid == pgtype.TimestamptzOID || oid == pgtype.TimestampOID
+	case avro.TimeMicros:
+		return oid == pgtype.TimeOID
+	case "":
+		return isInt(oid)
+	}
+	return false
+}
+
+// feedsBytes: bytes are a decimal, or bytes.
+func feedsBytes(lt avro.LogicalType, oid uint32) bool {
+	switch lt {
+	case avro.Decimal:
+		return oid == pgtype.NumericOID || isInt(oid)
+	case "":
+		return oid == pgtype.ByteaOID
+	}
+	return false
 }
 
 // arrayElem maps PostgreSQL array types to their element types.
@@ -356,42 +368,10 @@ func nonNull(s avro.Schema) avro.Schema {
 
 // Coerce converts v, a value as pgx returns it (or as encoding/json decodes
 // it, for json columns and mirror jsonb columns), into the native form
-// hamba/avro encodes for s.
+// hamba/avro encodes for s: one function per Avro type.
 func Coerce(s avro.Schema, v any) (any, error) {
 	if u, ok := s.(*avro.UnionSchema); ok {
-		if v == nil {
-			if u.Nullable() {
-				return nil, nil
-			}
-			return nil, errors.New("NULL, and the field is not nullable")
-		}
-		if u.Nullable() {
-			t := nonNull(u)
-			c, err := Coerce(t, v)
-			if err != nil {
-				return nil, err
-			}
-			if n, ok := t.(avro.NamedSchema); ok {
-				return map[string]any{n.FullName(): c}, nil
-			}
-			return c, nil
-		}
-		// A multi-type union: the first branch that takes the value.
-		for _, t := range u.Types() {
-			if t.Type() == avro.Null {
-				continue
-			}
-			if c, err := Coerce(t, v); err == nil {
-				name := string(t.Type())
-				if n, ok := t.(avro.NamedSchema); ok {
-					name = n.FullName()
-				} else if lt := logical(t); lt != "" {
-					name += "." + string(lt)
-				}
-				return map[string]any{name: c}, nil
-			}
-		}
-		return nil, fmt.Errorf("%T fits no branch of the union", v)
+		return coerceUnion(u, v)
 	}
 	if v == nil {
 		if s.Type() == avro.Null {
@@ -399,10 +379,11 @@ func Coerce(s avro.Schema, v any) (any, error) {
 		}
 		return nil, errors.New("NULL, and the field is not nullable (make it a union with null, or select a value)")
 	}
-	if s.Type() != avro.String && s.Type() != avro.Bytes {
+	switch s.Type() {
+	case avro.Record, avro.Array, avro.Map:
 		// json and jsonb columns arrive decoded; a json string holding a
 		// structure (a mirror's jsonb text) is decoded here.
-		if str, ok := v.(string); ok && (s.Type() == avro.Record || s.Type() == avro.Array || s.Type() == avro.Map) {
+		if str, ok := v.(string); ok {
 			var d any
 			if err := json.Unmarshal([]byte(str), &d); err != nil {
 				return nil, fmt.Errorf("not JSON: %w", err)
@@ -410,7 +391,6 @@ func Coerce(s avro.Schema, v any) (any, error) {
 			v = d
 		}
 	}
-	lt := logical(s)
 	switch s.Type() {
 	case avro.Null:
 		return nil, fmt.Errorf("%T for a null field", v)
@@ -419,25 +399,9 @@ func Coerce(s avro.Schema, v any) (any, error) {
 			return b, nil
 		}
 	case avro.Int:
-		switch lt {
-		case avro.Date:
-			return toTime(v, true)
-		case avro.TimeMillis:
-			return toDuration(v)
-		}
-		if n, ok := toInt64(v); ok && n >= math.MinInt32 && n <= math.MaxInt32 {
-			return int(n), nil
-		}
+		return coerceInt(s, v)
 	case avro.Long:
-		switch lt {
-		case avro.TimestampMicros, avro.TimestampMillis, avro.LocalTimestampMicros, avro.LocalTimestampMillis:
-			return toTime(v, false)
-		case avro.TimeMicros:
-			return toDuration(v)
-		}
-		if n, ok := toInt64(v); ok {
-			return n, nil
-		}
+		return coerceLong(s, v)
 	case avro.Float:
 		if f, ok := toFloat(v); ok {
 			return float32(f), nil
@@ -447,97 +411,214 @@ func Coerce(s avro.Schema, v any) (any, error) {
 			return f, nil
 		}
 	case avro.String:
-		switch x := v.(type) {
-		case string:
-			return x, nil
-		case [16]byte:
-			return uuid.UUID(x).String(), nil
-		case int16, int32, int64:
-			n, _ := toInt64(x)
-			return strconv.FormatInt(n, 10), nil
-		case pgtype.Numeric:
-			b, err := x.MarshalJSON()
-			return string(b), err
-		case map[string]any, []any:
-			b, err := json.Marshal(x)
-			return string(b), err
-		}
+		return coerceString(s, v)
 	case avro.Enum:
-		if str, ok := v.(string); ok {
-			for _, sym := range s.(*avro.EnumSchema).Symbols() {
-				if sym == str {
-					return str, nil
-				}
-			}
-			return nil, fmt.Errorf("%q is not a symbol of enum %s", str, s.(*avro.EnumSchema).FullName())
-		}
+		return coerceEnum(s.(*avro.EnumSchema), v)
 	case avro.Bytes:
-		if lt == avro.Decimal {
-			return toRat(v)
-		}
-		if b, ok := v.([]byte); ok {
-			return b, nil
-		}
+		return coerceBytes(s, v)
 	case avro.Fixed:
-		fs := s.(*avro.FixedSchema)
-		var b []byte
-		switch x := v.(type) {
-		case [16]byte:
-			b = x[:]
-		case []byte:
-			b = x
-		}
-		if b != nil {
-			if len(b) != fs.Size() {
-				return nil, fmt.Errorf("%d bytes for fixed %s of size %d", len(b), fs.FullName(), fs.Size())
-			}
-			return fixedArray(b), nil
-		}
+		return coerceFixed(s.(*avro.FixedSchema), v)
 	case avro.Array:
-		if xs, ok := v.([]any); ok {
-			out := make([]any, len(xs))
-			for i, x := range xs {
-				c, err := Coerce(s.(*avro.ArraySchema).Items(), x)
-				if err != nil {
-					return nil, fmt.Errorf("item %d: %w", i, err)
-				}
-				out[i] = c
-			}
-			return out, nil
-		}
+		return coerceArray(s.(*avro.ArraySchema), v)
 	case avro.Map:
-		if m, ok := v.(map[string]any); ok {
-			out := make(map[string]any, len(m))
-			for k, x := range m {
-				c, err := Coerce(s.(*avro.MapSchema).Values(), x)
-				if err != nil {
-					return nil, fmt.Errorf("value %q: %w", k, err)
-				}
-				out[k] = c
-			}
-			return out, nil
-		}
+		return coerceMap(s.(*avro.MapSchema), v)
 	case avro.Record:
-		if m, ok := v.(map[string]any); ok {
-			out := make(map[string]any, len(m))
-			for _, f := range s.(*avro.RecordSchema).Fields() {
-				x, ok := m[f.Name()]
-				if !ok {
-					if f.HasDefault() {
-						continue
-					}
-					x = nil
-				}
-				c, err := Coerce(f.Type(), x)
-				if err != nil {
-					return nil, fmt.Errorf("field %s: %w", f.Name(), err)
-				}
-				out[f.Name()] = c
+		return coerceRecord(s.(*avro.RecordSchema), v)
+	}
+	return misfit(s, v)
+}
+
+// misfit is the error of a value that does not fit its field's type.
+func misfit(s avro.Schema, v any) (any, error) {
+	return nil, fmt.Errorf("%T does not fit %s", v, describe(s))
+}
+
+// coerceUnion: NULL for a nullable union; the other branch of a nullable
+// union; else the first branch that takes the value.
+func coerceUnion(u *avro.UnionSchema, v any) (any, error) {
+	if v == nil {
+		if u.Nullable() {
+			return nil, nil
+		}
+		return nil, errors.New("NULL, and the field is not nullable")
+	}
+	if u.Nullable() {
+		t := nonNull(u)
+		c, err := Coerce(t, v)
+		if err != nil {
+			return nil, err
+		}
+		if n, ok := t.(avro.NamedSchema); ok {
+			return map[string]any{n.FullName(): c}, nil
+		}
+		return c, nil
+	}
+	for _, t := range u.Types() {
+		if t.Type() == avro.Null {
+			continue
+		}
+		if c, err := Coerce(t, v); err == nil {
+			name := string(t.Type())
+			if n, ok := t.(avro.NamedSchema); ok {
+				name = n.FullName()
+			} else if lt := logical(t); lt != "" {
+				name += "." + string(lt)
 			}
-			return out, nil
+			return map[string]any{name: c}, nil
 		}
 	}
-	return nil, fmt.Errorf("%T does not fit %s", v, describe(s))
+	return nil, fmt.Errorf("%T fits no branch of the union", v)
+}
+
+// coerceInt: a date, a time of day in milliseconds, or a 32-bit number.
+func coerceInt(s avro.Schema, v any) (any, error) {
+	switch logical(s) {
+	case avro.Date:
+		return toTime(v, true)
+	case avro.TimeMillis:
+		return toDuration(v)
+	}
+	if n, ok := toInt64(v); ok && n >= math.MinInt32 && n <= math.MaxInt32 {
+		return int(n), nil
+	}
+	return misfit(s, v)
+}
+
+// coerceLong: a timestamp, a time of day in microseconds, or a number.
+func coerceLong(s avro.Schema, v any) (any, error) {
+	switch logical(s) {
+	case avro.TimestampMicros, avro.TimestampMillis, avro.LocalTimestampMicros, avro.LocalTimestampMillis:
+		return toTime(v, false)
+	case avro.TimeMicros:
+		return toDuration(v)
+	}
+	if n, ok := toInt64(v); ok {
+		return n, nil
+	}
+	return misfit(s, v)
+}
+
+// coerceString: text, a uuid, an integer or a numeric in its text form, or
+// a JSON structure as JSON text.
+func coerceString(s avro.Schema, v any) (any, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case [16]byte:
+		return uuid.UUID(x).String(), nil
+	case int16, int32, int64:
+		n, _ := toInt64(x)
+		return strconv.FormatInt(n, 10), nil
+	case pgtype.Numeric:
+		b, err := x.MarshalJSON()
+		return string(b), err
+	case map[string]any, []any:
+		b, err := json.Marshal(x)
+		return string(b), err
+	}
+	return misfit(s, v)
+}
+
+// coerceEnum: text that is one of the symbols.
+func coerceEnum(s *avro.EnumSchema, v any) (any, error) {
+	str, ok := v.(string)
+	if !ok {
+		return misfit(s, v)
+	}
+	for _, sym := range s.Symbols() {
+		if sym == str {
+			return str, nil
+		}
+	}
+	return nil, fmt.Errorf("%q is not a symbol of enum %s", str, s.FullName())
+}
+
+// coerceBytes: a decimal, or bytes.
+func coerceBytes(s avro.Schema, v any) (any, error) {
+	if logical(s) == avro.Decimal {
+		return toRat(v)
+	}
+	if b, ok := v.([]byte); ok {
+		return b, nil
+	}
+	return misfit(s, v)
+}
+
+// coerceFixed: a uuid or bytes of the fixed's size.
+func coerceFixed(s *avro.FixedSchema, v any) (any, error) {
+	var b []byte
+	switch x := v.(type) {
+	case [16]byte:
+		b = x[:]
+	case []byte:
+		b = x
+	}
+	if b == nil {
+		return misfit(s, v)
+	}
+	if len(b) != s.Size() {
+		return nil, fmt.Errorf("%d bytes for fixed %s of size %d", len(b), s.FullName(), s.Size())
+	}
+	return fixedArray(b), nil
+}
+
+// coerceArray: a PostgreSQL array, or a JSON array, item by item.
+func coerceArray(s *avro.ArraySchema, v any) (any, error) {
+	xs, ok := v.([]any)
+	if !ok {
+		return misfit(s, v)
+	}
+	out := make([]any, len(xs))
+	for i, x := range xs {
+		c, err := Coerce(s.Items(), x)
+		if err != nil {
+			return nil, fmt.Errorf("item %d: %w", i, err)
+		}
+		out[i] = c
+	}
+	return out, nil
+}
+
+// coerceMap: a JSON object, value by value.
+func coerceMap(s *avro.MapSchema, v any) (any, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return misfit(s, v)
+	}
+	out := make(map[string]any, len(m))
+	for k, x := range m {
+		c, err := Coerce(s.Values(), x)
+		if err != nil {
+			return nil, fmt.Errorf("value %q: %w", k, err)
+		}
+		out[k] = c
+	}
+	return out, nil
+}
+
+// coerceRecord: a JSON object, field by field; a field it lacks takes its
+// default, or NULL.
+func coerceRecord(s *avro.RecordSchema, v any) (any, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return misfit(s, v)
+	}
+	out := make(map[string]any, len(m))
+	for _, f := range s.Fields() {
+		x, ok := m[f.Name()]
+		if !ok {
+			if f.HasDefault() {
+				continue
+			}
+			x = nil
+		}
+		c, err := Coerce(f.Type(), x)
+		if err != nil {
+			return nil, fmt.Errorf("field %s: %w", f.Name(), err)
+		}
+		out[f.Name()] = c
+	}
+	return out, nil
 }
 
 // fixedArray returns b as the [N]byte array hamba encodes a fixed from.

@@ -1,21 +1,22 @@
-// Package benchrelay measures the relay: draining a backlog against the raw
-// ceiling of a minimal read-produce-delete loop on the same database and
-// broker, steady-state latency under live writes, and the relay's memory on
-// a large backlog. `ecst bench relay` runs it; docs/benchmarks.md has the
-// figures.
-package benchrelay
+package bench
 
 import (
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,8 +29,8 @@ import (
 	"github.com/ecst-io/ecst/relay"
 )
 
-// Env is where a benchmark runs.
-type Env struct {
+// Outbox is where the relay benchmarks run: an outbox, drained into Topic.
+type Outbox struct {
 	Pool      *pgxpool.Pool
 	KafkaOpts []kgo.Opt
 	Topic     string
@@ -37,8 +38,8 @@ type Env struct {
 	Log       *slog.Logger
 }
 
-// CreateTopic creates env's topic with the given partitions.
-func (e *Env) CreateTopic(ctx context.Context, partitions int) error {
+// CreateTopic creates the topic with the given partitions.
+func (e *Outbox) CreateTopic(ctx context.Context, partitions int) error {
 	cl, err := kgo.NewClient(e.KafkaOpts...)
 	if err != nil {
 		return err
@@ -54,7 +55,7 @@ func (e *Env) CreateTopic(ctx context.Context, partitions int) error {
 // Fill writes rows outbox rows with valueSize-byte values and the five
 // headers of the wire contract, with COPY (the fill is not what is
 // measured).
-func (e *Env) Fill(ctx context.Context, rows, valueSize int) error {
+func (e *Outbox) Fill(ctx context.Context, rows, valueSize int) error {
 	value := make([]byte, valueSize)
 	_, _ = rand.Read(value)
 	headers := outbox.EncodeHeaders([]outbox.Header{
@@ -81,7 +82,7 @@ func (e *Env) Fill(ctx context.Context, rows, valueSize int) error {
 // Ceiling drains the outbox with the least a relay can do: read a batch in
 // id order, produce it (idempotent, no transaction, no headers), wait for
 // the acks, delete it. No leader election, fencing, encoding or metrics.
-func (e *Env) Ceiling(ctx context.Context, batch int) (int, time.Duration, error) {
+func (e *Outbox) Ceiling(ctx context.Context, batch int) (int, time.Duration, error) {
 	cl, err := kgo.NewClient(append(e.KafkaOpts, kgo.MaxBufferedRecords(batch*2))...)
 	if err != nil {
 		return 0, 0, err
@@ -129,7 +130,7 @@ func (e *Env) Ceiling(ctx context.Context, batch int) (int, time.Duration, error
 }
 
 // Relay drains the outbox with ecst's relay.
-func (e *Env) Relay(ctx context.Context, batch int) (int, time.Duration, error) {
+func (e *Outbox) Relay(ctx context.Context, batch int) (int, time.Duration, error) {
 	var before int
 	if err := e.Pool.QueryRow(ctx, "SELECT count(*) FROM ecst.outbox").Scan(&before); err != nil {
 		return 0, 0, err
@@ -148,6 +149,59 @@ func (e *Env) Relay(ctx context.Context, batch int) (int, time.Duration, error) 
 	return before, time.Since(start), nil
 }
 
+// Round fills the outbox with rows rows of valueSize bytes and drains them
+// with the raw ceiling, then again with ecst's relay, both in batches of
+// batch rows; it returns both rates, in rows/s.
+func (e *Outbox) Round(ctx context.Context, rows, valueSize, batch int) (ceiling, ecst float64, err error) {
+	if err := e.Fill(ctx, rows, valueSize); err != nil {
+		return 0, 0, err
+	}
+	n, took, err := e.Ceiling(ctx, batch)
+	if err != nil {
+		return 0, 0, fmt.Errorf("ceiling: %w", err)
+	}
+	ceiling = float64(n) / took.Seconds()
+	if err := e.Fill(ctx, rows, valueSize); err != nil {
+		return 0, 0, err
+	}
+	n, took, err = e.Relay(ctx, batch)
+	if err != nil {
+		return 0, 0, fmt.Errorf("ecst relay: %w", err)
+	}
+	return ceiling, float64(n) / took.Seconds(), nil
+}
+
+// RelayRSS runs this binary's relay, `ecst relay --drain`, as a child on
+// the database at dbURL and the brokers seeds, with its standard error on
+// log, and returns its peak resident set in MB and how long it took.
+func RelayRSS(ctx context.Context, dbURL string, seeds []string, service string, log io.Writer) (float64, time.Duration, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, 0, err
+	}
+	dir, err := os.MkdirTemp("", "ecst-bench-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.RemoveAll(dir)
+	cfgPath := filepath.Join(dir, "ecst.yaml")
+	if err := os.WriteFile(cfgPath, []byte("service: "+service+"\n"), 0o644); err != nil {
+		return 0, 0, err
+	}
+	cmd := exec.CommandContext(ctx, self, "--config", cfgPath, "relay", "--drain")
+	cmd.Env = append(os.Environ(), "ECST_DATABASE_URL="+dbURL, "ECST_BROKERS="+strings.Join(seeds, ","), "ECST_METRICS_ADDR=off")
+	cmd.Stderr = log
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return 0, 0, fmt.Errorf("relay --drain: %w", err)
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return 0, 0, fmt.Errorf("no rusage on this platform")
+	}
+	return float64(ru.Maxrss) / 1024, time.Since(start), nil
+}
+
 // Latency is a steady-state measurement.
 type Latency struct {
 	Rate     int // rows/s offered
@@ -158,7 +212,7 @@ type Latency struct {
 // Steady writes rate rows/s for d with the relay running, and reports the
 // quantiles of ecst_relay_commit_to_ack_seconds: from each row's insert to
 // the Kafka commit of its batch.
-func (e *Env) Steady(ctx context.Context, rate int, d time.Duration, valueSize int) (Latency, error) {
+func (e *Outbox) Steady(ctx context.Context, rate int, d time.Duration, valueSize int) (Latency, error) {
 	reg := prometheus.NewRegistry()
 	r, err := relay.New(relay.Config{
 		Pool: e.Pool, KafkaOpts: e.KafkaOpts, Service: e.Service, Topics: []string{e.Topic},
