@@ -21,34 +21,32 @@ import (
 // in flight); while none does, it reads the slot's pending events without
 // consuming them.
 func WALPending(ctx context.Context, q pgxQuerier, upto pglogrepl.LSN, topic string, limit time.Duration) (map[string]bool, error) {
-	for {
-		slot, confirmed, err := LiveSlot(ctx, q)
-		if err != nil {
-			return nil, err
-		}
-		if confirmed >= upto {
-			return map[string]bool{}, nil
-		}
-		var active bool
-		if err := q.QueryRow(ctx, "SELECT active_pid IS NOT NULL FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&active); err != nil {
-			return nil, fmt.Errorf("read slot %s: %w", slot, err)
-		}
-		if !active {
-			keys, err := peekKeys(ctx, q, slot, upto, topic)
-			if err == nil || !inUse(err) {
-				return keys, err
-			}
-			// A relay started streaming it meanwhile: wait for it.
-		}
-		err = wait.Until(ctx, limit, 20*time.Millisecond, "the WAL relay to publish what committed before the snapshot", func() (bool, error) {
-			_, confirmed, err := LiveSlot(ctx, q)
-			return confirmed >= upto, err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("%w: the WAL relay streams slot %s and is behind; verify again when it has caught up (ecst_relay_slot_lag_bytes)", err, slot)
-		}
+	slot, confirmed, err := LiveSlot(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if confirmed >= upto {
 		return map[string]bool{}, nil
 	}
+	var active bool
+	if err := q.QueryRow(ctx, "SELECT active_pid IS NOT NULL FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&active); err != nil {
+		return nil, fmt.Errorf("read slot %s: %w", slot, err)
+	}
+	if !active {
+		keys, err := peekKeys(ctx, q, slot, upto, topic)
+		if err == nil || !inUse(err) {
+			return keys, err
+		}
+		// A relay started streaming it meanwhile: wait for it.
+	}
+	err = wait.Until(ctx, limit, 20*time.Millisecond, "the WAL relay to publish what committed before the snapshot", func() (bool, error) {
+		_, confirmed, err := LiveSlot(ctx, q)
+		return confirmed >= upto, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: the WAL relay streams slot %s and is behind; verify again when it has caught up (ecst_relay_slot_lag_bytes)", err, slot)
+	}
+	return map[string]bool{}, nil
 }
 
 func inUse(err error) bool {

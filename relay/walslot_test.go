@@ -97,7 +97,7 @@ func TestWALSlotLost(t *testing.T) {
 	if _, err := e.pool.Exec(ctx, "SELECT pg_drop_replication_slot($1)", relay.SlotName(e.service)); err != nil {
 		t.Fatal(err)
 	}
-	log, wait = e.runLoad(ctx, 4, 50, 300) // events no slot holds
+	_, wait = e.runLoad(ctx, 4, 50, 300) // events no slot holds
 	wait()
 	err := e.drainErr()
 	if !errors.Is(err, relay.ErrSlotLost) || !strings.Contains(err.Error(), "ecst relay --recover-slot") {
@@ -142,7 +142,7 @@ func TestWALSlotInvalidated(t *testing.T) {
 	e.check(log)
 	// The relay is stopped; writers go on, and the WAL moves on by more
 	// than the slot may keep.
-	log, wait = e.runLoad(ctx, 4, 50, 300)
+	_, wait = e.runLoad(ctx, 4, 50, 300)
 	wait()
 	var status string
 	for i := 0; status != "lost"; i++ {
