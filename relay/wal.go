@@ -129,6 +129,7 @@ const walApplicationName = "ecst-relay-wal"
 func (s *walSource) startReplication(ctx context.Context) error {
 	opts := pglogrepl.StartReplicationOptions{PluginArgs: []string{"proto_version '1'", "publication_names '" + Publication + "'", "messages 'true'"}}
 	deadline := time.Now().Add(s.r.cfg.LeaseTimeout + 10*time.Second)
+	waited := false
 	for {
 		err := pglogrepl.StartReplication(ctx, s.conn, s.r.slot, s.confirmable, opts)
 		if err == nil {
@@ -144,13 +145,19 @@ func (s *walSource) startReplication(ctx context.Context) error {
 		if pe.Code != "55006" || time.Now().After(deadline) { // object_in_use
 			return fmt.Errorf("start streaming slot %s: %w", s.r.slot, err)
 		}
+		// Only a WAL sender is a leader's; a session that reads the slot
+		// (`ecst verify` peeking at what it holds) is waited for.
 		var pid int
-		if err := s.r.cfg.Pool.QueryRow(ctx, `SELECT coalesce((SELECT pg_terminate_backend(active_pid)::int * active_pid
-			FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL), 0)`, s.r.slot).Scan(&pid); err != nil {
+		if err := s.r.cfg.Pool.QueryRow(ctx, `SELECT coalesce((SELECT pg_terminate_backend(s.active_pid)::int * s.active_pid
+			FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid
+			WHERE s.slot_name = $1 AND a.backend_type = 'walsender'), 0)`, s.r.slot).Scan(&pid); err != nil {
 			return fmt.Errorf("end the stale WAL sender of slot %s: %w", s.r.slot, err)
 		}
 		if pid != 0 {
 			s.log.Warn("ended the WAL sender a stale leader left streaming the slot", "slot", s.r.slot, "pid", pid)
+		} else if !waited {
+			waited = true
+			s.log.Info("the slot is in use by a session that is not a WAL sender (`ecst verify` reading it?); waiting", "slot", s.r.slot)
 		}
 		if !wait.Sleep(ctx, 50*time.Millisecond) {
 			return ctx.Err()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -368,4 +369,57 @@ func TestWALStreamBreaks(t *testing.T) {
 	}
 	rep := e.check(log)
 	t.Logf("%d events, %d records, %d duplicates across 3 broken streams", log.count(), rep.records, rep.duplicates)
+}
+
+// TestWALRelayWaitsForAReader: a session reading the slot (`ecst verify`
+// peeks at what it holds while no relay streams it) is not a stale leader:
+// a relay that starts meanwhile waits for it instead of ending it.
+func TestWALRelayWaitsForAReader(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, envOpts{wal: true})
+	if _, err := e.write(ctx, "K", false); err != nil { // a row change, and its event
+		t.Fatal(err)
+	}
+	// Decoding the row change needs pg_publication, which a lock holds
+	// back: the reader keeps the slot until the lock goes.
+	hold, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx) //nolint:errcheck
+	if _, err := hold.Exec(ctx, "LOCK TABLE pg_catalog.pg_publication IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close(ctx)
+	read := make(chan error, 1)
+	go func() {
+		_, err := reader.Exec(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+			'proto_version', '1', 'publication_names', $2, 'messages', 'true')`, relay.SlotName(e.service), relay.Publication)
+		read <- err
+	}()
+	waitFor(t, "the reader to hold the slot", 30*time.Second, func() bool {
+		var pid int32
+		err := e.pool.QueryRow(ctx, "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1", relay.SlotName(e.service)).Scan(&pid)
+		return err == nil && pid == int32(reader.PgConn().PID())
+	})
+	stop := e.runRelay(e.relayConfig())
+	waitFor(t, "the relay to wait for the reader", 30*time.Second, func() bool {
+		return strings.Contains(e.relayLog.String(), "not a WAL sender")
+	})
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatalf("the reader of the slot: %v (the relay ended it?)", err)
+	}
+	waitFor(t, "the relay to stream", 30*time.Second, func() bool { return strings.Contains(e.relayLog.String(), "streaming the slot") })
+	waitFor(t, "the relay to publish", 30*time.Second, e.caughtUp())
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 }
