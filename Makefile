@@ -69,14 +69,22 @@ compose-check: setup-compose
 	else docker compose -f docker-compose.yml config -q; fi
 	$(GO) test $(GOFLAGS) -count=1 ./internal/composecheck/
 
-# gocyclo, pinned: `go run` fetches and builds it once, then runs it from the build cache.
+# staticcheck and gocyclo, pinned: `go run` fetches and builds each once, then runs it from the
+# build cache.
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOCYCLO ?= $(GO) run github.com/fzipp/gocyclo/cmd/gocyclo@v0.6.0
+# A tracked file over this size is a build output or a data dump that belongs elsewhere.
+MAX_FILE_BYTES = 1048576
 
-## check: formatting, vet, and no function over cyclomatic complexity 30 outside tests and
-## generated code
+## check: formatting, vet, staticcheck, no tracked file over 1 MiB, and no function over
+## cyclomatic complexity 30 outside tests and generated code
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@big=$$(git ls-files -s | sed 's/^[0-9]* \([0-9a-f]*\) [0-9]*	/\1 /' | git cat-file --batch-check='%(objectsize) %(rest)' | \
+		awk '$$1 > $(MAX_FILE_BYTES) {print "  " $$2 " (" $$1 " bytes)"}'); \
+	if [ -n "$$big" ]; then echo "tracked files over $(MAX_FILE_BYTES) bytes (a build output? git rm --cached it and add it to .gitignore):"; echo "$$big"; exit 1; fi
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 	@out=$$($(GOCYCLO) -over 30 $$(git ls-files '*.go' | grep -v '_test\.go$$' | grep -v '_gen\.go$$')) || exit 1; \
 	if [ -n "$$out" ]; then echo "functions over cyclomatic complexity 30 (split them along their seams):"; echo "$$out"; exit 1; fi
 

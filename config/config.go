@@ -45,12 +45,19 @@ var CompatibilityLevels = []string{
 // Config is the whole of ecst.yaml after defaults and overrides.
 type Config struct {
 	// Service names the producing service; it is the ecst-source header.
-	Service  string             `yaml:"service"`
-	Database Database           `yaml:"database"`
-	Kafka    Kafka              `yaml:"kafka"`
-	Registry Registry           `yaml:"schema_registry"`
-	Outbox   Outbox             `yaml:"outbox"`
-	Relay    Relay              `yaml:"relay"`
+	Service string `yaml:"service"`
+	// Database is the service's PostgreSQL database (database).
+	Database Database `yaml:"database"`
+	// Kafka is the Kafka cluster (kafka).
+	Kafka Kafka `yaml:"kafka"`
+	// Registry is the Schema Registry (schema_registry).
+	Registry Registry `yaml:"schema_registry"`
+	// Outbox is the outbox table's layout (outbox); 1 shard by default.
+	Outbox Outbox `yaml:"outbox"`
+	// Relay tunes `ecst relay` (relay); Finish fills in its defaults.
+	Relay Relay `yaml:"relay"`
+	// Entities are the entity types the service publishes, by name
+	// (entities); a command that needs one fails when there is none.
 	Entities map[string]*Entity `yaml:"entities"`
 
 	// Path is the file the config was read from ("" when none was).
@@ -59,6 +66,8 @@ type Config struct {
 
 // Database holds the PostgreSQL connection settings.
 type Database struct {
+	// URL is a postgres:// URL or a libpq key=value string (no default:
+	// set ECST_DATABASE_URL). Printed with any password replaced.
 	URL SecretURL `yaml:"url"`
 	// SSLMode, when set, overrides any sslmode in URL.
 	SSLMode string `yaml:"sslmode"`
@@ -66,20 +75,36 @@ type Database struct {
 
 // Kafka holds the broker connection settings.
 type Kafka struct {
-	Brokers  []string `yaml:"brokers"`
-	ClientID string   `yaml:"client_id"`
-	TLS      TLS      `yaml:"tls"`
-	SASL     SASL     `yaml:"sasl"`
+	// Brokers are the seed brokers, host:port (no default: set
+	// ECST_BROKERS).
+	Brokers []string `yaml:"brokers"`
+	// ClientID is the client id ecst's Kafka clients send (franz-go's
+	// "kgo" when empty).
+	ClientID string `yaml:"client_id"`
+	// TLS to the brokers; off by default.
+	TLS TLS `yaml:"tls"`
+	// SASL authentication to the brokers; none by default.
+	SASL SASL `yaml:"sasl"`
 }
 
 // TLS configures a TLS client. Setting any file or flag enables TLS.
 type TLS struct {
-	Enabled            bool   `yaml:"enabled"`
-	CAFile             string `yaml:"ca_file"`
-	CertFile           string `yaml:"cert_file"`
-	KeyFile            string `yaml:"key_file"`
-	ServerName         string `yaml:"server_name"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	// Enabled turns TLS on (false by default; any other field set turns it
+	// on too).
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM bundle of the authorities to trust ("": the
+	// system's).
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a PEM client certificate and its key, for
+	// mutual TLS ("": none).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"` // see CertFile
+	// ServerName is the name certificates are checked against ("": the
+	// host dialled).
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify skips checking certificates; false by default,
+	// and only for tests.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
 // On reports whether TLS is to be used.
@@ -91,16 +116,25 @@ func (t TLS) On() bool {
 type SASL struct {
 	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty for none.
 	Mechanism string `yaml:"mechanism"`
-	Username  string `yaml:"username"`
-	Password  Secret `yaml:"password"`
+	// Username is the SASL user; required with a mechanism.
+	Username string `yaml:"username"`
+	// Password is the SASL password; required with a mechanism. Never
+	// printed; set ECST_KAFKA_SASL_PASSWORD rather than the file.
+	Password Secret `yaml:"password"`
 }
 
 // Registry holds the Schema Registry connection settings.
 type Registry struct {
-	URL      SecretURL `yaml:"url"`
-	Username string    `yaml:"username"`
-	Password Secret    `yaml:"password"`
-	TLS      TLS       `yaml:"tls"`
+	// URL is http:// or https:// (no default: set
+	// ECST_SCHEMA_REGISTRY_URL); a user and password in it are sent as
+	// basic auth.
+	URL SecretURL `yaml:"url"`
+	// Username and Password are basic auth credentials ("": none). The
+	// password is never printed.
+	Username string `yaml:"username"`
+	Password Secret `yaml:"password"` // see Username
+	// TLS to the registry, beyond what https:// gives; off by default.
+	TLS TLS `yaml:"tls"`
 	// AutoRegister lets the producer register a schema it does not find.
 	// Off by default: in production, schemas are registered by `ecst schema
 	// register` after a compatibility check, never as a side effect.
@@ -109,7 +143,8 @@ type Registry struct {
 
 // Outbox configures the outbox table's layout, shared by writers and relays.
 type Outbox struct {
-	// Shards splits the outbox by key hash; each shard has one relay leader.
+	// Shards splits the outbox by key hash, 1 (the default) to 256; each
+	// shard has one relay leader.
 	// Change it only with the outbox drained: a key that moves shards could
 	// be published by two leaders at once.
 	Shards int `yaml:"shards"`
@@ -128,21 +163,27 @@ const (
 
 // Relay configures `ecst relay`.
 type Relay struct {
-	// BatchSize is the most rows one Kafka transaction carries.
+	// BatchSize is the most rows one Kafka transaction carries
+	// (DefaultBatchSize, 2000).
 	BatchSize int `yaml:"batch_size"`
-	// BatchBytes caps a batch's total value size.
+	// BatchBytes caps a batch's total value size (DefaultBatchBytes,
+	// 16 MiB).
 	BatchBytes int `yaml:"batch_bytes"`
 	// PollMin and PollMax bound the adaptive polling interval: PollMin
-	// right after a batch, doubling on each empty read up to PollMax.
+	// right after a batch (DefaultPollMin, 5ms), doubling on each empty
+	// read up to PollMax (DefaultPollMax, 500ms).
 	PollMin time.Duration `yaml:"poll_min"`
-	PollMax time.Duration `yaml:"poll_max"`
+	PollMax time.Duration `yaml:"poll_max"` // see PollMin
 	// LeaseTimeout is how long a leader may go without a heartbeat before
-	// PostgreSQL ends its session, freeing the shard for a standby.
+	// PostgreSQL ends its session, freeing the shard for a standby
+	// (DefaultLeaseTimeout, 3s).
 	LeaseTimeout time.Duration `yaml:"lease_timeout"`
 	// OnReject is what to do with a record the broker rejects for good:
-	// halt (stop, loudly) or park (move it to ecst.outbox_parked and go on).
+	// halt (the default: stop, loudly) or park (move it to
+	// ecst.outbox_parked and go on).
 	OnReject string `yaml:"on_reject"`
-	// MetricsAddr serves /metrics, /healthz and /readyz; "" turns it off.
+	// MetricsAddr serves /metrics, /healthz and /readyz
+	// (DefaultMetricsAddr, ":9464"); "off" turns it off.
 	MetricsAddr string `yaml:"metrics_addr"`
 	// WALHeartbeat is how often a WAL relay leader writes a heartbeat
 	// message, so that its slot advances on a database with no ecst
@@ -164,15 +205,27 @@ const (
 // Entity declares one entity type and its state topic.
 type Entity struct {
 	// Name is the key under entities; it prefixes the event types.
-	Name              string `yaml:"-"`
-	Topic             string `yaml:"topic"`
-	Schema            string `yaml:"schema"`
-	Compatibility     string `yaml:"compatibility"`
-	Partitions        int    `yaml:"partitions"`
-	ReplicationFactor int    `yaml:"replication_factor"`
+	Name string `yaml:"-"`
+	// Topic is the log-compacted topic of the entity's state (required);
+	// its value schema's subject is Topic + "-value".
+	Topic string `yaml:"topic"`
+	// Schema is the entity's .avsc file, relative to the config file
+	// (required).
+	Schema string `yaml:"schema"`
+	// Compatibility is the subject's compatibility level
+	// (DefaultCompatibility, FULL_TRANSITIVE).
+	Compatibility string `yaml:"compatibility"`
+	// Partitions are the topic's partitions when `ecst topics apply`
+	// creates it (DefaultPartitions, 6).
+	Partitions int `yaml:"partitions"`
+	// ReplicationFactor is the topic's replicas (DefaultReplicationFactor,
+	// -1: the broker's default.replication.factor).
+	ReplicationFactor int `yaml:"replication_factor"`
 	// TopicConfig overrides or adds topic configs (see DefaultTopicConfig).
 	TopicConfig map[string]string `yaml:"topic_config"`
-	Source      *Source           `yaml:"source"`
+	// Source is the source of truth republish and verify read (nil: none;
+	// they refuse the entity).
+	Source *Source `yaml:"source"`
 
 	// SchemaText is the .avsc file's content, read during validation.
 	SchemaText string `yaml:"-"`
@@ -216,8 +269,13 @@ func (e *Entity) Subject() string { return e.Topic + "-value" }
 
 // Source is where republish and verify read the source of truth.
 type Source struct {
-	Table   string `yaml:"table"`
-	Key     string `yaml:"key"`
+	// Table is the source table, table or schema.table; required unless
+	// Query is given.
+	Table string `yaml:"table"`
+	// Key is the column holding the entity id, the Kafka key (required).
+	Key string `yaml:"key"`
+	// Version is the column holding the entity version, for the
+	// ecst-entity-version header ("": none).
 	Version string `yaml:"version"`
 	// Query selects the full state; it defaults to SELECT * FROM Table.
 	Query string `yaml:"query"`

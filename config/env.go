@@ -13,8 +13,10 @@ import (
 // Credentials have no flag: a flag shows in the process list and in shell
 // history.
 type Override struct {
-	Env   string
-	Flag  string // "" for settings that have no flag
+	// Env is the ECST_* variable.
+	Env  string
+	Flag string // "" for settings that have no flag
+	// Usage is the flag's help text ("" with no flag).
 	Usage string
 	// Bool marks a boolean: its flag takes no value (--kafka-tls,
 	// --kafka-tls=false).

@@ -55,30 +55,41 @@ const (
 
 // Change is one record to apply.
 type Change[T any] struct {
-	Key       string
-	State     T // the zero value for a deletion
-	Deleted   bool
+	// Key is the entity id, the record's key.
+	Key   string
+	State T // the zero value for a deletion
+	// Deleted marks a tombstone: the entity is gone.
+	Deleted bool
+	// Partition and Offset locate the record on the topic.
 	Partition int32
-	Offset    int64
-	Headers   []kgo.RecordHeader
+	Offset    int64 // see Partition
+	// Headers are the record's headers (the wire contract's ecst-*).
+	Headers []kgo.RecordHeader
 	// Schema is the writer's schema (nil for a deletion).
 	Schema avro.Schema
 }
 
 // Skipped is a poison record passed over under the Skip policy.
 type Skipped struct {
+	// Partition and Offset locate the record on the topic.
 	Partition int32
-	Offset    int64
-	Key       []byte
-	Value     []byte
-	Headers   []kgo.RecordHeader
-	Err       error
+	Offset    int64 // see Partition
+	// Key, Value and Headers are the record's, whole, as read.
+	Key     []byte
+	Value   []byte             // see Key
+	Headers []kgo.RecordHeader // see Key
+	// Err is why the record is poison.
+	Err error
 }
 
 // Batch is what one poll applies, all or nothing.
 type Batch[T any] struct {
-	Topic   string
+	// Topic is the topic the batch was read from.
+	Topic string
+	// Changes are the records to apply, in offset order per partition.
 	Changes []Change[T]
+	// Skipped are the poison records passed over under the Skip policy,
+	// which a store keeps with the batch.
 	Skipped []Skipped
 	// From and Next are each partition's next offset before and after the
 	// batch.
@@ -111,20 +122,27 @@ var ErrNotReady = errors.New("read model not ready: still catching up with the t
 // Config configures a Consumer.
 type Config[T any] struct {
 	// Name identifies the consumer: its offsets, its skipped records.
-	Name  string
+	Name string
+	// Topic is the state topic to follow (required).
 	Topic string
 	// KafkaOpts carry seed brokers, TLS and SASL.
 	KafkaOpts []kgo.Opt
-	Registry  *schemas.Registry
+	// Registry resolves the writer schemas of the records (required).
+	Registry *schemas.Registry
 	// ReaderSchema is the schema to decode into (the one T was generated
 	// from); each writer schema is resolved to it. Empty decodes with the
 	// writer's schema, for a map[string]any model.
 	ReaderSchema string
-	Store        Store[T]
-	Poison       PoisonPolicy
-	// MaxBatch bounds the records one Apply carries.
+	// Store holds the read model (required): a Memory, a Postgres, or one
+	// of your own.
+	Store Store[T]
+	// Poison is what to do with a record that cannot be applied (default
+	// Halt).
+	Poison PoisonPolicy
+	// MaxBatch bounds the records one Apply carries (default 5000).
 	MaxBatch int
-	Logger   *slog.Logger
+	// Logger receives the consumer's logs (nil: none).
+	Logger *slog.Logger
 	// Registerer receives the consumer's metrics (nil: none).
 	Registerer prometheus.Registerer
 	// Group, if set, makes the consumer a member of this consumer group:

@@ -18,11 +18,14 @@ var ErrPoison = errors.New("poison record")
 
 // PoisonError is a record that cannot be applied, with where it is.
 type PoisonError struct {
+	// Topic, Partition and Offset locate the record.
 	Topic     string
-	Partition int32
-	Offset    int64
-	Key       string
-	Err       error
+	Partition int32 // see Topic
+	Offset    int64 // see Topic
+	// Key is the record's key.
+	Key string
+	// Err is why it cannot be applied.
+	Err error
 }
 
 func (e *PoisonError) Error() string {

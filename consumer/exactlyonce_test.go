@@ -3,12 +3,14 @@ package consumer_test
 import (
 	"context"
 	"math/rand/v2"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ecst-io/ecst/consumer"
+	"github.com/ecst-io/ecst/internal/ecsttest"
 )
 
 // auditing wraps the mirror projection and records every (partition,
@@ -43,7 +45,13 @@ func TestPostgresKilledMidBatch(t *testing.T) {
 	}
 	pg := m.store.(*consumer.Postgres[map[string]any])
 	pg.Projection = auditing{pg.Projection.(*consumer.Mirror)}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	// The kill moments come from a seed, logged: ECST_KILL_SEED replays them.
+	seed, _, err := ecsttest.SeedFrom(os.Getenv, "ECST_KILL_SEED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seed %d (ECST_KILL_SEED=%d go test -run TestPostgresKilledMidBatch ./consumer/ replays its kill moments)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
 	for round := 0; round < 8; round++ {
 		c := w.consumer(t, m, "killed")
 		rctx, cancel := context.WithCancel(ctx)

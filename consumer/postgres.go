@@ -52,11 +52,16 @@ const copyThreshold = 256
 // point neither loses nor repeats an effect, and the consumer resumes from
 // its offsets.
 type Postgres[T any] struct {
+	// Pool is the database of the table and of ecst.consumer_offsets
+	// (required).
 	Pool *pgxpool.Pool
-	// Table is the model's table, written as in SQL: an unquoted name folds
-	// to lower case, a double-quoted one is kept exactly, and a dot
-	// separates the schema (analytics."Book Mirror"). See internal/pgident.
-	Table      string
+	// Table is the model's table (required), written as in SQL: an
+	// unquoted name folds to lower case, a double-quoted one is kept
+	// exactly, and a dot separates the schema (analytics."Book Mirror").
+	// See internal/pgident. The Projection creates it.
+	Table string
+	// Projection maps states to the table's rows (required): a Mirror, or
+	// one of your own.
 	Projection Projection[T]
 }
 

@@ -26,14 +26,17 @@ var migrationFS embed.FS
 
 // Migration is one embedded, versioned SQL file.
 type Migration struct {
+	// Version is the file's number, NNN in NNN_name.up.sql.
 	Version int
-	Name    string
-	SQL     string
+	// Name is the file's name part.
+	Name string
+	// SQL is the file's content, run in one transaction.
+	SQL string
 }
 
 // State is a migration and, if applied, when.
 type State struct {
-	Migration
+	Migration           // the migration
 	AppliedAt time.Time // zero when pending
 }
 

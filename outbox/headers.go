@@ -8,8 +8,8 @@ import (
 
 // Header is one Kafka record header.
 type Header struct {
-	Key   string
-	Value []byte
+	Key   string // the header's name, ecst-event-id say
+	Value []byte // its value, UTF-8 text for ecst's headers
 }
 
 // headerFormat is the first byte of an encoded header list, so that the

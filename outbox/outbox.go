@@ -44,10 +44,14 @@ const MaxShards = 256
 
 // Row is one outbox row to insert.
 type Row struct {
-	Shard   int16
-	Topic   string
-	Key     string
-	Value   []byte // nil for a tombstone
+	// Shard is Shard(Topic, Key, outbox.shards): the relay leader that
+	// publishes the row (0 with one shard, the default).
+	Shard int16
+	// Topic and Key are the record's topic and key, the entity id.
+	Topic string
+	Key   string // see Topic
+	Value []byte // nil for a tombstone
+	// Headers are the record's headers, encoded by EncodeHeaders.
 	Headers []Header
 }
 

@@ -62,11 +62,13 @@ var (
 
 // EncodeError reports a state that does not match the entity's schema.
 type EncodeError struct {
+	// Entity and Key name the state that was refused.
 	Entity string
-	Key    string
+	Key    string // see Entity
 	// Field is the dotted path of the offending field, when known.
 	Field string
-	Err   error
+	// Err is the encoder's error.
+	Err error
 }
 
 func (e *EncodeError) Error() string {

@@ -20,7 +20,7 @@ func (r *Relay) acquire(ctx context.Context, u unit) (*pgx.Conn, bool, error) {
 		return nil, false, fmt.Errorf("connect for the leader lock: %w", err)
 	}
 	tick := min(time.Second, r.cfg.LeaseTimeout/3)
-	for {
+	for tries := 0; ; tries++ {
 		var got bool
 		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", pglock.ECST, u.lockObj()).Scan(&got); err != nil {
 			conn.Close(context.Background())
@@ -28,6 +28,9 @@ func (r *Relay) acquire(ctx context.Context, u unit) (*pgx.Conn, bool, error) {
 		}
 		if got {
 			return conn, false, nil
+		}
+		if tries == 0 {
+			r.log.Info("standing by: another relay leads the shard", "shard", u.String())
 		}
 		if r.cfg.Drain && r.drainedByOther(ctx, conn, u) {
 			conn.Close(context.Background())

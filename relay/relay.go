@@ -42,9 +42,9 @@ const (
 
 // Config configures a Relay.
 type Config struct {
-	// Pool reads and deletes outbox rows.
+	// Pool reads and deletes outbox rows (required).
 	Pool *pgxpool.Pool
-	// KafkaOpts carry seed brokers, TLS and SASL (config.Kafka.ClientOpts).
+	// KafkaOpts carry seed brokers, TLS and SASL (kafkaopts.Client).
 	KafkaOpts []kgo.Opt
 	// Service names the transactional ids, ecst-relay.<service>.<shard>
 	// (ecst-relay.<service>.wal for the WAL transport): two outboxes must
@@ -54,7 +54,7 @@ type Config struct {
 	// Transport is outbox.transport: table (zero) or wal. It must be the
 	// database's (`ecst outbox switch` moves it).
 	Transport outbox.Transport
-	// TotalShards is outbox.shards (the table transport only).
+	// TotalShards is outbox.shards (default 1; the table transport only).
 	TotalShards int
 	// Shards are the shards this process serves; empty means all (the
 	// table transport only: the WAL transport has one leader).
@@ -62,22 +62,38 @@ type Config struct {
 	// Topics are checked to exist before anything is published.
 	Topics []string
 
-	BatchSize    int
-	BatchBytes   int
-	PollMin      time.Duration
-	PollMax      time.Duration
+	// BatchSize is the most rows one Kafka transaction carries
+	// (config.DefaultBatchSize, 2000).
+	BatchSize int
+	// BatchBytes caps a batch's total value size (config.DefaultBatchBytes,
+	// 16 MiB).
+	BatchBytes int
+	// PollMin is the wait before the next read right after a batch
+	// (config.DefaultPollMin, 5ms); it doubles on each empty read up to
+	// PollMax (config.DefaultPollMax, 500ms, and at least PollMin).
+	PollMin time.Duration
+	PollMax time.Duration // see PollMin
+	// LeaseTimeout is how long a leader may go without a heartbeat before
+	// PostgreSQL ends its session and a standby takes the shard
+	// (config.DefaultLeaseTimeout, 3s).
 	LeaseTimeout time.Duration
-	OnReject     RejectPolicy
+	// OnReject is what to do with a record the broker rejects for good
+	// (default RejectHalt).
+	OnReject RejectPolicy
 	// Drain publishes what is in the outbox, then returns.
 	Drain bool
 	// ShutdownGrace bounds how long a stopping relay spends finishing the
-	// batch in flight before it abandons it (the rows stay in the outbox).
+	// batch in flight before it abandons it (the rows stay in the outbox);
+	// default 10s.
 	ShutdownGrace time.Duration
 	// WALHeartbeat is how often a WAL leader writes a heartbeat message
 	// (relay.wal_heartbeat).
 	WALHeartbeat time.Duration
 
-	Logger  *slog.Logger
+	// Logger receives the relay's logs (nil: none).
+	Logger *slog.Logger
+	// Metrics are the relay's Prometheus metrics (nil: NewMetrics(nil),
+	// registered nowhere).
 	Metrics *Metrics
 
 	// Test hooks, set through export_test.go.
@@ -176,12 +192,15 @@ var (
 
 // RejectedError is a record the broker rejected for good under RejectHalt.
 type RejectedError struct {
-	ID int64 // the outbox row (the table transport)
+	// ID, Topic and Key name the outbox row the broker refused (ID: with
+	// the table transport).
+	ID int64
 	// LSN is where the event's message is in the WAL (the WAL transport).
 	LSN   pglogrepl.LSN
-	Topic string
-	Key   string
-	Err   error
+	Topic string // see ID
+	Key   string // see ID
+	// Err is the broker's error.
+	Err error
 }
 
 func (e *RejectedError) Error() string {

@@ -209,8 +209,7 @@ func relayFailover(t *testing.T, o envOpts) {
 	a := e.startRelayProc()
 	a.waitLog(t, o.leading(), 30*time.Second)
 	b := e.startRelayProc()
-	waitFor(t, "the standby to be up", 30*time.Second, func() bool { return len(b.out.String()) > 0 })
-	time.Sleep(300 * time.Millisecond) // let the standby reach its lock loop
+	b.waitLog(t, `"msg":"standing by: another relay leads the shard"`, 30*time.Second)
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}

@@ -29,23 +29,77 @@ import (
 // Cases are seeded: ECST_CONVERGENCE_SEED=N replays one; ECST_CONVERGENCE_CASES
 // sets how many run (default 100 on kfake, 10 on a real broker).
 func TestConvergence(t *testing.T) {
-	cases := 100
-	if kafkatest.Real() {
-		cases = 10
-	}
-	if s := os.Getenv("ECST_CONVERGENCE_CASES"); s != "" {
-		cases, _ = strconv.Atoi(s)
-	}
-	first := uint64(time.Now().UnixNano() % 1_000_000)
-	if s := os.Getenv("ECST_CONVERGENCE_SEED"); s != "" {
-		first, _ = strconv.ParseUint(s, 10, 64)
-		cases = 1
+	cases, first, err := convergencePlan(os.Getenv, kafkatest.Real())
+	if err != nil {
+		t.Fatal(err)
 	}
 	broker := kafkatest.New(t)
 	for i := range cases {
 		seed := first + uint64(i)
 		if !convergenceCase(t, broker, seed) {
 			t.Fatalf("case with seed %d did not converge; replay it with ECST_CONVERGENCE_SEED=%d go test -run TestConvergence ./republish/", seed, seed)
+		}
+	}
+}
+
+// convergencePlan reads ECST_CONVERGENCE_CASES and ECST_CONVERGENCE_SEED:
+// how many cases run, and the seed of the first (the next ones count up).
+// A value that does not parse is an error: running no case, or another
+// seed, would pass without checking what was asked.
+func convergencePlan(getenv func(string) string, real bool) (cases int, first uint64, err error) {
+	cases = 100
+	if real {
+		cases = 10
+	}
+	if s := getenv("ECST_CONVERGENCE_CASES"); s != "" {
+		if cases, err = strconv.Atoi(s); err != nil || cases < 1 {
+			return 0, 0, fmt.Errorf("ECST_CONVERGENCE_CASES=%q: want a number of cases, 1 or more", s)
+		}
+	}
+	first, fromEnv, err := ecsttest.SeedFrom(getenv, "ECST_CONVERGENCE_SEED")
+	if err != nil {
+		return 0, 0, err
+	}
+	if fromEnv {
+		cases = 1
+	}
+	return cases, first, nil
+}
+
+func TestConvergencePlan(t *testing.T) {
+	t.Parallel()
+	env := func(kv ...string) func(string) string {
+		return func(k string) string {
+			for i := 0; i < len(kv); i += 2 {
+				if kv[i] == k {
+					return kv[i+1]
+				}
+			}
+			return ""
+		}
+	}
+	if cases, _, err := convergencePlan(env(), false); err != nil || cases != 100 {
+		t.Errorf("no variables on kfake: %d cases, %v; want 100", cases, err)
+	}
+	if cases, _, err := convergencePlan(env(), true); err != nil || cases != 10 {
+		t.Errorf("no variables on a real broker: %d cases, %v; want 10", cases, err)
+	}
+	if cases, _, err := convergencePlan(env("ECST_CONVERGENCE_CASES", "7"), false); err != nil || cases != 7 {
+		t.Errorf("ECST_CONVERGENCE_CASES=7: %d cases, %v", cases, err)
+	}
+	if cases, first, err := convergencePlan(env("ECST_CONVERGENCE_SEED", "42"), false); err != nil || cases != 1 || first != 42 {
+		t.Errorf("ECST_CONVERGENCE_SEED=42: %d cases from seed %d, %v; want 1 from 42", cases, first, err)
+	}
+	for _, bad := range [][]string{
+		{"ECST_CONVERGENCE_CASES", "ten"},
+		{"ECST_CONVERGENCE_CASES", "0"},
+		{"ECST_CONVERGENCE_CASES", "-3"},
+		{"ECST_CONVERGENCE_SEED", "0x2a"},
+		{"ECST_CONVERGENCE_SEED", "-1"},
+	} {
+		_, _, err := convergencePlan(env(bad...), false)
+		if err == nil || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("%s=%s: error %v, want one naming %s", bad[0], bad[1], err, bad[0])
 		}
 	}
 }

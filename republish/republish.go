@@ -43,12 +43,16 @@ import (
 
 // Config is what a run needs.
 type Config struct {
-	Pool      *pgxpool.Pool
+	// Pool is the database of the source table and the outbox (required).
+	Pool *pgxpool.Pool
+	// Publisher encodes the states and builds their headers (required).
 	Publisher *producer.Publisher
-	Entity    *config.Entity
+	// Entity is the entity to republish; it needs a source.
+	Entity *config.Entity
 	// Kafka is the client configuration; only Options.TombstoneOrphans
 	// (which reads the topic) uses it.
-	Kafka  []kgo.Opt
+	Kafka []kgo.Opt
+	// Logger receives the run's logs (nil: none).
 	Logger *slog.Logger
 }
 
@@ -101,29 +105,30 @@ type Options struct {
 // Progress is a run's position.
 type Progress struct {
 	Phase string // "republish" or "orphans"
+	// Done is how many keys the phase has handled, of Total.
 	Done  int64
-	Total int64
+	Total int64 // see Done
 }
 
 // Result reports a run.
 type Result struct {
-	RunID      int64       `json:"run_id,omitempty"`
-	Entity     string      `json:"entity"`
-	Selected   int64       `json:"selected"`
-	Written    int64       `json:"written"`    // full states written
-	Tombstones int64       `json:"tombstones"` // tombstones written
-	Vanished   int64       `json:"vanished"`   // selected, then deleted before their batch (their live tombstone stands)
-	Orphans    int64       `json:"orphans"`    // keys alive on the topic, absent from the source
-	Resumed    bool        `json:"resumed,omitempty"`
-	Sample     []SampleRow `json:"sample,omitempty"` // dry runs: the first few states
-	Elapsed    time.Duration
+	RunID      int64         `json:"run_id,omitempty"`  // the run's row in ecst.republish_runs (0 for a dry run)
+	Entity     string        `json:"entity"`            // the entity's name
+	Selected   int64         `json:"selected"`          // keys the options selected
+	Written    int64         `json:"written"`           // full states written
+	Tombstones int64         `json:"tombstones"`        // tombstones written
+	Vanished   int64         `json:"vanished"`          // selected, then deleted before their batch (their live tombstone stands)
+	Orphans    int64         `json:"orphans"`           // keys alive on the topic, absent from the source
+	Resumed    bool          `json:"resumed,omitempty"` // the run continued an earlier one (Options.Resume)
+	Sample     []SampleRow   `json:"sample,omitempty"`  // dry runs: the first few states
+	Elapsed    time.Duration // how long the run took
 }
 
 // SampleRow is one row a dry run would write.
 type SampleRow struct {
-	Key     string         `json:"key"`
-	Version int64          `json:"version"`
-	State   map[string]any `json:"state"`
+	Key     string         `json:"key"`     // the entity id
+	Version int64          `json:"version"` // the entity version, from the source's version column
+	State   map[string]any `json:"state"`   // the full state, field by field
 }
 
 // Errors a caller may act on.

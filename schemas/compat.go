@@ -1,8 +1,10 @@
 package schemas
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hamba/avro/v2"
@@ -28,11 +30,12 @@ type Version struct {
 	// is not in a registry (a schema file at a git ref).
 	Version int
 	// Label names the version in messages: "v3", or "git:main".
-	Label  string
+	Label string
+	// Schema is the version's schema, parsed.
 	Schema avro.Schema
 	// ID and Text are the registry's id and schema text, when from one.
 	ID   int
-	Text string
+	Text string // see ID
 }
 
 // Problem is one reason a new schema breaks a compatibility level.
@@ -92,10 +95,18 @@ func Check(level string, next avro.Schema, previous []Version) ([]Problem, error
 // Incompatibility is why data written with one schema cannot be read with
 // another, by the Avro specification's schema resolution rules.
 type Incompatibility struct {
-	Path   string
+	// Path locates the incompatibility: the root type's name, then
+	// .field for a record field, [] for array items, {} for map values
+	// ("Customer.addresses[].zip"; "(root)" for an unnamed top-level type).
+	Path string
+	// Kind is a stable identifier: missing-field-without-default,
+	// type-changed, union-branch-not-readable, type-not-in-union,
+	// enum-symbol-unknown, name-changed, fixed-size-changed.
 	Kind   string
 	Reader string // the reader's side, described
-	Writer string // the writer's side, described
+	Writer string // the writer's side, described (for enum-symbol-unknown: the symbol)
+
+	readerType avro.Schema // missing-field-without-default: the field's type, for the fix
 }
 
 // Resolve lists why data written with writer cannot be read with reader,
@@ -195,7 +206,7 @@ func (c *resolver) resolve(path string, r, w avro.Schema) {
 			wf := writerField(ws, rf)
 			if wf == nil {
 				if !rf.HasDefault() {
-					c.out = append(c.out, Incompatibility{Path: fp, Kind: "missing-field-without-default", Reader: describe(rf.Type())})
+					c.out = append(c.out, Incompatibility{Path: fp, Kind: "missing-field-without-default", Reader: describe(rf.Type()), readerType: rf.Type()})
 				}
 				continue
 			}
@@ -323,73 +334,144 @@ func describe(s avro.Schema) string {
 // with the readers and writers it breaks and a fix.
 func explain(direction, against string, in Incompatibility) Problem {
 	p := Problem{Direction: direction, Against: against, Path: in.Path, Kind: in.Kind}
-	field := in.Path
-	if i := strings.Index(field, "."); i >= 0 {
-		field = field[i+1:]
-	}
 	var breaks string
 	if direction == Backward {
 		breaks = fmt.Sprintf("breaks BACKWARD: readers of the new schema cannot read %s records", against)
 	} else {
 		breaks = fmt.Sprintf("breaks FORWARD: readers of %s cannot read records written with the new schema", against)
 	}
+	where, root := place(in.Path)
 	switch in.Kind {
 	case "missing-field-without-default":
-		if direction == Backward {
-			p.Kind = "field-added-without-default"
-			p.Message = fmt.Sprintf("field `%s` added without a default %s", field, breaks)
-			p.Fix = fmt.Sprintf("give it a default: for example make it nullable, \"type\": [\"null\", %q], \"default\": null", in.Reader)
-		} else {
-			p.Kind = "field-removed-without-default"
-			p.Message = fmt.Sprintf("field `%s` removed, but %s declares it without a default: this %s", field, against, breaks)
-			p.Fix = "keep the field (stop using it, but keep writing a value), or first release a version that gives it a default, and remove it once no reader lacks that default"
-		}
+		explainMissingField(&p, direction, against, breaks, in)
 	case "type-changed":
-		p.Message = fmt.Sprintf("field `%s` changed from %s to %s: this %s", field, before(direction, in), after(direction, in), breaks)
-		p.Fix = "keep the type, or add a new field with the new type (with a default) and stop writing the old one; only int→long→float→double and string↔bytes promote"
-		if promotes(avroType(in.Reader), avroType(in.Writer)) {
-			// int→long and the like promote one way only: fine for
-			// BACKWARD, a break for FORWARD (and the reverse for narrowing).
-			p.Kind = "type-promotes-one-way"
-			p.Fix = "under FORWARD or FULL keep the type, or add a new field with the new type (with a default) and stop writing the old one"
-		}
+		explainTypeChanged(&p, direction, breaks, where, in)
 	case "type-not-in-union":
-		p.Message = fmt.Sprintf("`%s` is now %s, which has no branch for %s: this %s", field, in.Reader, in.Writer, breaks)
+		p.Message = fmt.Sprintf("%s is now %s, which has no branch for %s: this %s", where, in.Reader, in.Writer, breaks)
 		if direction == Forward {
-			p.Message = fmt.Sprintf("`%s` is now %s, which %s's union %s has no branch for: this %s", field, in.Writer, against, in.Reader, breaks)
+			p.Message = fmt.Sprintf("%s is now %s, which %s's union %s has no branch for: this %s", where, in.Writer, against, in.Reader, breaks)
 		}
 		p.Fix = "keep a union branch for the old type"
 	case "union-branch-not-readable":
 		if direction == Backward {
 			p.Kind = "union-branch-removed"
-			p.Message = fmt.Sprintf("`%s` no longer accepts %s (the new type is %s): this %s", field, in.Writer, in.Reader, breaks)
+			p.Message = fmt.Sprintf("%s no longer accepts %s (the new type is %s): this %s", where, in.Writer, in.Reader, breaks)
 			p.Fix = "keep the branch; a field that was nullable must stay nullable"
 		} else {
 			p.Kind = "union-branch-added"
-			p.Message = fmt.Sprintf("`%s` may now hold %s, which %s's %s cannot read: this %s", field, in.Writer, against, in.Reader, breaks)
+			p.Message = fmt.Sprintf("%s may now hold %s, which %s's %s cannot read: this %s", where, in.Writer, against, in.Reader, breaks)
 			p.Fix = "do not add union branches under a FORWARD or FULL level; add a new optional field instead"
 		}
 	case "enum-symbol-unknown":
+		enum := where + " (" + in.Reader + ")"
 		if direction == Backward {
 			p.Kind = "enum-symbol-removed"
-			p.Message = fmt.Sprintf("%s `%s` no longer has symbol %s: this %s that carry it", in.Reader, field, in.Writer, breaks)
+			p.Message = fmt.Sprintf("%s no longer has symbol %s: this %s that carry it", enum, in.Writer, breaks)
 			p.Fix = "keep the symbol, or give the enum a \"default\" symbol"
 		} else {
 			p.Kind = "enum-symbol-added"
-			p.Message = fmt.Sprintf("symbol %s added to `%s`, which %s's %s lacks and has no enum default for: this %s", in.Writer, field, against, in.Reader, breaks)
+			p.Message = fmt.Sprintf("symbol %s added to %s, which %s's enum lacks and has no enum default for: this %s", in.Writer, enum, against, breaks)
 			p.Fix = "declare an enum \"default\" symbol in a release before the one that adds symbols"
 		}
 	case "name-changed":
-		p.Message = fmt.Sprintf("`%s` renamed from %s to %s: this %s", field, before(direction, in), after(direction, in), breaks)
+		renamed := "the type of " + where
+		if root {
+			renamed = where
+		}
+		p.Message = fmt.Sprintf("%s renamed from %s to %s: this %s", renamed, before(direction, in), after(direction, in), breaks)
 		p.Fix = "keep the name, or list the old full name in the new schema's \"aliases\" (this fixes BACKWARD only: old readers know no alias)"
 	case "fixed-size-changed":
-		p.Message = fmt.Sprintf("`%s` changed size from %s to %s: this %s", field, before(direction, in), after(direction, in), breaks)
+		p.Message = fmt.Sprintf("%s changed size from %s to %s: this %s", where, before(direction, in), after(direction, in), breaks)
 		p.Fix = "keep the size; add a new field for the new size"
 	default:
-		p.Message = fmt.Sprintf("`%s`: %s (reader %s, writer %s): this %s", field, in.Kind, in.Reader, in.Writer, breaks)
+		p.Message = fmt.Sprintf("%s: %s (reader %s, writer %s): this %s", where, in.Kind, in.Reader, in.Writer, breaks)
 		p.Fix = "keep the old shape"
 	}
 	return p
+}
+
+// place names where in a schema a path is, for messages: "field `a.b`",
+// "the items of field `tags`", or, at the top level, "the schema"; root
+// reports the top level itself.
+func place(path string) (where string, root bool) {
+	i := strings.IndexAny(path, ".[{")
+	if i < 0 {
+		return "the schema", true
+	}
+	rest, of := path[i:], ""
+	for {
+		if r, ok := strings.CutSuffix(rest, "[]"); ok {
+			rest, of = r, of+"the items of "
+		} else if r, ok := strings.CutSuffix(rest, "{}"); ok {
+			rest, of = r, of+"the values of "
+		} else {
+			break
+		}
+	}
+	if rest == "" {
+		return of + "the schema", false
+	}
+	return of + "field `" + strings.TrimPrefix(rest, ".") + "`", false
+}
+
+func explainMissingField(p *Problem, direction, against, breaks string, in Incompatibility) {
+	field := in.Path[strings.Index(in.Path, ".")+1:]
+	if direction == Forward {
+		p.Kind = "field-removed-without-default"
+		p.Message = fmt.Sprintf("field `%s` removed, but %s declares it without a default: this %s", field, against, breaks)
+		p.Fix = "keep the field (stop using it, but keep writing a value), or first release a version that gives it a default, and remove it once no reader lacks that default"
+		return
+	}
+	p.Kind = "field-added-without-default"
+	p.Message = fmt.Sprintf("field `%s` added without a default %s", field, breaks)
+	p.Fix = "give it a default: for example make it nullable, " + nullable(in.readerType)
+}
+
+// nullable is the JSON that makes a field of type t nullable with a null
+// default: t itself as written in the schema (a named type defined earlier
+// by its name, one defined here in full), after "null" in a union.
+func nullable(t avro.Schema) string {
+	if t == nil || t.Type() == avro.Null {
+		return `"default": null`
+	}
+	branches := []avro.Schema{t}
+	if u, ok := t.(*avro.UnionSchema); ok {
+		branches = u.Types()
+	}
+	parts := []string{`"null"`}
+	for _, b := range branches {
+		if b.Type() == avro.Null {
+			continue
+		}
+		js, err := json.Marshal(b)
+		if err != nil { // hamba marshals every schema it parsed
+			js = []byte(strconv.Quote(describe(b)))
+		}
+		parts = append(parts, string(js))
+	}
+	return `"type": [` + strings.Join(parts, ", ") + `], "default": null`
+}
+
+func explainTypeChanged(p *Problem, direction, breaks, where string, in Incompatibility) {
+	old, next := before(direction, in), after(direction, in)
+	p.Message = fmt.Sprintf("%s changed from %s to %s: this %s", where, old, next, breaks)
+	newField := ", or add a new field with the new type (with a default) and stop writing the old one"
+	if !strings.Contains(in.Path, ".") {
+		newField = "" // not in a record: no field to add beside it
+	}
+	p.Fix = "keep the type" + newField + "; only int→long→float→double and string↔bytes promote"
+	if !promotes(avroType(in.Reader), avroType(in.Writer)) {
+		return
+	}
+	// The writer's type promotes to the reader's the other way round only:
+	// in BACKWARD the new schema narrowed the type (long to int), in
+	// FORWARD it widened it (int to long).
+	p.Kind = "type-promotes-one-way"
+	if direction == Backward {
+		p.Fix = fmt.Sprintf("keep %s: under a BACKWARD or FULL level a type may widen (int→long→float→double), never narrow, since readers of %s cannot read %s data%s", old, next, old, newField)
+	} else {
+		p.Fix = fmt.Sprintf("keep %s: under a FORWARD or FULL level a type may narrow (double→float→long→int), never widen, since readers of %s cannot read %s data%s", old, old, next, newField)
+	}
 }
 
 // before and after name the old and new sides of a change: in BACKWARD the

@@ -190,6 +190,159 @@ func TestProblemMessages(t *testing.T) {
 	}
 }
 
+// TestProblemWording pins the words of messages and fixes where they once
+// went wrong: a fix for the direction that does not break, a top-level type
+// called a field, and a suggested type that was not schema JSON.
+func TestProblemWording(t *testing.T) {
+	t.Parallel()
+	enum := func(symbols string) string { return `{"type":"enum","name":"Enum1","symbols":[` + symbols + `]}` }
+	for _, c := range []struct {
+		name, level, old, new string
+		message, fix          []string // substrings that must appear
+		not                   []string // substrings that must not
+	}{
+		{
+			name: "narrowing breaks BACKWARD, and the fix says so", level: schemas.Full,
+			old: rec(field("n", `"long"`)), new: rec(field("n", `"int"`)),
+			message: []string{"field `n` changed from long to int", "breaks BACKWARD"},
+			fix:     []string{"keep long", "BACKWARD or FULL", "never narrow", "add a new field"},
+			not:     []string{"FORWARD"},
+		},
+		{
+			name: "widening breaks FORWARD, and the fix says so", level: schemas.Full,
+			old: rec(field("n", `"int"`)), new: rec(field("n", `"long"`)),
+			message: []string{"field `n` changed from int to long", "breaks FORWARD"},
+			fix:     []string{"keep int", "FORWARD or FULL", "never widen"},
+			not:     []string{"BACKWARD"},
+		},
+		{
+			name: "a top-level primitive is the schema, not a field", level: schemas.Backward,
+			old: `"string"`, new: `"int"`,
+			message: []string{"the schema changed from string to int"},
+			fix:     []string{"keep the type"},
+			not:     []string{"(root)", "field", "add a new field"},
+		},
+		{
+			name: "a top-level narrowing has no field to add", level: schemas.Backward,
+			old: `"long"`, new: `"int"`,
+			message: []string{"the schema changed from long to int"},
+			fix:     []string{"keep long", "BACKWARD or FULL"},
+			not:     []string{"(root)", "field"},
+		},
+		{
+			name: "a top-level enum is the schema", level: schemas.Backward,
+			old: enum(`"A","B"`), new: enum(`"A"`),
+			message: []string{"the schema (enum Enum1) no longer has symbol B"},
+			not:     []string{"`Enum1`"},
+		},
+		{
+			name: "a symbol added to a top-level enum", level: schemas.Forward,
+			old: enum(`"A"`), new: enum(`"A","B"`),
+			message: []string{"symbol B added to the schema (enum Enum1)"},
+			not:     []string{"`Enum1`"},
+		},
+		{
+			name: "a top-level array's items", level: schemas.Backward,
+			old: `{"type":"array","items":"string"}`, new: `{"type":"array","items":"int"}`,
+			message: []string{"the items of the schema changed from string to int"},
+			not:     []string{"(root)", "field"},
+		},
+		{
+			name: "a field's array items", level: schemas.Backward,
+			old: rec(field("xs", `{"type":"array","items":"string"}`)), new: rec(field("xs", `{"type":"array","items":"int"}`)),
+			message: []string{"the items of field `xs` changed from string to int"},
+		},
+		{
+			name: "a top-level record renamed", level: schemas.Backward,
+			old: recNamed("Customer", "ecst.test", id), new: recNamed("Client", "ecst.test", id),
+			message: []string{"the schema renamed from record Customer to record Client"},
+		},
+		{
+			name: "a field's record renamed", level: schemas.Backward,
+			old: rec(field("a", recNamed("Addr", "ecst.test", id))), new: rec(field("a", recNamed("Address", "ecst.test", id))),
+			message: []string{"the type of field `a` renamed from record Addr to record Address"},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			p, err := schemas.Check(c.level, mustParse(t, c.new), []schemas.Version{{Version: 1, Label: "v1", Schema: mustParse(t, c.old)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p) != 1 {
+				t.Fatalf("want one problem, got %v", p)
+			}
+			for _, w := range c.message {
+				if !strings.Contains(p[0].Message, w) {
+					t.Errorf("message %q lacks %q", p[0].Message, w)
+				}
+			}
+			for _, w := range c.fix {
+				if !strings.Contains(p[0].Fix, w) {
+					t.Errorf("fix %q lacks %q", p[0].Fix, w)
+				}
+			}
+			for _, w := range c.not {
+				if strings.Contains(p[0].Message+" "+p[0].Fix, w) {
+					t.Errorf("%q; %q: has %q", p[0].Message, p[0].Fix, w)
+				}
+			}
+		})
+	}
+}
+
+// TestMissingFieldFixApplies applies the fix suggested for a field added
+// without a default, as written, and checks the result parses and is
+// compatible: the suggested type is schema JSON for every kind of type.
+func TestMissingFieldFixApplies(t *testing.T) {
+	t.Parallel()
+	const tierRef = `"ecst.test.Tier"`
+	for _, c := range []struct{ name, old, new string }{
+		{"primitive", rec(id), rec(id, field("f", `"string"`))},
+		{"logical type", rec(id), rec(id, field("f", `{"type":"long","logicalType":"timestamp-micros"}`))},
+		{"enum defined in the field", rec(id), rec(id, field("f", tierEnum))},
+		{"enum defined earlier", rec(id, field("a", tierEnum)), rec(id, field("a", tierEnum), field("f", tierRef))},
+		{"record defined in the field", rec(id), rec(id, field("f", recNamed("Address", "ecst.test", field("city", `"string"`), fieldDefault("zip", `"string"`, `""`))))},
+		{"array of an enum", rec(id), rec(id, field("f", `{"type":"array","items":`+tierEnum+`}`))},
+		{"union without null", rec(id), rec(id, field("f", `["string","int"]`))},
+		{"nullable union without a default", rec(id), rec(id, field("f", `["string","null"]`))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			old := mustParse(t, c.old)
+			p, err := schemas.Check(schemas.Backward, mustParse(t, c.new), []schemas.Version{{Version: 1, Label: "v1", Schema: old}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p) != 1 || p[0].Kind != "field-added-without-default" {
+				t.Fatalf("want one field-added-without-default, got %v", p)
+			}
+			_, suggested, ok := strings.Cut(p[0].Fix, "make it nullable, ")
+			if !ok {
+				t.Fatalf("fix %q suggests no type", p[0].Fix)
+			}
+			fixed := strings.Replace(c.new, field("f", fieldType(t, c.new)), `{"name":"f",`+suggested+`}`, 1)
+			next, err := schemas.Parse(fixed)
+			if err != nil {
+				t.Fatalf("the fix %q does not parse: %v\n%s", suggested, err, fixed)
+			}
+			if p, _ := schemas.Check(schemas.Full, next, []schemas.Version{{Version: 1, Label: "v1", Schema: old}}); len(p) != 0 {
+				t.Fatalf("after the fix %q: %v", suggested, p)
+			}
+		})
+	}
+}
+
+// fieldType returns the JSON type of field f in a schema built by rec.
+func fieldType(t *testing.T, schema string) string {
+	t.Helper()
+	_, after, ok := strings.Cut(schema, `{"name":"f","type":`)
+	if !ok {
+		t.Fatalf("no field f in %s", schema)
+	}
+	return after[:strings.LastIndex(after, "}]}")]
+}
+
 // TestAgreesWithHamba compares each direction's verdict with hamba/avro's
 // own checker, and pins the cases where they differ, with the reason ours
 // follows the specification.

@@ -8,10 +8,10 @@ import (
 
 // FieldChange is one field-level difference between two record schemas.
 type FieldChange struct {
-	Op   string `json:"op"` // added, removed, changed
-	Path string `json:"path"`
-	Old  string `json:"old,omitempty"`
-	New  string `json:"new,omitempty"`
+	Op   string `json:"op"`            // added, removed, changed
+	Path string `json:"path"`          // Record.field.nested
+	Old  string `json:"old,omitempty"` // the old type (with its default when removed); "" when added
+	New  string `json:"new,omitempty"` // the new type (with its default when added); "" when removed
 }
 
 func (c FieldChange) String() string {

@@ -201,17 +201,20 @@ func (r *Registry) SetCompatibility(ctx context.Context, subject, level string) 
 // Compatibility returns subject's own compatibility level, or "" when the
 // subject uses the registry's global default.
 func (r *Registry) Compatibility(ctx context.Context, subject string) (string, error) {
-	for _, res := range r.cl.Compatibility(ctx, subject) {
-		if res.Err != nil {
-			err := classify("get compatibility of "+subject, res.Err)
-			if errors.Is(err, ErrNotRegistered) || isNotFound(res.Err) {
-				return "", nil
-			}
-			return "", err
-		}
-		return res.Level.String(), nil
+	// One subject asked, so at most one result.
+	results := r.cl.Compatibility(ctx, subject)
+	if len(results) == 0 {
+		return "", nil
 	}
-	return "", nil
+	res := results[0]
+	if res.Err != nil {
+		err := classify("get compatibility of "+subject, res.Err)
+		if errors.Is(err, ErrNotRegistered) || isNotFound(res.Err) {
+			return "", nil
+		}
+		return "", err
+	}
+	return res.Level.String(), nil
 }
 
 func isNotFound(err error) bool {

@@ -57,11 +57,18 @@ import (
 
 // Config is what a verification needs.
 type Config struct {
-	Pool     *pgxpool.Pool
+	// Pool is the database of the source table, the outbox and the mirror
+	// (required).
+	Pool *pgxpool.Pool
+	// Registry resolves the schemas of the topic's records (required).
 	Registry *schemas.Registry
-	Entity   *config.Entity
-	Kafka    []kgo.Opt
-	Logger   *slog.Logger
+	// Entity is the entity to verify; it needs a source.
+	Entity *config.Entity
+	// Kafka is the client configuration: seed brokers, TLS, SASL
+	// (kafkaopts.Client).
+	Kafka []kgo.Opt
+	// Logger receives the verification's logs (nil: none).
+	Logger *slog.Logger
 	// Publisher is needed by Repair only.
 	Publisher *producer.Publisher
 }
@@ -100,8 +107,8 @@ type Options struct {
 
 // Progress is a report of work under way: Done of Total (0: unknown).
 type Progress struct {
-	Phase       Phase
-	Done, Total int64
+	Phase       Phase // the step under way
+	Done, Total int64 // what the Phase's comment counts
 }
 
 // Phase is a step of a verification or a repair; its comment says what
@@ -124,68 +131,68 @@ var ErrNoRelay = errors.New("no relay is running")
 
 // Report is a verification's outcome.
 type Report struct {
-	Entity       string `json:"entity"`
-	Topic        string `json:"topic"`
-	SourceKeys   int64  `json:"source_keys"`
-	TopicKeys    int64  `json:"topic_keys"`    // keys whose latest record is a full state
-	TopicRecords int64  `json:"topic_records"` // records read from the topic (every key's history left by compaction)
-	InFlight     int64  `json:"in_flight"`     // keys with rows still in the outbox
-	Missing      int64  `json:"missing"`
-	Extra        int64  `json:"extra"`
-	Stale        int64  `json:"stale"`
-	Samples      Sample `json:"samples"`
-	Diffs        []Diff `json:"diffs,omitempty"`
+	Entity       string `json:"entity"`          // the entity's name
+	Topic        string `json:"topic"`           // its topic
+	SourceKeys   int64  `json:"source_keys"`     // keys in the source
+	TopicKeys    int64  `json:"topic_keys"`      // keys whose latest record is a full state
+	TopicRecords int64  `json:"topic_records"`   // records read from the topic (every key's history left by compaction)
+	InFlight     int64  `json:"in_flight"`       // keys with rows still in the outbox
+	Missing      int64  `json:"missing"`         // keys in the source, not alive on the topic
+	Extra        int64  `json:"extra"`           // keys alive on the topic, not in the source
+	Stale        int64  `json:"stale"`           // keys whose state differs between source and topic
+	Samples      Sample `json:"samples"`         // some keys of each kind (Options.Samples)
+	Diffs        []Diff `json:"diffs,omitempty"` // field-level diffs of some stale keys (Options.Diffs)
 	// Mirror compares the topic with a read model table.
 	Mirror *MirrorReport `json:"mirror,omitempty"`
 	// Repair is set when Options.Repair ran; its After is the verification
 	// that followed it.
 	Repair  *RepairReport `json:"repair,omitempty"`
-	Elapsed string        `json:"elapsed"`
+	Elapsed string        `json:"elapsed"` // how long it took, as time.Duration prints it
 
 	missing, extra, stale []string
 }
 
 // Sample lists some keys of each kind of drift.
 type Sample struct {
-	Missing []string `json:"missing"`
-	Extra   []string `json:"extra"`
-	Stale   []string `json:"stale"`
+	Missing []string `json:"missing"` // some of the missing keys
+	Extra   []string `json:"extra"`   // some of the extra keys
+	Stale   []string `json:"stale"`   // some of the stale keys
 }
 
 // MirrorReport compares a mirror table with the topic.
 type MirrorReport struct {
-	Table   string `json:"table"`
-	Rows    int64  `json:"rows"`
-	Lagging int64  `json:"lagging"` // keys whose latest record the mirror has not consumed yet
-	Missing int64  `json:"missing"`
-	Extra   int64  `json:"extra"`
-	Stale   int64  `json:"stale"`
-	Samples Sample `json:"samples"`
-	Diffs   []Diff `json:"diffs,omitempty"`
+	Table   string `json:"table"`           // the mirror's table (Options.Mirror)
+	Rows    int64  `json:"rows"`            // its rows
+	Lagging int64  `json:"lagging"`         // keys whose latest record the mirror has not consumed yet
+	Missing int64  `json:"missing"`         // keys alive on the topic, not in the mirror
+	Extra   int64  `json:"extra"`           // keys in the mirror, not alive on the topic
+	Stale   int64  `json:"stale"`           // keys whose state differs between topic and mirror
+	Samples Sample `json:"samples"`         // some keys of each kind
+	Diffs   []Diff `json:"diffs,omitempty"` // field-level diffs of some stale keys
 
 	missing, extra, stale []string
 }
 
 // Diff is a field-level difference of one stale key.
 type Diff struct {
-	Key    string      `json:"key"`
-	Fields []FieldDiff `json:"fields"`
+	Key    string      `json:"key"`    // the stale key
+	Fields []FieldDiff `json:"fields"` // its fields that differ, in the schema's order
 }
 
 // FieldDiff is one field that differs. Want is the source's value (the
 // topic's for a mirror), Got the topic's (the mirror's).
 type FieldDiff struct {
-	Field string `json:"field"`
-	Want  any    `json:"want"`
-	Got   any    `json:"got"`
+	Field string `json:"field"` // the field's name
+	Want  any    `json:"want"`  // see the type's comment
+	Got   any    `json:"got"`   // see the type's comment
 }
 
 // RepairReport says what a repair did.
 type RepairReport struct {
-	RunID       int64   `json:"run_id"`
-	Republished int64   `json:"republished"`
-	Tombstoned  int64   `json:"tombstoned"`
-	After       *Report `json:"after"`
+	RunID       int64   `json:"run_id"`      // the republish run that wrote the repair
+	Republished int64   `json:"republished"` // missing and stale keys' states written
+	Tombstoned  int64   `json:"tombstoned"`  // extra keys' tombstones written
+	After       *Report `json:"after"`       // the verification after the repair
 }
 
 // InSync reports whether nothing drifted (after a repair: whether the

@@ -83,16 +83,20 @@ func (s *Server) Handler() http.Handler {
 type Input struct {
 	// ID is optional on POST (a UUIDv7 is assigned), and must match the
 	// path on PUT when given.
-	ID    string  `json:"id,omitempty"`
-	Name  string  `json:"name"`
-	Email string  `json:"email"`
-	Tier  *string `json:"tier"`
+	ID string `json:"id,omitempty"`
+	// Name and Email are required.
+	Name  string `json:"name"`
+	Email string `json:"email"` // see Name
+	// Tier is the billing tier; null or absent for none.
+	Tier *string `json:"tier"`
 }
 
 // ValidationError is a request the API refuses with 400.
 type ValidationError struct {
+	// Field is the JSON field at fault ("" for the body as a whole).
 	Field string
-	Msg   string
+	// Msg says what is wrong with it.
+	Msg string
 }
 
 func (e *ValidationError) Error() string {

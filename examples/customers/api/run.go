@@ -22,7 +22,8 @@ type Options struct {
 	Addr string
 	// Listener, if set, is used instead of listening on Addr.
 	Listener net.Listener
-	Logger   *slog.Logger
+	// Logger receives the request and service logs (nil: none).
+	Logger *slog.Logger
 }
 
 // Run starts the service and serves until ctx ends. It fails at start,

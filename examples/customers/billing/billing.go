@@ -26,10 +26,11 @@ import (
 
 // Account is what billing keeps of a customer.
 type Account struct {
+	// ID, Name, Email and Tier are the customer's (Tier nil: none).
 	ID    string  `json:"id"`
-	Name  string  `json:"name"`
-	Email string  `json:"email"`
-	Tier  *string `json:"tier"`
+	Name  string  `json:"name"`  // see ID
+	Email string  `json:"email"` // see ID
+	Tier  *string `json:"tier"`  // see ID
 	// Version is the customer's version this account reflects.
 	Version int64 `json:"version"`
 }

@@ -42,6 +42,7 @@ type Options struct {
 	Model *Model
 	// Poison is what to do with a record that does not decode (default halt).
 	Poison consumer.PoisonPolicy
+	// Logger receives the consumer's and the server's logs (nil: none).
 	Logger *slog.Logger
 }
 
