@@ -205,9 +205,12 @@ func EncodeMessage(r Row) []byte {
 // Message is one decoded event. Headers stay in EncodeHeaders's encoding:
 // the relay decodes them as it produces the record.
 type Message struct {
-	Topic   string
-	Key     string
-	Value   []byte // nil for a tombstone
+	// Topic and Key are the record's.
+	Topic string
+	Key   string // see Topic
+	// Value is the record's value, nil for a tombstone.
+	Value []byte
+	// Headers are the record's headers, EncodeHeaders's encoding.
 	Headers []byte
 }
 

@@ -43,14 +43,17 @@ type SwitchOptions struct {
 
 // SwitchResult says what Switch did (or, for a dry run, would do).
 type SwitchResult struct {
-	From, To outbox.Transport
+	// From is the transport the database ran, To the one it runs after.
+	From outbox.Transport
+	To   outbox.Transport // see From
 	// Changed is false when the database already ran To (a switch to the
 	// table transport then only finishes: it drops a slot left behind).
 	Changed bool
 	// Slot is the WAL transport's slot; SlotCreated and SlotDropped say
 	// what happened to it.
-	Slot                     string
-	SlotCreated, SlotDropped bool
+	Slot        string
+	SlotCreated bool // see Slot
+	SlotDropped bool // see Slot
 	// PendingRows is whether the outbox table held rows not yet published
 	// when the database switched to the WAL transport.
 	PendingRows bool

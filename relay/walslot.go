@@ -341,9 +341,14 @@ func RecoverSlot(ctx context.Context, pool *pgxpool.Pool, service string) error 
 
 // SlotStatus is the WAL transport's slot as last sampled.
 type SlotStatus struct {
-	Slot      string
-	Exists    bool
-	WALStatus string // reserved, extended, unreserved or lost
+	// Slot is the slot's name.
+	Slot string
+	// Exists is false when PostgreSQL does not have the slot (Err says
+	// whether it is lost).
+	Exists bool
+	// WALStatus is pg_replication_slots.wal_status: reserved, extended,
+	// unreserved or lost.
+	WALStatus string
 	// LagBytes is the WAL written since the slot's confirmed position;
 	// RetainedBytes the WAL it keeps PostgreSQL from removing.
 	LagBytes, RetainedBytes int64
