@@ -2,7 +2,6 @@ package consumer_test
 
 import (
 	"context"
-	"strconv"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -16,14 +15,7 @@ const benchEntities = 100_000
 func replayWorld(b *testing.B) *world {
 	b.Helper()
 	w := newWorld(b)
-	var batch []*kgo.Record
-	for i := range benchEntities {
-		batch = append(batch, w.upsert("e"+strconv.Itoa(i), 1))
-		if len(batch) == 10_000 {
-			w.write(batch...)
-			batch = nil
-		}
-	}
+	w.seed(benchEntities, 10_000)
 	return w
 }
 

@@ -111,9 +111,7 @@ func TestCatchUpInterrupted(t *testing.T) {
 	for _, sk := range stores {
 		t.Run(sk.name, func(t *testing.T) {
 			t.Parallel()
-			w := newWorld(t)
-			w.history(4, 300, 50)
-			m := sk.make(t, w)
+			w, m := sk.worldWith(t, 4, 300, 50)
 			gate := &gatedStore{Store: m.store, entered: make(chan struct{}), release: make(chan struct{})}
 			c := w.consumer(t, m, "interrupted", func(cfg *consumer.Config[map[string]any]) { cfg.Store = gate; cfg.MaxBatch = 10 })
 			ctx, cancel := context.WithCancel(context.Background())

@@ -3,10 +3,8 @@ package consumer_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,28 +12,26 @@ import (
 	"github.com/hamba/avro/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
-	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/consumer"
-	"github.com/ecst-io/ecst/examples/customers"
+	"github.com/ecst-io/ecst/internal/ecsttest"
 	"github.com/ecst-io/ecst/internal/kafkatest"
 	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/internal/testkit"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/schemas"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-const partitions = 3
-
-// world is a topic with the customer schema registered, and a way to
-// write states to it the way the relay does: in Kafka transactions.
+// world is a topic with the customer schema registered (an
+// ecsttest.World), and a way to write states to it the way the relay does:
+// in Kafka transactions.
 type world struct {
 	t        testing.TB
-	broker   *kafkatest.Broker
+	w        *ecsttest.World
 	topic    string
 	reg      *srfake.Registry
 	registry *schemas.Registry
@@ -49,37 +45,18 @@ type world struct {
 
 func newWorld(t testing.TB) *world {
 	t.Helper()
-	w := &world{t: t, broker: kafkatest.New(t), expected: map[string]map[string]any{}}
-	w.topic = fmt.Sprintf("consumer-%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), time.Now().UnixNano())
-	w.reg = srfake.New()
-	t.Cleanup(w.reg.Close)
-	var err error
-	if w.schemaID, _, err = w.reg.RegisterSchema(w.topic+"-value", sr.Schema{Schema: customers.Schema}); err != nil {
-		t.Fatal(err)
-	}
-	if w.registry, err = schemas.NewRegistry(config.Registry{URL: config.SecretURL(w.reg.URL())}); err != nil {
-		t.Fatal(err)
-	}
-	w.schema, _ = schemas.Parse(customers.Schema)
-	w.prod, err = kgo.NewClient(kgo.SeedBrokers(w.broker.Seeds...), kgo.TransactionalID("test-"+w.topic))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ew := ecsttest.New(t, ecsttest.Options{})
+	w := &world{t: t, w: ew, topic: ew.Topic, reg: ew.Fake, registry: ew.Registry, schemaID: ew.SchemaID, schema: ew.Schema,
+		expected: map[string]map[string]any{}}
+	w.prod = ew.Client(kgo.TransactionalID("test-" + w.topic))
 	t.Cleanup(w.prod.Close)
-	compact := "compact"
-	resp, err := kadm.NewClient(w.prod).CreateTopic(context.Background(), partitions, 1, map[string]*string{"cleanup.policy": &compact}, w.topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	return w
 }
 
-func (w *world) opts() []kgo.Opt { return []kgo.Opt{kgo.SeedBrokers(w.broker.Seeds...)} }
+func (w *world) opts() []kgo.Opt { return w.w.Kafka() }
 
-// write commits records in one Kafka transaction.
+// write commits records in one Kafka transaction, and returns once they
+// are readable.
 func (w *world) write(recs ...*kgo.Record) {
 	w.t.Helper()
 	ctx := context.Background()
@@ -107,6 +84,7 @@ func (w *world) write(recs ...*kgo.Record) {
 	if err := w.prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		w.t.Fatal(err)
 	}
+	kafkatest.AwaitReadable(w.t, w.prod, w.topic)
 	w.produced += len(recs)
 }
 
@@ -176,7 +154,7 @@ var stores = []storeKind{
 		}}
 	}},
 	{"postgres", func(t *testing.T, w *world) *model {
-		pool := pgtest.NewDB(t)
+		pool := w.w.Pool // a model per world: the mirror table is the world's
 		mirror, err := consumer.NewMirror(w.schema)
 		if err != nil {
 			t.Fatal(err)
@@ -187,6 +165,31 @@ var stores = []storeKind{
 		return &model{store: &consumer.Postgres[map[string]any]{Pool: pool, Table: "customers_mirror", Projection: mirror}, durable: true, pool: pool,
 			snapshot: func() map[string]map[string]any { return pgSnapshot(t, pool, "customers_mirror") }}
 	}},
+}
+
+// worldWith is a new world with a seeded history of n changes over keys
+// (none when n is 0), and a model of kind sk on it.
+func (sk storeKind) worldWith(t *testing.T, seed uint64, n, keys int) (*world, *model) {
+	t.Helper()
+	w := newWorld(t)
+	if n > 0 {
+		w.history(seed, n, keys)
+	}
+	return w, sk.make(t, w)
+}
+
+// seed writes n entities, e0 to e<n-1>, at version 1, in transactions of
+// batch.
+func (w *world) seed(n, batch int) {
+	w.t.Helper()
+	var recs []*kgo.Record
+	for i := range n {
+		recs = append(recs, w.upsert("e"+strconv.Itoa(i), 1))
+		if len(recs) == batch || i == n-1 {
+			w.write(recs...)
+			recs = nil
+		}
+	}
 }
 
 func pgSnapshot(t *testing.T, pool *pgxpool.Pool, table string) map[string]map[string]any {
@@ -225,17 +228,7 @@ func (w *world) consumer(t *testing.T, m *model, name string, mut ...func(*consu
 
 // start runs c until the test ends; stop returns Run's result.
 func start(t *testing.T, c *consumer.Consumer[map[string]any]) (stop func() error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() { cancel(); err = <-done })
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
+	return testkit.Background(t, c.Run)
 }
 
 func waitReady(t *testing.T, c *consumer.Consumer[map[string]any]) {
@@ -274,18 +267,6 @@ func (w *world) assertModel(t *testing.T, m *model) {
 	}
 }
 
-// eventually polls cond for up to a minute.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestContract runs one behaviour suite on every store.
 func TestContract(t *testing.T) {
 	t.Parallel()
@@ -294,9 +275,7 @@ func TestContract(t *testing.T) {
 			t.Parallel()
 			t.Run("replay equals the latest state per key", func(t *testing.T) {
 				t.Parallel()
-				w := newWorld(t)
-				w.history(1, 1500, 200)
-				m := sk.make(t, w)
+				w, m := sk.worldWith(t, 1, 1500, 200)
 				c := w.consumer(t, m, "replay")
 				start(t, c)
 				waitReady(t, c)
@@ -304,23 +283,20 @@ func TestContract(t *testing.T) {
 			})
 			t.Run("follows live changes and tombstones delete", func(t *testing.T) {
 				t.Parallel()
-				w := newWorld(t)
-				m := sk.make(t, w)
+				w, m := sk.worldWith(t, 0, 0, 0)
 				c := w.consumer(t, m, "live")
 				start(t, c)
 				waitReady(t, c) // an empty topic is caught up at once
 				w.write(w.upsert("a", 1), w.upsert("b", 2))
-				eventually(t, "a and b", func() bool { return len(m.snapshot()) == 2 })
+				wait.Eventually(t, time.Minute, "a and b", func() bool { return len(m.snapshot()) == 2 })
 				w.write(w.tombstone("a"), w.upsert("b", 3))
-				eventually(t, "a deleted", func() bool { _, ok := m.snapshot()["a"]; return !ok })
-				eventually(t, "b at version 3", func() bool { return m.snapshot()["b"]["version"] == int64(3) })
+				wait.Eventually(t, time.Minute, "a deleted", func() bool { _, ok := m.snapshot()["a"]; return !ok })
+				wait.Eventually(t, time.Minute, "b at version 3", func() bool { return m.snapshot()["b"]["version"] == int64(3) })
 				w.assertModel(t, m)
 			})
 			t.Run("redelivery is harmless", func(t *testing.T) {
 				t.Parallel()
-				w := newWorld(t)
-				w.history(2, 300, 40)
-				m := sk.make(t, w)
+				w, m := sk.worldWith(t, 2, 300, 40)
 				c := w.consumer(t, m, "redeliver")
 				stop := start(t, c)
 				waitReady(t, c)
@@ -333,7 +309,7 @@ func TestContract(t *testing.T) {
 				}
 				w.write(again...)
 				w.write(w.upsert("marker", 1))
-				eventually(t, "the marker", func() bool { _, ok := m.snapshot()["marker"]; return ok })
+				wait.Eventually(t, time.Minute, "the marker", func() bool { _, ok := m.snapshot()["marker"]; return ok })
 				if err := stop(); err != nil {
 					t.Fatal(err)
 				}
@@ -341,9 +317,7 @@ func TestContract(t *testing.T) {
 			})
 			t.Run("readiness fires only after catch-up", func(t *testing.T) {
 				t.Parallel()
-				w := newWorld(t)
-				w.history(3, 1000, 300)
-				m := sk.make(t, w)
+				w, m := sk.worldWith(t, 3, 1000, 300)
 				gate := &gatedStore{Store: m.store, entered: make(chan struct{}), release: make(chan struct{})}
 				c := w.consumer(t, m, "ready", func(cfg *consumer.Config[map[string]any]) { cfg.Store = gate })
 				start(t, c)

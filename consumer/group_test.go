@@ -2,8 +2,10 @@ package consumer_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/ecst-io/ecst/consumer"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 // TestPartitionedPostgres: two instances in one group share one Postgres
@@ -11,24 +13,20 @@ import (
 // its partitions over from the stored offsets.
 func TestPartitionedPostgres(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	w.history(21, 600, 120)
-	m := stores[1].make(t, w)
-	group := func(c *consumer.Config[map[string]any]) { c.Group = "g-" + w.topic }
-	a := w.consumer(t, m, "shared", group)
-	b := w.consumer(t, m, "shared", group)
+	w, m := stores[1].worldWith(t, 21, 600, 120)
+	a, b := w.consumer(t, m, "shared", w.inGroup), w.consumer(t, m, "shared", w.inGroup)
 	stopA := start(t, a)
 	start(t, b)
 	waitReady(t, a)
 	waitReady(t, b)
-	eventually(t, "the shared model to hold every key", func() bool { return matches(w, m.snapshot()) })
+	wait.Eventually(t, time.Minute, "the shared model to hold every key", func() bool { return matches(w, m.snapshot()) })
 	w.assertModel(t, m)
 	if err := stopA(); err != nil {
 		t.Fatal(err)
 	}
 	w.history(22, 400, 120) // B must now apply every partition
 	w.write(w.upsert("last", 1))
-	eventually(t, "b to take over a's partitions", func() bool { return matches(w, m.snapshot()) })
+	wait.Eventually(t, time.Minute, "b to take over a's partitions", func() bool { return matches(w, m.snapshot()) })
 	w.assertModel(t, m)
 }
 
@@ -36,12 +34,9 @@ func TestPartitionedPostgres(t *testing.T) {
 // of their own partitions, none twice; together they are the whole model.
 func TestPartitionedMemory(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	w.history(23, 600, 120)
-	ma, mb := stores[0].make(t, w), stores[0].make(t, w)
-	group := func(c *consumer.Config[map[string]any]) { c.Group = "gm-" + w.topic }
-	a := w.consumer(t, ma, "mem", group)
-	b := w.consumer(t, mb, "mem", group)
+	w, ma := stores[0].worldWith(t, 23, 600, 120)
+	mb := stores[0].make(t, w)
+	a, b := w.consumer(t, ma, "mem", w.inGroup), w.consumer(t, mb, "mem", w.inGroup)
 	stopA := start(t, a)
 	waitReady(t, a)
 	start(t, b)
@@ -61,7 +56,7 @@ func TestPartitionedMemory(t *testing.T) {
 		}
 		return u, overlap
 	}
-	eventually(t, "the two models to split the keys", func() bool {
+	wait.Eventually(t, time.Minute, "the two models to split the keys", func() bool {
 		u, overlap := union()
 		return overlap == 0 && matches(w, u) && len(ma.snapshot()) > 0 && len(mb.snapshot()) > 0
 	})
@@ -69,9 +64,12 @@ func TestPartitionedMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.write(w.upsert("last", 1))
-	eventually(t, "b to hold every key at its latest state", func() bool { return matches(w, mb.snapshot()) })
+	wait.Eventually(t, time.Minute, "b to hold every key at its latest state", func() bool { return matches(w, mb.snapshot()) })
 	w.assertModel(t, mb)
 }
+
+// inGroup puts a consumer in the world's consumer group.
+func (w *world) inGroup(c *consumer.Config[map[string]any]) { c.Group = "g-" + w.topic }
 
 // matches reports whether a snapshot is the latest state of every key.
 func matches(w *world, got map[string]map[string]any) bool {

@@ -10,6 +10,7 @@ import (
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/internal/pgident"
 	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 // TestMirrorTableNames: a mirror and its rebuild work on a table of any
@@ -59,7 +60,7 @@ func TestMirrorTableNames(t *testing.T) {
 			// offsets it sees at start, which a real broker moves past the
 			// transaction a moment after it commits: catch up until it has.
 			w.write(w.upsert("k1", 10_000), w.tombstone("k2"))
-			eventually(t, "k1 at version 10000 and k2 deleted", func() bool {
+			wait.Eventually(t, time.Minute, "k1 at version 10000 and k2 deleted", func() bool {
 				if err := catchUp(t, c); err != nil {
 					t.Fatal(err)
 				}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
+	"github.com/ecst-io/ecst/internal/testkit"
 	"github.com/ecst-io/ecst/schemas"
 )
 
@@ -97,7 +98,7 @@ func TestPoisonSkipAndDeadLetter(t *testing.T) {
 				start(t, c)
 				waitReady(t, c)
 				w.assertModel(t, m) // before and after applied, every poison passed over
-				if got := counter(t, reg, "ecst_consumer_poison_total"); got != float64(len(poisons)) {
+				if got := testkit.Metric(t, reg, "ecst_consumer_poison_total"); got != float64(len(poisons)) {
 					t.Fatalf("poison counter = %v, want %d", got, len(poisons))
 				}
 				switch {
@@ -164,21 +165,4 @@ func (w *world) readAll(t *testing.T, topic string, n int) []*kgo.Record {
 		out = append(out, fs.Records()...)
 	}
 	return out
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
 }

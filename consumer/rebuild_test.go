@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/ecst-io/ecst/consumer"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 // TestRebuildUnderLoad rebuilds a mirror of 200k entities while readers
@@ -20,14 +19,7 @@ func TestRebuildUnderLoad(t *testing.T) {
 	t.Parallel()
 	const entities = 200_000
 	w := newWorld(t)
-	var batch []*kgo.Record
-	for i := range entities {
-		batch = append(batch, w.upsert("e"+strconv.Itoa(i), 1))
-		if len(batch) == 5000 {
-			w.write(batch...)
-			batch = nil
-		}
-	}
+	w.seed(entities, 5000)
 	m := stores[1].make(t, w)
 	pg := m.store.(*consumer.Postgres[map[string]any])
 	live := w.consumer(t, m, "mirror", func(c *consumer.Config[map[string]any]) { c.MaxBatch = 5000 })
@@ -83,7 +75,9 @@ func TestRebuildUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	took := time.Since(began)
-	time.Sleep(200 * time.Millisecond) // readers see the swapped-in table for a while
+	// Readers go on querying the swapped-in table for a while.
+	after := reads.Load() + bad.Load()
+	wait.Eventually(t, time.Minute, "readers to query the rebuilt table", func() bool { return reads.Load()+bad.Load() >= after+20 })
 	close(stop)
 	wg.Wait()
 	if bad.Load() > 0 {
@@ -92,7 +86,7 @@ func TestRebuildUnderLoad(t *testing.T) {
 	t.Logf("rebuilt %d entities in %v (%.0f/s) while %d reads all saw the whole model", entities, took.Round(time.Millisecond), entities/took.Seconds(), reads.Load())
 	// The live consumer noticed the swap and follows on from the new table.
 	w.write(w.upsert("after-rebuild", 1))
-	eventually(t, "the live consumer to follow on after the swap", func() bool { _, ok := m.snapshot()["after-rebuild"]; return ok })
+	wait.Eventually(t, time.Minute, "the live consumer to follow on after the swap", func() bool { _, ok := m.snapshot()["after-rebuild"]; return ok })
 	if err := stopLive(); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,24 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/ecst-io/ecst/consumer"
+	"github.com/ecst-io/ecst/internal/testkit"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestTombstoneRetentionGuard: a Postgres model last updated longer ago
 // than the topic keeps tombstones may have missed deletions (their
@@ -45,7 +28,7 @@ func TestTombstoneRetentionGuard(t *testing.T) {
 	}
 	w.write(w.upsert("k", 1))
 	m := stores[1].make(t, w)
-	run := func(logs *syncBuf, reg *prometheus.Registry) {
+	run := func(logs *testkit.Buffer, reg *prometheus.Registry) {
 		c := w.consumer(t, m, "retention", func(cfg *consumer.Config[map[string]any]) {
 			cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 			cfg.Registerer = reg
@@ -56,7 +39,7 @@ func TestTombstoneRetentionGuard(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fresh := &syncBuf{}
+	fresh := &testkit.Buffer{}
 	run(fresh, prometheus.NewRegistry())
 	if strings.Contains(fresh.String(), "tombstones") {
 		t.Fatalf("a fresh model was warned about:\n%s", fresh.String())
@@ -66,27 +49,13 @@ func TestTombstoneRetentionGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.write(w.tombstone("k"))
-	stale := &syncBuf{}
+	stale := &testkit.Buffer{}
 	reg := prometheus.NewRegistry()
 	run(stale, reg)
 	if !strings.Contains(stale.String(), "longer ago than the topic keeps tombstones") || !strings.Contains(stale.String(), "ecst rebuild") {
 		t.Fatalf("no warning for a stale model:\n%s", stale.String())
 	}
-	if got := gauge(t, reg, "ecst_consumer_tombstone_risk"); got != 1 {
+	if got := testkit.Metric(t, reg, "ecst_consumer_tombstone_risk"); got != 1 {
 		t.Fatalf("ecst_consumer_tombstone_risk = %v", got)
 	}
-}
-
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	return 0
 }

@@ -143,12 +143,6 @@ func EmitRows(ctx context.Context, tx pgx.Tx, rows []Row) error {
 	return nil
 }
 
-// Querier runs a query returning one row: a *pgxpool.Pool, a *pgx.Conn or
-// a pgx.Tx.
-type Querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
 // DatabaseTransport reads the transport the database runs: that of its
 // last switch (ecst.transport_switches), the table transport if none. While
 // a switch is in progress it is the transport switched to, and writers of

@@ -64,7 +64,7 @@ func benchRound(b *testing.B, ft, fw *fixture) {
 				// The WAL database's slot has no relay here: advance it, as
 				// a relay keeping up would, so that the checkpoint recycles
 				// WAL instead of every mode writing new segments.
-				if _, err := pools[fw].Exec(ctx, "SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", relay.SlotName(fw.cfg.Service)); err != nil {
+				if _, err := pools[fw].Exec(ctx, "SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", relay.SlotName(fw.w.Service)); err != nil {
 					b.Fatal(err)
 				}
 				if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ecst-io/ecst/internal/testkit"
 	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
@@ -38,50 +38,39 @@ func orderRun(t *testing.T, f *fixture, rowLock bool, seed uint64) (violations, 
 		t.Fatal(err)
 	}
 	const writers, perWriter, keys = 12, 25, 4
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, uint64(w)))
-			for i := range perWriter {
-				key := fmt.Sprintf("k%d", rng.IntN(keys))
-				pause := time.Duration(rng.IntN(1500)) * time.Microsecond
-				err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
-					version := int64(w*perWriter + i)
-					if rowLock {
-						// The usual shape: lock and update the entity row, then publish.
-						if err := tx.QueryRow(ctx, "UPDATE customers SET version = version + 1 WHERE id = $1 RETURNING version", key).Scan(&version); err != nil {
-							return err
-						}
-					}
-					if err := f.pub.Publish(ctx, tx, "customer", key, version, customer(key, version)); err != nil {
+	testkit.Parallel(t, writers, func(w int) error {
+		rng := rand.New(rand.NewPCG(seed, uint64(w)))
+		for i := range perWriter {
+			key := fmt.Sprintf("k%d", rng.IntN(keys))
+			pause := time.Duration(rng.IntN(1500)) * time.Microsecond
+			err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+				version := int64(w*perWriter + i)
+				if rowLock {
+					// The usual shape: lock and update the entity row, then publish.
+					if err := tx.QueryRow(ctx, "UPDATE customers SET version = version + 1 WHERE id = $1 RETURNING version", key).Scan(&version); err != nil {
 						return err
 					}
-					var id, seq int64
-					if err := tx.QueryRow(ctx, "SELECT currval(pg_get_serial_sequence('ecst.outbox', 'id'))").Scan(&id); err != nil {
-						return err
-					}
-					time.Sleep(pause) // widen the window between drawing the id and committing
-					if err := tx.QueryRow(ctx, "UPDATE commit_seq SET n = n + 1 RETURNING n").Scan(&seq); err != nil {
-						return err
-					}
-					_, err := tx.Exec(ctx, "INSERT INTO commits VALUES ($1, $2, $3)", seq, key, id)
-					return err
-				})
-				if err != nil {
-					errs <- err
-					return
 				}
+				if err := f.pub.Publish(ctx, tx, "customer", key, version, customer(key, version)); err != nil {
+					return err
+				}
+				var id, seq int64
+				if err := tx.QueryRow(ctx, "SELECT currval(pg_get_serial_sequence('ecst.outbox', 'id'))").Scan(&id); err != nil {
+					return err
+				}
+				time.Sleep(pause) // widen the window between drawing the id and committing
+				if err := tx.QueryRow(ctx, "UPDATE commit_seq SET n = n + 1 RETURNING n").Scan(&seq); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, "INSERT INTO commits VALUES ($1, $2, $3)", seq, key, id)
+				return err
+			})
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 	rows, err := f.pool.Query(ctx, "SELECT key, seq FROM commits ORDER BY key, outbox_id")
 	if err != nil {
 		t.Fatal(err)
@@ -154,41 +143,30 @@ func TestPerKeyOrderWAL(t *testing.T) {
 	}
 	const writers, perWriter, keys = 12, 25, 4
 	seed := uint64(time.Now().UnixNano())
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, uint64(w)))
-			for i := range perWriter {
-				key := fmt.Sprintf("k%d", rng.IntN(keys))
-				version := int64(w*perWriter + i)
-				pause := time.Duration(rng.IntN(1500)) * time.Microsecond
-				err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
-					if err := f.pub.Publish(ctx, tx, "customer", key, version, customer(key, version)); err != nil {
-						return err
-					}
-					time.Sleep(pause) // widen the window between the write and the commit
-					var seq int64
-					if err := tx.QueryRow(ctx, "UPDATE commit_seq SET n = n + 1 RETURNING n").Scan(&seq); err != nil {
-						return err
-					}
-					_, err := tx.Exec(ctx, "INSERT INTO commits VALUES ($1, $2, $3)", seq, key, version)
+	testkit.Parallel(t, writers, func(w int) error {
+		rng := rand.New(rand.NewPCG(seed, uint64(w)))
+		for i := range perWriter {
+			key := fmt.Sprintf("k%d", rng.IntN(keys))
+			version := int64(w*perWriter + i)
+			pause := time.Duration(rng.IntN(1500)) * time.Microsecond
+			err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+				if err := f.pub.Publish(ctx, tx, "customer", key, version, customer(key, version)); err != nil {
 					return err
-				})
-				if err != nil {
-					errs <- err
-					return
 				}
+				time.Sleep(pause) // widen the window between the write and the commit
+				var seq int64
+				if err := tx.QueryRow(ctx, "UPDATE commit_seq SET n = n + 1 RETURNING n").Scan(&seq); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, "INSERT INTO commits VALUES ($1, $2, $3)", seq, key, version)
+				return err
+			})
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 	seqOf := map[int64]int64{}
 	rows, err := f.pool.Query(ctx, "SELECT version, seq FROM commits")
 	if err != nil {
@@ -234,7 +212,7 @@ func TestPerKeyOrderWAL(t *testing.T) {
 // fixture's slot holds, in the order it hands them out.
 func slotMessages(ctx context.Context, f *fixture) ([]outbox.Message, error) {
 	rows, err := f.pool.Query(ctx, `SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
-		'proto_version', '1', 'publication_names', $2, 'messages', 'true')`, relay.SlotName(f.cfg.Service), relay.Publication)
+		'proto_version', '1', 'publication_names', $2, 'messages', 'true')`, relay.SlotName(f.w.Service), relay.Publication)
 	if err != nil {
 		return nil, err
 	}

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,14 +21,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
-	"github.com/ecst-io/ecst/config"
-	"github.com/ecst-io/ecst/examples/customers"
+	"github.com/ecst-io/ecst/internal/ecsttest"
 	"github.com/ecst-io/ecst/internal/kafkatest"
 	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/internal/testkit"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
@@ -39,27 +35,24 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// env is one relay test's world: a database with the customers table, a
-// broker with the test's own topic, a registry, and a publisher.
+// env is one relay test's world (an ecsttest.World: a database with the
+// customers table, a broker with the test's own topic, a registry, and a
+// publisher), and what the relay's tests add to it: a load generator, a
+// read of the whole topic, a check of the relay's guarantees, and the relay
+// as a subprocess.
 type env struct {
-	t        *testing.T
-	dbURL    string
-	pool     *pgxpool.Pool
-	broker   *kafkatest.Broker
-	kopts    []kgo.Opt // seeds, and SASL when the broker needs it
-	topic    string
-	service  string // unique per test: transactional ids must not collide
-	reg      *srfake.Registry
-	schemaID int
-	pub      *producer.Publisher
-	schema   avro.Schema
-	relayLog *syncBuffer
-	wal      bool // the WAL transport
-	shards   int
+	t       *testing.T
+	w       *ecsttest.World
+	dbURL   string
+	pool    *pgxpool.Pool
+	broker  *kafkatest.Broker
+	topic   string
+	service string // unique per test: transactional ids must not collide
+	pub     *producer.Publisher
+	wal     bool // the WAL transport
 }
 
-const testPartitions = 3
-
+// envOpts are what a relay test asks of its world.
 type envOpts struct {
 	dbURL       string // a database of the test's own choosing
 	restartable bool
@@ -68,7 +61,9 @@ type envOpts struct {
 	wal         bool // the WAL transport: the database switched, writers and relays on it
 }
 
-var nameRE = regexp.MustCompile(`[^a-zA-Z0-9]+`)
+func (o envOpts) world() ecsttest.Options {
+	return ecsttest.Options{DBURL: o.dbURL, Restartable: o.restartable, Shards: o.shards, SASL: o.sasl, WAL: o.wal}
+}
 
 // transports are the env options of the two outbox transports, for the
 // tests that run in both.
@@ -92,72 +87,17 @@ func (o envOpts) leading() string {
 
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	ctx := context.Background()
-	e := &env{t: t, dbURL: o.dbURL, wal: o.wal}
-	if e.dbURL == "" {
-		e.dbURL = pgtest.NewDBURL(t)
-	}
-	var err error
-	if e.pool, err = pgxpool.New(ctx, e.dbURL); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.pool.Close)
-	if _, err := e.pool.Exec(ctx, customers.TableSQL+"; CREATE SEQUENCE IF NOT EXISTS ver"); err != nil {
-		t.Fatal(err)
-	}
-	switch {
-	case o.sasl:
-		e.broker = kafkatest.NewSASL(t)
-		e.kopts = []kgo.Opt{kgo.SASL(scram.Auth{User: kafkatest.SASLUser, Pass: kafkatest.SASLPassword}.AsSha512Mechanism())}
-	case o.restartable:
-		e.broker = kafkatest.NewRestartable(t)
-	default:
-		e.broker = kafkatest.New(t)
-	}
-	e.kopts = append(e.kopts, kgo.SeedBrokers(e.broker.Seeds...))
-	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
-	e.topic = "relay-" + strings.ToLower(nameRE.ReplaceAllString(t.Name(), "-")) + "-" + suffix
-	e.service = "t" + suffix
-	cl := e.client()
-	defer cl.Close()
-	compact := "compact"
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, testPartitions, 1, map[string]*string{"cleanup.policy": &compact}, e.topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatalf("create topic: %v", err)
-	}
-	if e.wal {
-		if _, err := relay.Switch(ctx, e.pool, outbox.TransportWAL, relay.SwitchOptions{Service: e.service}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e.reg = srfake.New()
-	t.Cleanup(e.reg.Close)
-	if e.schemaID, _, err = e.reg.RegisterSchema(e.topic+"-value", sr.Schema{Schema: customers.Schema}); err != nil {
-		t.Fatal(err)
-	}
-	e.schema = avro.MustParse(customers.Schema)
-	e.shards = o.shards
-	e.pub = e.publisher(e.transport())
-	return e
+	w := ecsttest.New(t, o.world())
+	w.Exec("CREATE SEQUENCE IF NOT EXISTS ver") // the load generator's versions
+	return &env{t: t, w: w, dbURL: w.DBURL, pool: w.Pool, broker: w.Broker, topic: w.Topic, service: w.Service, pub: w.Pub, wal: o.wal}
 }
 
 // publisher is a Publisher of the env's entity, writing by transport t.
 func (e *env) publisher(t outbox.Transport) *producer.Publisher {
 	e.t.Helper()
-	reg, err := schemas.NewRegistry(config.Registry{URL: config.SecretURL(e.reg.URL())})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	pub, err := producer.New(producer.Config{
-		Service:   e.service,
-		Entities:  map[string]*config.Entity{"customer": {Name: "customer", Topic: e.topic, SchemaText: customers.Schema}},
-		Registry:  reg,
-		Shards:    e.shards,
-		Transport: t,
-	})
+	cfg := *e.w.Config
+	cfg.Outbox.Transport = string(t)
+	pub, err := producer.FromConfig(&cfg, e.w.Registry)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -171,87 +111,36 @@ func (e *env) transport() outbox.Transport {
 	return outbox.TransportTable
 }
 
+// client is a Kafka client of the env's broker; the caller closes it.
 func (e *env) client(opts ...kgo.Opt) *kgo.Client {
 	e.t.Helper()
-	cl, err := kgo.NewClient(append(slices.Clone(e.kopts), opts...)...)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return cl
+	return e.w.Client(opts...)
 }
 
+// relayConfig is the world's relay configuration, with the batch size and
+// lease timeout the relay's tests are written for.
 func (e *env) relayConfig() relay.Config {
-	if e.relayLog == nil {
-		e.relayLog = &syncBuffer{}
-		e.t.Cleanup(func() {
-			if e.t.Failed() {
-				e.t.Logf("in-process relay log:\n%s", e.relayLog.String())
-			}
-		})
-	}
-	// A pool of its own, as a relay process has: the writers and the test's
-	// own queries must not starve it (or it them).
-	pool, err := pgxpool.New(context.Background(), e.dbURL)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(pool.Close)
-	return relay.Config{
-		Logger:       slog.New(slog.NewTextHandler(e.relayLog, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Pool:         pool,
-		KafkaOpts:    e.kopts,
-		Service:      e.service,
-		Transport:    e.transport(),
-		Topics:       []string{e.topic},
-		BatchSize:    250,
-		WALHeartbeat: 200 * time.Millisecond,
-		PollMin:      time.Millisecond,
-		PollMax:      20 * time.Millisecond,
-		LeaseTimeout: 2 * time.Second,
-	}
+	e.t.Helper()
+	cfg := e.w.RelayConfig()
+	cfg.BatchSize = 250
+	cfg.LeaseTimeout = 2 * time.Second
+	return cfg
 }
 
 // runRelay runs a relay in process until the test ends or stop is called.
 func (e *env) runRelay(cfg relay.Config) (stop func() error) {
 	e.t.Helper()
-	r, err := relay.New(cfg)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	var runErr error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			runErr = <-done
-		})
-		return runErr
-	}
-	e.t.Cleanup(func() { _ = stop() })
-	return stop
+	return e.w.RunRelay(cfg)
 }
 
 // drain runs a relay in drain mode to completion.
 func (e *env) drain() {
 	e.t.Helper()
-	cfg := e.relayConfig()
-	cfg.Drain = true
-	r, err := relay.New(cfg)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := r.Run(ctx); err != nil {
-		e.t.Fatalf("drain: %v", err)
-	}
+	e.w.DrainWith(e.relayConfig())
 }
 
 // caughtUp returns a check that the relay has published everything
-// committed before caughtUp was called: the outbox table is empty, or (the
+// committed before caughtUp was called: no outbox row is pending, or (the
 // database runs the WAL transport) the slot has confirmed the WAL position
 // of that moment.
 func (e *env) caughtUp() func() bool {
@@ -273,8 +162,9 @@ func (e *env) caughtUp() func() bool {
 	}
 }
 
-// backlog is what waits to be published: outbox rows, or (the database
-// runs the WAL transport) the bytes of WAL the slot has not confirmed.
+// backlog is what waits to be published: pending outbox rows, or (the
+// database runs the WAL transport) the bytes of WAL the slot has not
+// confirmed.
 func (e *env) backlog() int64 {
 	e.t.Helper()
 	if tr, err := outbox.DatabaseTransport(context.Background(), e.pool); err != nil {
@@ -291,25 +181,31 @@ func (e *env) backlog() int64 {
 }
 
 // published is a measure of what the relay has recorded published so far,
-// growing as it goes: outbox rows gone, or the slot's confirmed position.
+// growing as it goes: fewer pending outbox rows, or the slot's confirmed
+// position.
 func (e *env) published() int64 {
 	e.t.Helper()
+	ctx := context.Background()
+	if !e.wal {
+		n, err := outbox.PendingCount(ctx, e.pool, 0)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return -n
+	}
 	var n int64
-	err := e.pool.QueryRow(context.Background(), `SELECT CASE WHEN $2 THEN coalesce((SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1), 0)
-		ELSE -(SELECT count(*) FROM ecst.outbox) END`, relay.SlotName(e.service), e.wal).Scan(&n)
+	err := e.pool.QueryRow(ctx, `SELECT coalesce((SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1), 0)`,
+		relay.SlotName(e.service)).Scan(&n)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	return n
 }
 
+// outboxCount counts the outbox rows not yet published.
 func (e *env) outboxCount() int {
 	e.t.Helper()
-	var n int
-	if err := e.pool.QueryRow(context.Background(), "SELECT count(*) FROM ecst.outbox").Scan(&n); err != nil {
-		e.t.Fatal(err)
-	}
-	return n
+	return e.w.OutboxLen()
 }
 
 // --- the load generator ---
@@ -373,6 +269,19 @@ func (e *env) runLoad(ctx context.Context, writers, keys, target int) (*loadLog,
 		}()
 	}
 	return log, wg.Wait
+}
+
+// startLoad runs the load generator until stop is called (or target events
+// have committed); stop ends it and waits for the writers.
+func (e *env) startLoad(writers, keys, target int) (log *loadLog, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	log, wait := e.runLoad(ctx, writers, keys, target)
+	stop = func() {
+		cancel()
+		wait()
+	}
+	e.t.Cleanup(stop)
+	return log, stop
 }
 
 // isAmbiguous: a commit that failed in a way that does not say whether it
@@ -455,7 +364,7 @@ func (e *env) readTopic() []topicRecord {
 	defer cancel()
 	sentinel := "__end__" + uuid.NewString()
 	prod := e.client(kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	for p := range int32(testPartitions) {
+	for p := range int32(e.w.Partitions) {
 		if err := prod.ProduceSync(ctx, &kgo.Record{Topic: e.topic, Partition: p, Key: []byte(sentinel)}).FirstErr(); err != nil {
 			e.t.Fatalf("sentinel: %v", err)
 		}
@@ -466,7 +375,7 @@ func (e *env) readTopic() []topicRecord {
 	defer cons.Close()
 	var out []topicRecord
 	seen := 0
-	for seen < testPartitions {
+	for seen < e.w.Partitions {
 		fs := cons.PollFetches(ctx)
 		if err := fs.Err0(); err != nil {
 			e.t.Fatalf("read topic: %v", err)
@@ -515,10 +424,15 @@ func (e *env) check(log *loadLog) report {
 	}
 	log.mu.Lock()
 	defer log.mu.Unlock()
+	var missing []event
 	for _, ev := range log.committed {
 		if seen[ev.key+"@"+strconv.FormatInt(ev.version, 10)] == 0 {
 			e.t.Errorf("committed event %s v%d (deleted=%v) never reached the topic", ev.key, ev.version, ev.deleted)
+			missing = append(missing, ev)
 		}
+	}
+	if len(missing) > 0 {
+		e.explainMissing(missing)
 	}
 	rows, err := e.pool.Query(ctx, "SELECT id, version FROM customers")
 	if err != nil {
@@ -547,6 +461,55 @@ func (e *env) check(log *loadLog) report {
 	return rep
 }
 
+// explainMissing says where the events a read_committed read did not see
+// are: in the log (with the producer id and epoch of their batch, so that
+// a transaction aborted or a read gone wrong can be told apart) or not
+// written at all.
+func (e *env) explainMissing(missing []event) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	adm := kadm.NewClient(e.client())
+	defer adm.Close()
+	ends, err := adm.ListEndOffsets(ctx, e.topic)
+	if err != nil {
+		e.t.Logf("explain: list end offsets: %v", err)
+		return
+	}
+	want := map[string]bool{}
+	for _, ev := range missing {
+		want[ev.key+"@"+strconv.FormatInt(ev.version, 10)] = true
+	}
+	cons := e.client(kgo.ConsumeTopics(e.topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
+	defer cons.Close()
+	found := 0
+	// Read until a poll brings nothing for 3 s: control records, which end
+	// a partition, never reach a consumer, so offsets cannot say when.
+	for ctx.Err() == nil {
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+		fs := cons.PollFetches(pctx)
+		pcancel()
+		if fs.NumRecords() == 0 {
+			break
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			var v string
+			for _, h := range r.Headers {
+				if h.Key == producer.HeaderEntityVersion {
+					v = string(h.Value)
+				}
+			}
+			if want[string(r.Key)+"@"+v] {
+				found++
+				e.t.Logf("explain: %s v%s is in the log at %d/%d, producer %d epoch %d, written %s",
+					r.Key, v, r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch, r.Timestamp.Format(time.RFC3339Nano))
+			}
+		})
+	}
+	e.t.Logf("explain: %d of the %d missing events are in the log (read uncommitted); end offsets %v", found, len(missing), ends)
+}
+
 func (e *env) checkContract(r topicRecord) {
 	e.t.Helper()
 	h := r.headers
@@ -570,12 +533,12 @@ func (e *env) checkContract(r topicRecord) {
 		return
 	}
 	id, payload, err := schemas.DecodeWire(r.value)
-	if err != nil || id != e.schemaID {
+	if err != nil || id != e.w.SchemaID {
 		e.t.Errorf("record %d/%d: wire format id %d, err %v", r.partition, r.offset, id, err)
 		return
 	}
 	var c map[string]any
-	if err := avro.Unmarshal(e.schema, payload, &c); err != nil {
+	if err := avro.Unmarshal(e.w.Schema, payload, &c); err != nil {
 		e.t.Errorf("record %d/%d: value does not decode: %v", r.partition, r.offset, err)
 		return
 	}
@@ -616,31 +579,21 @@ func ecstBinary(t *testing.T) string {
 // relayProc is `ecst relay` running as a child process.
 type relayProc struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testkit.Buffer
 	exited chan struct{}
 }
 
 // startRelayProc starts `ecst relay` on this env with an ecst.yaml of its own.
 func (e *env) startRelayProc(extraArgs ...string) *relayProc {
 	e.t.Helper()
-	dir := e.t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "schemas"), 0o755)
-	os.WriteFile(filepath.Join(dir, "schemas", "customer.avsc"), []byte(customers.Schema), 0o644)
-	yml := fmt.Sprintf(`service: %s
-outbox: {transport: %s}
-relay: {batch_size: 250, poll_min: 1ms, poll_max: 20ms, lease_timeout: 2s, metrics_addr: "off", wal_heartbeat: 200ms}
-entities:
-  customer:
-    topic: %s
-    schema: schemas/customer.avsc
-    partitions: %d
-`, e.service, e.transport(), e.topic, testPartitions)
-	cfgPath := filepath.Join(dir, "ecst.yaml")
-	os.WriteFile(cfgPath, []byte(yml), 0o644)
+	cfgPath := e.w.WriteConfig(e.t.TempDir(), "relay: {batch_size: 250, poll_min: 1ms, poll_max: 20ms, lease_timeout: 2s, wal_heartbeat: 200ms}\n")
 	args := append([]string{"--config", cfgPath, "--log-format", "json", "relay"}, extraArgs...)
 	cmd := exec.Command(ecstBinary(e.t), args...)
-	cmd.Env = append(os.Environ(), "ECST_DATABASE_URL="+e.dbURL, "ECST_BROKERS="+strings.Join(e.broker.Seeds, ","))
-	p := &relayProc{cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
+	cmd.Env = os.Environ()
+	for k, v := range e.w.Env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &relayProc{cmd: cmd, out: &testkit.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -660,34 +613,13 @@ entities:
 func (p *relayProc) waitLog(t *testing.T, re string, timeout time.Duration) time.Time {
 	t.Helper()
 	rx := regexp.MustCompile(re)
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if rx.MatchString(p.out.String()) {
-			return time.Now()
-		}
+	wait.Eventually(t, timeout, fmt.Sprintf("the relay to log %q", re), func() bool {
 		select {
 		case <-p.exited:
 			t.Fatalf("relay exited before logging %q:\n%s", re, p.out.String())
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-	}
-	t.Fatalf("relay did not log %q within %v:\n%s", re, timeout, p.out.String())
-	return time.Time{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+		return rx.MatchString(p.out.String())
+	})
+	return time.Now()
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ecst-io/ecst/internal/pglock"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -53,8 +54,7 @@ func (r *Relay) drainedByOther(ctx context.Context, conn *pgx.Conn, u unit) bool
 		err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $2 FROM pg_replication_slots WHERE slot_name = $1", r.slot, r.drainTarget).Scan(&done)
 		return err == nil && done
 	}
-	var n int64
-	err := conn.QueryRow(ctx, "SELECT count(*) FROM ecst.outbox WHERE shard = $1", int(u)).Scan(&n)
+	n, _, err := outbox.PendingShard(ctx, conn, int(u))
 	return err == nil && n == 0
 }
 

@@ -41,6 +41,8 @@ type batch struct {
 	// WAL source has taken the batch's commit into account.
 	confirm  pglogrepl.LSN
 	recorded bool
+	// after is the table source's cursor once this batch is published.
+	after *cursor
 }
 
 // source is where a leader term's records come from: for the table
@@ -85,8 +87,9 @@ func (r *Relay) lead(ctx context.Context, u unit, lock *pgx.Conn, log *slog.Logg
 	bg.Add(1)
 	go func() { defer bg.Done(); r.heartbeat(term, ls, endTerm) }()
 	if !u.wal() {
-		bg.Add(1)
+		bg.Add(2)
 		go func() { defer bg.Done(); r.sampleBacklog(term, int(u)) }()
+		go func() { defer bg.Done(); r.rotateLoop(term) }()
 	}
 
 	p, err := r.startProducer(term, u, ls, log)
@@ -108,7 +111,7 @@ func (r *Relay) lead(ctx context.Context, u unit, lock *pgx.Conn, log *slog.Logg
 		go func() { defer bg.Done(); r.emitHeartbeats(term) }()
 		src = ws
 	} else {
-		src = r.tableSource(int(u))
+		src = r.tableSource(int(u), ls)
 	}
 	defer src.close()
 	t := &termLoop{r: r, src: src, p: p, unit: u, ls: ls, log: log}

@@ -26,6 +26,9 @@ type Metrics struct {
 	slotLagSecs  *prometheus.GaugeVec
 	slotLost     *prometheus.GaugeVec
 	switchWait   *prometheus.GaugeVec
+	// The table transport's outbox: rows kept, partitions truncated.
+	outboxRows prometheus.Gauge
+	rotations  prometheus.Counter
 }
 
 // NewMetrics creates the relay's metrics and registers them with reg
@@ -36,10 +39,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ecst_relay_leader", Help: "1 while this process leads the outbox shard (shard=\"wal\": the WAL transport's slot).",
 		}, []string{"shard"}),
 		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "ecst_relay_backlog_rows", Help: "Rows waiting in the outbox shard (sampled every 5s by its leader).",
+			Name: "ecst_relay_backlog_rows", Help: "Rows of the outbox shard not yet published (sampled every 5s by its leader).",
 		}, []string{"shard"}),
 		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "ecst_relay_oldest_row_age_seconds", Help: "Age of the oldest row in the outbox shard (sampled every 5s by its leader).",
+			Name: "ecst_relay_oldest_row_age_seconds", Help: "Age of the oldest row of the outbox shard not yet published (sampled every 5s by its leader).",
 		}, []string{"shard"}),
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ecst_relay_records_published_total", Help: "Records committed to Kafka.",
@@ -86,10 +89,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		switchWait: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ecst_relay_switch_waiting", Help: "1 while a leader waits for the other transport's relay to publish what it holds (after `ecst outbox switch`).",
 		}, []string{"shard"}),
+		outboxRows: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ecst_relay_outbox_rows", Help: "Rows kept in the outbox, published or not, as the planner estimates them (sampled every 5s); published ones go when the relay truncates their partition.",
+		}),
+		rotations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ecst_relay_rotations_total", Help: "Outbox partitions truncated once every row in them was published.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.leader, m.backlog, m.oldest, m.records, m.bytes, m.errors, m.parked, m.retries, m.batchSize, m.batchTime, m.latency,
-			m.slotLag, m.slotRetained, m.slotSafe, m.slotLagSecs, m.slotLost, m.switchWait)
+			m.slotLag, m.slotRetained, m.slotSafe, m.slotLagSecs, m.slotLost, m.switchWait, m.outboxRows, m.rotations)
 	}
 	return m
 }

@@ -42,7 +42,8 @@ const (
 
 // Config configures a Relay.
 type Config struct {
-	// Pool reads and deletes outbox rows (required).
+	// Pool reads the outbox, records the cursor and truncates published
+	// partitions (required).
 	Pool *pgxpool.Pool
 	// KafkaOpts carry seed brokers, TLS and SASL (kafkaopts.Client).
 	KafkaOpts []kgo.Opt
@@ -98,7 +99,7 @@ type Config struct {
 
 	// Test hooks, set through export_test.go.
 	noFencing     bool
-	readAheadByID bool
+	watch         watchMode
 	beforeProduce func(shard int, ids []int64)
 	// sortByLSN makes the WAL source sort each batch by the position
 	// where its messages were written instead of the commit order the
@@ -107,11 +108,12 @@ type Config struct {
 }
 
 // Relay publishes outbox events to Kafka. With the table transport, per
-// shard, one leader reads committed rows in id order, produces them in one
-// Kafka transaction, and records them published once the transaction
-// commits. With the WAL transport, one leader streams the replication slot
-// in commit order, produces in Kafka transactions, and confirms a position
-// to the slot once everything before it has committed to Kafka.
+// shard, one leader reads committed rows in id order past its cursor,
+// produces them in one Kafka transaction, and moves the cursor once the
+// transaction commits. With the WAL transport, one leader streams the
+// replication slot in commit order, produces in Kafka transactions, and
+// confirms a position to the slot once everything before it has committed
+// to Kafka.
 type Relay struct {
 	cfg     Config
 	log     *slog.Logger

@@ -10,11 +10,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/ecst-io/ecst/internal/kafkatest"
+	"github.com/ecst-io/ecst/internal/testkit"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/relay"
 )
@@ -186,7 +187,7 @@ func relayRejectPark(t *testing.T, o envOpts) {
 	if !keys["before"] || !keys["after"] || keys["huge"] {
 		t.Fatalf("topic keys = %v", keys)
 	}
-	if got := metric(t, reg, "ecst_relay_parked_total"); got != 1 {
+	if got := testkit.Metric(t, reg, "ecst_relay_parked_total"); got != 1 {
 		t.Fatalf("ecst_relay_parked_total = %v", got)
 	}
 }
@@ -201,10 +202,10 @@ func TestRelayMetricsCountRetries(t *testing.T) {
 	cfg := e.relayConfig()
 	cfg.Metrics = relay.NewMetrics(reg)
 	stop := e.runRelay(cfg)
-	log, wait := e.runLoad(ctx, 2, 50, 300)
-	wait()
-	waitFor(t, "the relay to publish", 30*time.Second, func() bool { return e.outboxCount() == 0 })
-	if got := metric(t, reg, "ecst_relay_leader"); got != 1 {
+	log, waitWriters := e.runLoad(ctx, 2, 50, 300)
+	waitWriters()
+	wait.Eventually(t, 30*time.Second, "the relay to publish", func() bool { return e.outboxCount() == 0 })
+	if got := testkit.Metric(t, reg, "ecst_relay_leader"); got != 1 {
 		t.Fatalf("ecst_relay_leader = %v", got)
 	}
 	// Block the relay's next read behind a table lock, then kill it mid-query.
@@ -216,10 +217,9 @@ func TestRelayMetricsCountRetries(t *testing.T) {
 	if _, err := tx.Exec(ctx, "LOCK TABLE ecst.outbox IN ACCESS EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the relay to block on the lock", 30*time.Second, func() bool {
+	wait.Eventually(t, 30*time.Second, "the relay to block on the lock", func() bool {
 		var n int
-		_ = tx.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' AND query LIKE '%ecst.outbox WHERE shard%'`).Scan(&n)
+		_ = tx.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'ecst.outbox'::regclass`).Scan(&n)
 		return n > 0
 	})
 	if _, err := tx.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()
@@ -231,16 +231,16 @@ func TestRelayMetricsCountRetries(t *testing.T) {
 	}
 	log2, wait2 := e.runLoad(ctx, 2, 50, 300)
 	wait2()
-	waitFor(t, "the relay to publish again", 30*time.Second, func() bool { return e.outboxCount() == 0 })
-	waitFor(t, "a counted database error", 30*time.Second, func() bool { return metric(t, reg, "ecst_relay_errors_total") >= 1 })
+	wait.Eventually(t, 30*time.Second, "the relay to publish again", func() bool { return e.outboxCount() == 0 })
+	wait.Eventually(t, 30*time.Second, "a counted database error", func() bool { return testkit.Metric(t, reg, "ecst_relay_errors_total") >= 1 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	published := metric(t, reg, "ecst_relay_records_published_total")
+	published := testkit.Metric(t, reg, "ecst_relay_records_published_total")
 	if published < float64(log.count()+log2.count()) {
 		t.Fatalf("published %v, committed %d", published, log.count()+log2.count())
 	}
-	if metric(t, reg, "ecst_relay_batch_size") == 0 || metric(t, reg, "ecst_relay_commit_to_ack_seconds") == 0 {
+	if testkit.Metric(t, reg, "ecst_relay_batch_size") == 0 || testkit.Metric(t, reg, "ecst_relay_commit_to_ack_seconds") == 0 {
 		t.Fatal("histograms empty")
 	}
 	log.committed = append(log.committed, log2.committed...)
@@ -248,35 +248,4 @@ func TestRelayMetricsCountRetries(t *testing.T) {
 		log.keys[k] = true
 	}
 	e.check(log)
-}
-
-// metric sums a metric's values (histograms: sample counts) over labels.
-func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			sum += value(m)
-		}
-	}
-	return sum
-}
-
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	case m.Histogram != nil:
-		return float64(m.Histogram.GetSampleCount())
-	}
-	return 0
 }

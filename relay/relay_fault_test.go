@@ -11,22 +11,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ecst-io/ecst/internal/pgcluster"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/migrate"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
 )
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // fencingScenario stalls leader A after it has read K's first state, lets
 // its lease go, has leader B publish K's first and second states, then
@@ -64,7 +53,7 @@ func fencingScenario(t *testing.T, o envOpts, fencing bool) (last string, newest
 		t.Fatal(err)
 	}
 	stopB := e.runRelay(cfgB)
-	waitFor(t, "leader B to publish both states", 30*time.Second, e.caughtUp())
+	wait.Eventually(t, 30*time.Second, "leader B to publish both states", e.caughtUp())
 	close(release) // A wakes up and publishes the state it read before the stall
 	if err := stopA(); err != nil {
 		t.Fatal(err)
@@ -126,12 +115,12 @@ func relayBrokerRestart(t *testing.T, o envOpts) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stop := e.runRelay(e.relayConfig())
-	log, wait := e.runLoad(ctx, 6, 200, 6000)
-	waitFor(t, "some events", 30*time.Second, func() bool { return log.count() > 1000 })
+	log, waitWriters := e.runLoad(ctx, 6, 200, 6000)
+	wait.Eventually(t, 30*time.Second, "some events", func() bool { return log.count() > 1000 })
 	e.broker.Restart(t)
 	t.Logf("broker restarted with %d events committed, %d waiting", log.count(), e.backlog())
-	wait()
-	waitFor(t, "the relay to catch up", 2*time.Minute, e.caughtUp())
+	waitWriters()
+	wait.Eventually(t, 2*time.Minute, "the relay to catch up", e.caughtUp())
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -172,14 +161,14 @@ func relayPostgresRestart(t *testing.T, o envOpts) {
 	stop := e.runRelay(e.relayConfig())
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	log, wait := e.runLoad(lctx, 6, 200, 6000)
-	waitFor(t, "some events", 30*time.Second, func() bool { return log.count() > 1000 })
+	log, waitWriters := e.runLoad(lctx, 6, 200, 6000)
+	wait.Eventually(t, 30*time.Second, "some events", func() bool { return log.count() > 1000 })
 	if err := cluster.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("PostgreSQL restarted with %d events committed", log.count())
-	wait()
-	waitFor(t, "the relay to catch up", 2*time.Minute, e.caughtUp())
+	waitWriters()
+	wait.Eventually(t, 2*time.Minute, "the relay to catch up", e.caughtUp())
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -203,9 +192,7 @@ func TestRelayFailover(t *testing.T) {
 
 func relayFailover(t *testing.T, o envOpts) {
 	e := newEnv(t, o)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	log, wait := e.runLoad(ctx, 6, 200, 20_000)
+	log, stopWriters := e.startLoad(6, 200, 20_000)
 	a := e.startRelayProc()
 	a.waitLog(t, o.leading(), 30*time.Second)
 	b := e.startRelayProc()
@@ -220,14 +207,13 @@ func relayFailover(t *testing.T, o envOpts) {
 		t.Errorf("takeover took %v, want within 5s", took)
 	}
 	backlog := e.backlog()
-	waitFor(t, "the new leader to publish", 30*time.Second, func() bool { n := e.backlog(); return n == 0 || n < backlog })
+	wait.Eventually(t, 30*time.Second, "the new leader to publish", func() bool { n := e.backlog(); return n == 0 || n < backlog })
 	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	a.waitLog(t, `lost the (shard's|WAL) lease`, 15*time.Second)
-	cancel()
-	wait()
-	waitFor(t, "the new leader to catch up", 2*time.Minute, e.caughtUp())
+	stopWriters()
+	wait.Eventually(t, 2*time.Minute, "the new leader to catch up", e.caughtUp())
 	// Both stop cleanly on SIGTERM.
 	for _, p := range []*relayProc{a, b} {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)

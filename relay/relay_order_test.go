@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ecst-io/ecst/internal/testkit"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 )
@@ -29,50 +29,39 @@ func topicOrderRun(t *testing.T, keyLock bool, seed uint64) (wrong, keys int) {
 		t.Fatal(err)
 	}
 	const writers, perWriter, nkeys = 12, 25, 2
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, uint64(w)))
-			for i := range perWriter {
-				key := fmt.Sprintf("k%d", rng.IntN(nkeys))
-				version := int64(w*1000 + i)
-				pause := time.Duration(rng.IntN(1500)) * time.Microsecond
-				err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-					row := outbox.Row{Topic: e.topic, Key: key, Value: []byte("v"),
-						Headers: []outbox.Header{{Key: producer.HeaderEntityVersion, Value: []byte(strconv.FormatInt(version, 10))}}}
-					var err error
-					if keyLock {
-						err = outbox.Insert(ctx, tx, row)
-					} else {
-						_, err = tx.Exec(ctx, "INSERT INTO ecst.outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
-							row.Topic, row.Key, row.Value, outbox.EncodeHeaders(row.Headers))
-					}
-					if err != nil {
-						return err
-					}
-					time.Sleep(pause)
-					var seq int64
-					if err := tx.QueryRow(ctx, "UPDATE commit_seq SET n = n + 1 RETURNING n").Scan(&seq); err != nil {
-						return err
-					}
-					_, err = tx.Exec(ctx, "INSERT INTO commits VALUES ($1, $2, $3)", seq, key, version)
-					return err
-				})
-				if err != nil {
-					errs <- err
-					return
+	testkit.Parallel(t, writers, func(w int) error {
+		rng := rand.New(rand.NewPCG(seed, uint64(w)))
+		for i := range perWriter {
+			key := fmt.Sprintf("k%d", rng.IntN(nkeys))
+			version := int64(w*1000 + i)
+			pause := time.Duration(rng.IntN(1500)) * time.Microsecond
+			err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+				row := outbox.Row{Topic: e.topic, Key: key, Value: []byte("v"),
+					Headers: []outbox.Header{{Key: producer.HeaderEntityVersion, Value: []byte(strconv.FormatInt(version, 10))}}}
+				var err error
+				if keyLock {
+					err = outbox.Insert(ctx, tx, row)
+				} else {
+					_, err = tx.Exec(ctx, "INSERT INTO ecst.outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
+						row.Topic, row.Key, row.Value, outbox.EncodeHeaders(row.Headers))
 				}
+				if err != nil {
+					return err
+				}
+				time.Sleep(pause)
+				var seq int64
+				if err := tx.QueryRow(ctx, "UPDATE commit_seq SET n = n + 1 RETURNING n").Scan(&seq); err != nil {
+					return err
+				}
+				_, err = tx.Exec(ctx, "INSERT INTO commits VALUES ($1, $2, $3)", seq, key, version)
+				return err
+			})
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 	e.drain()
 	last := map[string]string{}
 	for _, r := range e.readTopic() {

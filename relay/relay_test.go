@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 func TestRelayDeliversInOrder(t *testing.T) {
@@ -20,8 +22,8 @@ func TestRelayDeliversInOrder(t *testing.T) {
 func relayDeliversInOrder(t *testing.T, o envOpts) {
 	e := newEnv(t, o)
 	stop := e.runRelay(e.relayConfig())
-	log, wait := e.runLoad(context.Background(), 8, 200, 3000)
-	wait()
+	log, waitWriters := e.runLoad(context.Background(), 8, 200, 3000)
+	waitWriters()
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -49,26 +51,23 @@ func TestRelaySIGKILL(t *testing.T) {
 
 func relaySIGKILL(t *testing.T, o envOpts) {
 	e := newEnv(t, o)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	log, wait := e.runLoad(ctx, 6, 200, 20_000)
+	log, stopWriters := e.startLoad(6, 200, 20_000)
 	for round := range 3 {
 		p := e.startRelayProc()
 		p.waitLog(t, o.leading(), 30*time.Second)
 		// Kill once the relay has published something in this round.
+		// (Writers may outpace it: after 30s, kill it anyway.)
 		before := e.published()
-		deadline := time.Now().Add(30 * time.Second)
-		for e.published() <= before && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
+		_ = wait.Until(context.Background(), 30*time.Second, 5*time.Millisecond, "the relay to publish", func() (bool, error) {
+			return e.published() > before, nil
+		})
 		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		<-p.exited
 		t.Logf("round %d: killed the relay with %d events committed, %d waiting", round, log.count(), e.backlog())
 	}
-	cancel()
-	wait()
+	stopWriters()
 	// A fresh relay, as an operator would run it, finishes the job.
 	committed := e.caughtUp() // what committed before the drain started
 	p := e.startRelayProc("--drain")
@@ -91,8 +90,8 @@ func relaySIGKILL(t *testing.T, o envOpts) {
 func TestRelayOverSASL(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{sasl: true})
-	log, wait := e.runLoad(context.Background(), 4, 50, 500)
-	wait()
+	log, waitWriters := e.runLoad(context.Background(), 4, 50, 500)
+	waitWriters()
 	e.drain()
 	e.check(log)
 }

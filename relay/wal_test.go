@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ecst-io/ecst/internal/testkit"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
@@ -95,10 +97,10 @@ func TestSwitchUnderLiveWrites(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	stopTable := e.runRelay(e.relayConfig())
 	stop := make(chan struct{})
-	log, wait, refused := switchingWriters(ctx, e, 6, stop)
+	log, waitWriters, refused := switchingWriters(ctx, e, 6, stop)
 	grow := func(n int) {
 		target := log.count() + n
-		waitFor(t, fmt.Sprintf("%d more events", n), time.Minute, func() bool { return log.count() >= target })
+		wait.Eventually(t, time.Minute, fmt.Sprintf("%d more events", n), func() bool { return log.count() >= target })
 	}
 	grow(500)
 	start := time.Now()
@@ -122,8 +124,8 @@ func TestSwitchUnderLiveWrites(t *testing.T) {
 	}
 	grow(500)
 	close(stop)
-	wait()
-	waitFor(t, "the table relay to catch up", time.Minute, e.caughtUp())
+	waitWriters()
+	wait.Eventually(t, time.Minute, "the table relay to catch up", e.caughtUp())
 	if err := stopTable(); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +172,7 @@ func TestSwitchNeedsItsWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the table relay to publish K's second state", time.Minute, e.caughtUp())
+	wait.Eventually(t, time.Minute, "the table relay to publish K's second state", e.caughtUp())
 	released.Do(func() { close(release) })
 	_ = stopWAL()
 	if err := stopTable(); err != nil {
@@ -197,45 +199,34 @@ func walOrderRun(t *testing.T, lsnOrder bool, seed uint64) (wrong, keys int) {
 		t.Fatal(err)
 	}
 	const writers, perWriter, nkeys = 12, 25, 2
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, uint64(w)))
-			for i := range perWriter {
-				key := fmt.Sprintf("k%d", rng.IntN(nkeys))
-				version := int64(w*1000 + i)
-				pause := time.Duration(rng.IntN(1500)) * time.Microsecond
-				err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-					row := outbox.Row{Topic: e.topic, Key: key, Value: []byte("v"),
-						Headers: []outbox.Header{{Key: producer.HeaderEntityVersion, Value: []byte(strconv.FormatInt(version, 10))}}}
-					// No key lock: the slot delivers in commit order, which
-					// is all per-key order needs here.
-					if _, err := tx.Exec(ctx, "SELECT pg_logical_emit_message(true, 'ecst', $1::bytea)", outbox.EncodeMessage(row)); err != nil {
-						return err
-					}
-					time.Sleep(pause) // widen the window between the write and the commit
-					var seq int64
-					if err := tx.QueryRow(ctx, "UPDATE commit_seq SET n = n + 1 RETURNING n").Scan(&seq); err != nil {
-						return err
-					}
-					_, err := tx.Exec(ctx, "INSERT INTO commits VALUES ($1, $2, $3)", seq, key, version)
+	testkit.Parallel(t, writers, func(w int) error {
+		rng := rand.New(rand.NewPCG(seed, uint64(w)))
+		for i := range perWriter {
+			key := fmt.Sprintf("k%d", rng.IntN(nkeys))
+			version := int64(w*1000 + i)
+			pause := time.Duration(rng.IntN(1500)) * time.Microsecond
+			err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+				row := outbox.Row{Topic: e.topic, Key: key, Value: []byte("v"),
+					Headers: []outbox.Header{{Key: producer.HeaderEntityVersion, Value: []byte(strconv.FormatInt(version, 10))}}}
+				// No key lock: the slot delivers in commit order, which
+				// is all per-key order needs here.
+				if _, err := tx.Exec(ctx, "SELECT pg_logical_emit_message(true, 'ecst', $1::bytea)", outbox.EncodeMessage(row)); err != nil {
 					return err
-				})
-				if err != nil {
-					errs <- err
-					return
 				}
+				time.Sleep(pause) // widen the window between the write and the commit
+				var seq int64
+				if err := tx.QueryRow(ctx, "UPDATE commit_seq SET n = n + 1 RETURNING n").Scan(&seq); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, "INSERT INTO commits VALUES ($1, $2, $3)", seq, key, version)
+				return err
+			})
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 	cfg := e.relayConfig()
 	cfg.Drain = true
 	if lsnOrder {
@@ -317,10 +308,10 @@ func TestWALHeldSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := e.runRelay(e.relayConfig())
-	log, wait := e.runLoad(ctx, 6, 200, 5000)
-	wait()
+	log, waitWriters := e.runLoad(ctx, 6, 200, 5000)
+	waitWriters()
 	start := time.Now()
-	waitFor(t, "the relay to catch up under the held snapshot", 30*time.Second, e.caughtUp())
+	wait.Eventually(t, 30*time.Second, "the relay to catch up under the held snapshot", e.caughtUp())
 	t.Logf("caught up %v after the last of %d events, a snapshot (xmin %s) held throughout", time.Since(start).Round(time.Millisecond), log.count(), xmin)
 	var size int64
 	var rows int
@@ -351,17 +342,17 @@ func TestWALStreamBreaks(t *testing.T) {
 	cfg := e.relayConfig()
 	cfg.Metrics = relay.NewMetrics(reg)
 	stop := e.runRelay(cfg)
-	log, wait := e.runLoad(ctx, 4, 100, 4000)
+	log, waitWriters := e.runLoad(ctx, 4, 100, 4000)
 	for range 3 {
 		n := log.count()
-		waitFor(t, "more events", 30*time.Second, func() bool { return log.count() > n+500 })
+		wait.Eventually(t, 30*time.Second, "more events", func() bool { return log.count() > n+500 })
 		if _, err := e.pool.Exec(ctx, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1", relay.SlotName(e.service)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wait()
-	waitFor(t, "the relay to catch up", time.Minute, e.caughtUp())
-	if got := metric(t, reg, "ecst_relay_errors_total"); got < 1 {
+	waitWriters()
+	wait.Eventually(t, time.Minute, "the relay to catch up", e.caughtUp())
+	if got := testkit.Metric(t, reg, "ecst_relay_errors_total"); got < 1 {
 		t.Errorf("ecst_relay_errors_total = %v after 3 broken streams", got)
 	}
 	if err := stop(); err != nil {
@@ -402,14 +393,14 @@ func TestWALRelayWaitsForAReader(t *testing.T) {
 			'proto_version', '1', 'publication_names', $2, 'messages', 'true')`, relay.SlotName(e.service), relay.Publication)
 		read <- err
 	}()
-	waitFor(t, "the reader to hold the slot", 30*time.Second, func() bool {
+	wait.Eventually(t, 30*time.Second, "the reader to hold the slot", func() bool {
 		var pid int32
 		err := e.pool.QueryRow(ctx, "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1", relay.SlotName(e.service)).Scan(&pid)
 		return err == nil && pid == int32(reader.PgConn().PID())
 	})
 	stop := e.runRelay(e.relayConfig())
-	waitFor(t, "the relay to wait for the reader", 30*time.Second, func() bool {
-		return strings.Contains(e.relayLog.String(), "not a WAL sender")
+	wait.Eventually(t, 30*time.Second, "the relay to wait for the reader", func() bool {
+		return strings.Contains(e.w.RelayLog(), "not a WAL sender")
 	})
 	if err := hold.Rollback(ctx); err != nil {
 		t.Fatal(err)
@@ -417,8 +408,8 @@ func TestWALRelayWaitsForAReader(t *testing.T) {
 	if err := <-read; err != nil {
 		t.Fatalf("the reader of the slot: %v (the relay ended it?)", err)
 	}
-	waitFor(t, "the relay to stream", 30*time.Second, func() bool { return strings.Contains(e.relayLog.String(), "streaming the slot") })
-	waitFor(t, "the relay to publish", 30*time.Second, e.caughtUp())
+	wait.Eventually(t, 30*time.Second, "the relay to stream", func() bool { return strings.Contains(e.w.RelayLog(), "streaming the slot") })
+	wait.Eventually(t, 30*time.Second, "the relay to publish", e.caughtUp())
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

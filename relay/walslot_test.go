@@ -12,9 +12,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ecst-io/ecst/config"
-	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/pgcluster"
+	"github.com/ecst-io/ecst/internal/testkit"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/migrate"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
@@ -22,7 +22,7 @@ import (
 	"github.com/ecst-io/ecst/republish"
 )
 
-// runRelayOnce runs a WAL relay in drain mode and returns its error.
+// drainErr runs a WAL relay in drain mode and returns its error.
 func (e *env) drainErr() error {
 	cfg := e.relayConfig()
 	cfg.Drain = true
@@ -41,9 +41,7 @@ func (e *env) recoverSlot() {
 	if err := relay.RecoverSlot(ctx, e.pool, e.service); err != nil {
 		e.t.Fatal(err)
 	}
-	entity := &config.Entity{Name: "customer", Topic: e.topic, SchemaText: customers.Schema,
-		Source: &config.Source{Table: "customers", Key: "id", Version: "version", Query: "SELECT id, version, name, email, tier, updated_at FROM customers"}}
-	_, err := republish.Run(ctx, republish.Config{Pool: e.pool, Publisher: e.pub, Entity: entity, Kafka: e.kopts},
+	_, err := republish.Run(ctx, republish.Config{Pool: e.pool, Publisher: e.pub, Entity: e.w.Entity, Kafka: e.w.Kafka()},
 		republish.Options{All: true, TombstoneOrphans: true, MaxBacklog: -1})
 	if err != nil {
 		e.t.Fatal(err)
@@ -90,15 +88,15 @@ func TestWALSlotLost(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t, envOpts{wal: true})
-	log, wait := e.runLoad(ctx, 4, 50, 300)
-	wait()
+	log, waitWriters := e.runLoad(ctx, 4, 50, 300)
+	waitWriters()
 	e.drain()
 	e.check(log)
 	if _, err := e.pool.Exec(ctx, "SELECT pg_drop_replication_slot($1)", relay.SlotName(e.service)); err != nil {
 		t.Fatal(err)
 	}
-	_, wait = e.runLoad(ctx, 4, 50, 300) // events no slot holds
-	wait()
+	_, waitWriters = e.runLoad(ctx, 4, 50, 300) // events no slot holds
+	waitWriters()
 	err := e.drainErr()
 	if !errors.Is(err, relay.ErrSlotLost) || !strings.Contains(err.Error(), "ecst relay --recover-slot") {
 		t.Fatalf("relay on a lost slot: %v, want ErrSlotLost naming --recover-slot", err)
@@ -107,8 +105,8 @@ func TestWALSlotLost(t *testing.T) {
 	e.recoverSlot()
 	e.topicMatchesSource()
 	// And the new slot streams as the old one did.
-	log, wait = e.runLoad(ctx, 4, 50, 300)
-	wait()
+	log, waitWriters = e.runLoad(ctx, 4, 50, 300)
+	waitWriters()
 	e.drain()
 	e.check(log)
 }
@@ -136,14 +134,14 @@ func TestWALSlotInvalidated(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, envOpts{dbURL: cluster.URL("postgres"), wal: true})
-	log, wait := e.runLoad(ctx, 4, 50, 300)
-	wait()
+	log, waitWriters := e.runLoad(ctx, 4, 50, 300)
+	waitWriters()
 	e.drain()
 	e.check(log)
 	// The relay is stopped; writers go on, and the WAL moves on by more
 	// than the slot may keep.
-	_, wait = e.runLoad(ctx, 4, 50, 300)
-	wait()
+	_, waitWriters = e.runLoad(ctx, 4, 50, 300)
+	waitWriters()
 	var status string
 	for i := 0; status != "lost"; i++ {
 		if i == 10 {
@@ -163,8 +161,8 @@ func TestWALSlotInvalidated(t *testing.T) {
 	t.Logf("relay on an invalidated slot: %v", err)
 	e.recoverSlot()
 	e.topicMatchesSource()
-	log, wait = e.runLoad(ctx, 4, 50, 300)
-	wait()
+	log, waitWriters = e.runLoad(ctx, 4, 50, 300)
+	waitWriters()
 	e.drain()
 	e.check(log)
 }
@@ -193,21 +191,21 @@ func TestWALSlotHealth(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	waitFor(t, "the slot's health", 30*time.Second, func() bool { h := r.Health(); return h != nil && h.Exists })
+	wait.Eventually(t, 30*time.Second, "the slot's health", func() bool { h := r.Health(); return h != nil && h.Exists })
 	if h := r.Health(); h.Err != nil || h.Slot != relay.SlotName(e.service) || h.WALStatus == "lost" || h.RetainedBytes <= 0 {
 		t.Fatalf("health %+v", h)
 	}
-	if got := metric(t, reg, "ecst_relay_slot_retained_bytes"); got <= 0 {
+	if got := testkit.Metric(t, reg, "ecst_relay_slot_retained_bytes"); got <= 0 {
 		t.Errorf("ecst_relay_slot_retained_bytes = %v", got)
 	}
 	// WAL with no ecst event in it: the slot passes it all the same.
 	if _, err := e.pool.Exec(ctx, "CREATE TABLE unrelated (x int); INSERT INTO unrelated SELECT generate_series(1, 20000)"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the slot to pass WAL without events", 30*time.Second, e.caughtUp())
+	wait.Eventually(t, 30*time.Second, "the slot to pass WAL without events", e.caughtUp())
 	// The heartbeats measure the lag (sampled every 5s).
-	waitFor(t, "ecst_relay_slot_lag_seconds", 30*time.Second, func() bool {
-		lag := metric(t, reg, "ecst_relay_slot_lag_seconds")
+	wait.Eventually(t, 30*time.Second, "ecst_relay_slot_lag_seconds", func() bool {
+		lag := testkit.Metric(t, reg, "ecst_relay_slot_lag_seconds")
 		return lag > 0 && lag < 5
 	})
 }
@@ -230,8 +228,8 @@ func TestTableRelayWarnsOfALeftSlot(t *testing.T) {
 	cfg.Transport = outbox.TransportTable
 	cfg.Metrics = relay.NewMetrics(reg)
 	stop := e.runRelay(cfg)
-	waitFor(t, "the warning", 30*time.Second, func() bool {
-		return strings.Contains(e.relayLog.String(), "ecst outbox switch table") && metric(t, reg, "ecst_relay_slot_retained_bytes") > 0
+	wait.Eventually(t, 30*time.Second, "the warning", func() bool {
+		return strings.Contains(e.w.RelayLog(), "ecst outbox switch table") && testkit.Metric(t, reg, "ecst_relay_slot_retained_bytes") > 0
 	})
 	if err := stop(); err != nil {
 		t.Fatal(err)

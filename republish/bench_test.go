@@ -11,7 +11,7 @@ import (
 // BenchmarkRepublish republishes b.N rows of a customers table into the
 // outbox. ecst bench recovery measures it against COPY at scale.
 func BenchmarkRepublish(b *testing.B) {
-	w := ecsttest.New(b, nil)
+	w := ecsttest.New(b, ecsttest.Options{})
 	ctx := context.Background()
 	w.Exec(`INSERT INTO customers (id, version, name, email, tier, updated_at)
 		SELECT 'c' || lpad(i::text, 9, '0'), 1, 'name ' || i || ' ' || repeat('x', 200), 'customer' || i || '@example.com',

@@ -110,7 +110,7 @@ func convergenceCase(t *testing.T, broker *kafkatest.Broker, seed uint64) (ok bo
 	ok = t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 		ctx := context.Background()
 		rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-		w := ecsttest.New(t, broker)
+		w := ecsttest.New(t, ecsttest.Options{Broker: broker})
 		keys := ecsttest.Keys(6 + rng.IntN(10))
 		const mirror = "model"
 		inj, err := kgo.NewClient(w.Kafka()...)

@@ -760,11 +760,11 @@ func (r *run) backpressure(ctx context.Context) error {
 // of).
 func (r *run) backlog(ctx context.Context, limit int) (int, error) {
 	if r.cfg.Publisher.Transport() != outbox.TransportWAL {
-		var n int
-		if err := r.cfg.Pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM ecst.outbox LIMIT $1) AS b`, limit).Scan(&n); err != nil {
+		n, err := outbox.PendingCount(ctx, r.cfg.Pool, limit)
+		if err != nil {
 			return 0, fmt.Errorf("read the outbox backlog: %w", err)
 		}
-		return n, nil
+		return int(n), nil
 	}
 	if len(r.walMarks) == 0 {
 		return 0, nil

@@ -59,12 +59,7 @@
 # - Broker RSS: ~230 MB right after start, ~275 MB after a small workload (heap -Xms512m
 #   -Xmx1g G1, as in KAFKA.md: reserved, not touched).
 #
-# Pitfalls:
-# - The broker is started with nohup and its output goes to broker.log. A caller that reads
-#   our stdout or stderr through a pipe ($(...), exec.Cmd.Output) therefore gets EOF when the
-#   script exits. The broker does not hold the pipe open.
-# - The pid file is checked against /proc/<pid>/cmdline (kafka.Kafka <state>/server.properties),
-#   so a recycled pid is never signalled. A zombie counts as stopped.
+# Pitfalls (and those of scripts/lib.sh, which manages the process):
 # - Without ECST_KAFKA_DIR, the temp state dir is found again through
 #   ${TMPDIR:-/tmp}/ecst-kafka-<ECST_KAFKA_PORT>.dir. Run stop/status/restart-broker with the
 #   same ECST_KAFKA_PORT and TMPDIR as start. Brokers on different ports can run side by side.
@@ -101,21 +96,26 @@ EOF
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/lib.sh
+source "$here/lib.sh"
 pom=$here/kafka/pom.xml
 log4j_conf=$here/kafka/log4j2.properties
 
+svc=kafka.sh
+what=broker
+pid_name=kafka.pid
+log_name=broker.log
+dir_var=ECST_KAFKA_DIR
+
 pom_text=$(<"$pom")
-[[ $pom_text =~ \<kafka.version\>([^<]+)\</kafka.version\> ]] || {
-	echo "kafka.sh: no <kafka.version> in $pom" >&2
-	exit 1
-}
+[[ $pom_text =~ \<kafka.version\>([^<]+)\</kafka.version\> ]] || die "no <kafka.version> in $pom"
 kafka_version=${BASH_REMATCH[1]}
+product="Kafka $kafka_version"
 
 cache_root=${ECST_KAFKA_CACHE:-${HOME:?HOME is not set}/.cache/ecst/kafka}
 vdir=$cache_root/$kafka_version
 libs=$vdir/libs
 
-host=127.0.0.1
 port=${ECST_KAFKA_PORT:-19092}
 cport=${ECST_KAFKA_CONTROLLER_PORT:-19093}
 sport=${ECST_KAFKA_SASL_PORT:-19094}
@@ -124,17 +124,10 @@ sasl_password=${ECST_KAFKA_SASL_PASSWORD:-ecst-secret}
 start_timeout=${ECST_KAFKA_START_TIMEOUT:-120}
 stop_timeout=${ECST_KAFKA_STOP_TIMEOUT:-30}
 heap_opts=${ECST_KAFKA_HEAP_OPTS:--Xms512m -Xmx1g}
-java=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 # Without ECST_KAFKA_DIR the state dir is a fresh temp dir; this file, named after the
 # PLAINTEXT port, tells the later stop/status/restart-broker calls where it is.
 pointer=${TMPDIR:-/tmp}/ecst-kafka-$port.dir
-
-log() { printf 'kafka.sh: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
 
 check_settings() {
 	local p
@@ -148,15 +141,6 @@ check_settings() {
 	# They go unquoted into --add-scram [name=...,password=...] and a JAAS line.
 	[[ $sasl_user =~ ^[A-Za-z0-9._-]+$ ]] || die "ECST_KAFKA_SASL_USER must match [A-Za-z0-9._-]+"
 	[[ $sasl_password =~ ^[A-Za-z0-9._-]+$ ]] || die "ECST_KAFKA_SASL_PASSWORD must match [A-Za-z0-9._-]+"
-}
-
-check_java() {
-	local out major
-	out=$("$java" -version 2>&1) || die "cannot run $java (set JAVA_HOME or put java 17+ on PATH)"
-	[[ $out =~ version\ \"([0-9]+)(\.([0-9]+))? ]] || die "cannot read the java version from: $out"
-	major=${BASH_REMATCH[1]}
-	[[ $major == 1 ]] && major=${BASH_REMATCH[3]}
-	((major >= 17)) || die "Kafka $kafka_version needs java 17 or newer, $java is $major"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -195,31 +179,27 @@ fetch() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# process and protocol checks
+# the hooks of scripts/lib.sh, and protocol checks
 
-# running_pid PID: PID is a live process, not a zombie (a broker whose parent is gone may stay
-# a zombie where PID 1 does not reap, e.g. in a container).
-running_pid() {
-	local pid=$1 st
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	kill -0 "$pid" 2>/dev/null || return 1
-	read -r _ _ st _ <"/proc/$pid/stat" 2>/dev/null || return 1
-	[[ $st != Z ]]
+# owns CMDLINE STATE: a kafka.Kafka started on STATE's server.properties.
+owns() { [[ $1 == *kafka.Kafka\ "$2/server.properties"* ]]; }
+
+# started STATE: the broker's log says it is up.
+started() { [[ $(<"$1/$log_name") == *"Kafka Server started"* ]]; }
+
+# answering: both client listeners speak Kafka.
+answering() { answers "$port" && answers "$sport"; }
+
+# adopt STATE: a started broker keeps the ports it was started with (restart-broker, status),
+# whatever the environment of the later call says.
+adopt() {
+	[[ -f $1/ports ]] || return 0
+	read -r port cport sport <"$1/ports"
 }
 
-# alive PID STATE: PID is a live kafka.Kafka started on STATE's server.properties. The cmdline
-# check keeps a recycled pid from being taken for (and killed as) the broker.
-alive() {
-	local pid=$1 state=$2 cmd
-	running_pid "$pid" || return 1
-	cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-	[[ $cmd == *kafka.Kafka\ "$state/server.properties"* ]]
-}
-
-# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
-port_open() {
-	# shellcheck disable=SC2016 # $0 and $1 are the inner shell's arguments
-	timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$host" "$1" 2>/dev/null
+print_env() {
+	printf 'ECST_TEST_BROKERS=%s:%s\n' "$host" "$port"
+	printf 'ECST_TEST_SASL_BROKERS=%s:%s\n' "$host" "$sport"
 }
 
 # answers PORT: the listener speaks Kafka. It sends ApiVersions v0 (api key 18, correlation id
@@ -236,38 +216,8 @@ answers() {
 	[[ ${#got} == 20 && ${got:8:12} == 000000010000 ]]
 }
 
-show_log_tail() {
-	local f=$1/broker.log
-	[[ -f $f ]] || return 0
-	{
-		echo "----- last 60 lines of $f -----"
-		tail -n 60 "$f"
-		echo "-----"
-	} >&2
-}
-
 # ---------------------------------------------------------------------------------------------
-# state dir
-
-# current_state: the state dir of this broker, or nothing.
-current_state() {
-	if [[ -n ${ECST_KAFKA_DIR:-} ]]; then
-		[[ -d $ECST_KAFKA_DIR ]] && (cd "$ECST_KAFKA_DIR" && pwd)
-		return 0
-	fi
-	local d
-	[[ -f $pointer ]] || return 0
-	d=$(<"$pointer")
-	[[ -d $d ]] && printf '%s\n' "$d"
-	return 0
-}
-
-# load_ports STATE: a started broker keeps the ports it was started with (restart-broker,
-# status), whatever the environment of the later call says.
-load_ports() {
-	[[ -f $1/ports ]] || return 0
-	read -r port cport sport <"$1/ports"
-}
+# config and storage
 
 write_config() {
 	local state=$1
@@ -360,85 +310,16 @@ format_storage() {
 # ---------------------------------------------------------------------------------------------
 # broker process
 
-launch() {
+launch_broker() {
 	local state=$1
 	local -a heap
 	read -r -a heap <<<"$heap_opts"
-	[[ -f $state/broker.log ]] && mv -f "$state/broker.log" "$state/broker.log.1"
-	# Created here, not by the background child's redirection, so wait_ready can read it at once.
-	: >"$state/broker.log"
-	# nohup and </dev/null: the broker outlives this script and its terminal. Its output goes
-	# to broker.log, so that $(kafka.sh start) does not wait on a pipe the broker holds open.
-	nohup "$java" "${heap[@]}" \
+	launch "$state" "$java" "${heap[@]}" \
 		-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
 		-XX:ParallelGCThreads=2 -XX:ConcGCThreads=1 -XX:+ExitOnOutOfMemoryError \
 		-XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
 		-Dlog4j2.configurationFile="$state/log4j2.properties" -Dkafka.logs.dir="$state" \
-		-cp "$libs/*" kafka.Kafka "$state/server.properties" \
-		>>"$state/broker.log" 2>&1 </dev/null &
-	printf '%s\n' "$!" >"$state/kafka.pid"
-}
-
-# wait_ready STATE: until the log says "Kafka Server started" and both client listeners answer
-# a Kafka request; fails (and stops the broker) if it exits or does not get there in time.
-wait_ready() {
-	local state=$1 pid t0=$SECONDS
-	pid=$(<"$state/kafka.pid")
-	while :; do
-		# Not alive(): right after the fork the child's cmdline is still bash, not java. The
-		# pid is this shell's own child, so it cannot have been recycled.
-		if ! running_pid "$pid"; then
-			show_log_tail "$state"
-			rm -f "$state/kafka.pid"
-			die "the broker exited during startup (log: $state/broker.log)"
-		fi
-		if [[ $(<"$state/broker.log") == *"Kafka Server started"* ]] && answers "$port" && answers "$sport"; then
-			log "broker ready after $((SECONDS - t0)) s (pid $pid, Kafka $kafka_version, state $state)"
-			return 0
-		fi
-		if ((SECONDS - t0 >= start_timeout)); then
-			show_log_tail "$state"
-			stop_broker "$state"
-			die "the broker did not answer within $start_timeout s (log: $state/broker.log)"
-		fi
-		sleep 0.5
-	done
-}
-
-# stop_broker STATE: SIGTERM (a clean, controlled shutdown), SIGKILL after stop_timeout. Keeps
-# the state dir.
-stop_broker() {
-	local state=$1 pid t0=$SECONDS
-	[[ -f $state/kafka.pid ]] || return 0
-	pid=$(<"$state/kafka.pid")
-	if alive "$pid" "$state"; then
-		log "stopping broker pid $pid"
-		kill -TERM "$pid" 2>/dev/null || true
-		while alive "$pid" "$state" && ((SECONDS - t0 < stop_timeout)); do
-			sleep 0.2
-		done
-		if alive "$pid" "$state"; then
-			log "broker pid $pid still up after $stop_timeout s; sending SIGKILL"
-			kill -KILL "$pid" 2>/dev/null || true
-			while alive "$pid" "$state" && ((SECONDS - t0 < stop_timeout + 10)); do
-				sleep 0.2
-			done
-			! alive "$pid" "$state" || die "broker pid $pid survived SIGKILL"
-		else
-			log "broker stopped after $((SECONDS - t0)) s"
-		fi
-	fi
-	rm -f "$state/kafka.pid"
-}
-
-print_env() {
-	printf 'ECST_TEST_BROKERS=%s:%s\n' "$host" "$port"
-	printf 'ECST_TEST_SASL_BROKERS=%s:%s\n' "$host" "$sport"
-}
-
-running() {
-	local state=$1
-	[[ -n $state && -f $state/kafka.pid ]] && alive "$(<"$state/kafka.pid")" "$state"
+		-cp "$libs/*" kafka.Kafka "$state/server.properties"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -450,52 +331,17 @@ cmd_start() {
 	check_java
 	fetch
 	state=$(current_state)
-	if running "$state"; then
-		load_ports "$state"
-		if ! answers "$port" || ! answers "$sport"; then
-			die "a broker runs on $state but does not answer; run stop first"
-		fi
-		log "already running (state $state)"
-		print_env
-		return 0
-	fi
+	already_running "$state" && return 0
 	for p in "$port" "$cport" "$sport"; do
 		! port_open "$p" || die "port $p on $host is already in use"
 	done
-	if [[ -n ${ECST_KAFKA_DIR:-} ]]; then
-		mkdir -p "$ECST_KAFKA_DIR"
-		state=$(cd "$ECST_KAFKA_DIR" && pwd)
-	else
-		# A temp dir left by a broker that is gone (killed, crashed) is garbage.
-		[[ -n $state && -f $state/.ecst-temp ]] && rm -rf "$state"
-		state=$(mktemp -d "${TMPDIR:-/tmp}/ecst-kafka.XXXXXX")
-		: >"$state/.ecst-temp"
-	fi
-	printf '%s\n' "$state" >"$pointer"
+	state=$(new_state "$state")
 	write_config "$state"
 	format_storage "$state"
 	log "starting Kafka $kafka_version (PLAINTEXT $host:$port, SASL_PLAINTEXT $host:$sport, controller $host:$cport)"
-	launch "$state"
+	launch_broker "$state"
 	wait_ready "$state"
 	print_env
-}
-
-cmd_stop() {
-	local state
-	state=$(current_state)
-	if [[ -z $state ]]; then
-		log "not running (no state dir)"
-		rm -f "$pointer"
-		return 0
-	fi
-	stop_broker "$state"
-	if [[ -f $state/.ecst-temp ]]; then
-		rm -rf "$state"
-		log "removed $state"
-	fi
-	if [[ -f $pointer && $(<"$pointer") == "$state" ]]; then
-		rm -f "$pointer"
-	fi
 }
 
 cmd_restart_broker() {
@@ -504,47 +350,12 @@ cmd_restart_broker() {
 	state=$(current_state)
 	[[ -n $state && -f $state/server.properties && -f $state/data/meta.properties ]] ||
 		die "no broker state to restart (run start first)"
-	load_ports "$state"
-	stop_broker "$state"
+	adopt "$state"
+	stop_process "$state"
 	log "starting the broker again on $state"
-	launch "$state"
+	launch_broker "$state"
 	wait_ready "$state"
 	print_env
 }
 
-cmd_status() {
-	local state
-	state=$(current_state)
-	if ! running "$state"; then
-		log "not running"
-		return 1
-	fi
-	load_ports "$state"
-	if ! answers "$port" || ! answers "$sport"; then
-		log "running (pid $(<"$state/kafka.pid")) but not answering on $port/$sport"
-		return 1
-	fi
-	log "running and answering (pid $(<"$state/kafka.pid"), state $state)"
-	print_env
-}
-
-cmd_log() {
-	local state
-	state=$(current_state)
-	[[ -n $state ]] || die "no state dir"
-	printf '%s\n' "$state/broker.log"
-}
-
-case ${1:-} in
-fetch) check_java && fetch ;;
-start) cmd_start ;;
-stop) cmd_stop ;;
-restart-broker) cmd_restart_broker ;;
-status) cmd_status ;;
-log) cmd_log ;;
--h | --help | help) usage ;;
-*)
-	usage
-	exit 2
-	;;
-esac
+main "$@"

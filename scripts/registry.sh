@@ -87,11 +87,7 @@
 #   GET /schemas/ids/{id}/subjects is 404; /schemas/ids/{id}/versions works (franz-go's
 #   CreateSchema uses the latter). GET responses carry "schemaType":"AVRO" explicitly.
 #
-# Pitfalls:
-# - The registry is started with nohup and its output goes to registry.log (with an access log
-#   and an audit log line per request), so $(registry.sh start) does not hang on a pipe.
-# - The pid file is checked against /proc/<pid>/cmdline (-Decst.registry.state=<state dir>), so
-#   a recycled pid is never signalled. A zombie counts as stopped.
+# Pitfalls (and those of scripts/lib.sh, which manages the process):
 # - Without ECST_REGISTRY_DIR, the temp state dir is found again through
 #   ${TMPDIR:-/tmp}/ecst-registry-<ECST_REGISTRY_PORT>.dir. Run stop/status with the same
 #   ECST_REGISTRY_PORT and TMPDIR as start.
@@ -122,33 +118,36 @@ environment (defaults):
 EOF
 }
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/lib.sh
+source "$here/lib.sh"
+
 # Pinned: the newest apicurio-registry-app on Maven Central that runs on Java 17 (see above).
 apicurio_version=3.0.9
 coords=io.apicurio:apicurio-registry-app:$apicurio_version:tar.gz:all
 runner_jar=apicurio-registry-app-$apicurio_version-runner.jar
 api_path=/apis/ccompat/v7
 
+svc=registry.sh
+what=registry
+product="Apicurio Registry $apicurio_version"
+pid_name=registry.pid
+log_name=registry.log
+dir_var=ECST_REGISTRY_DIR
+
 cache_root=${ECST_REGISTRY_CACHE:-${HOME:?HOME is not set}/.cache/ecst/registry}
 vdir=$cache_root/$apicurio_version
 app=$vdir/app
 
-host=127.0.0.1
 port=${ECST_REGISTRY_PORT:-18081}
 start_timeout=${ECST_REGISTRY_START_TIMEOUT:-120}
 stop_timeout=${ECST_REGISTRY_STOP_TIMEOUT:-30}
 heap_opts=${ECST_REGISTRY_HEAP_OPTS:--Xms64m -Xmx384m}
 canonical_hash=${ECST_REGISTRY_CANONICAL_HASH:-false}
-java=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 # Without ECST_REGISTRY_DIR the state dir is a fresh temp dir; this file, named after the port,
 # tells the later stop/status calls where it is.
 pointer=${TMPDIR:-/tmp}/ecst-registry-$port.dir
-
-log() { printf 'registry.sh: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
 
 check_settings() {
 	local v
@@ -160,15 +159,6 @@ check_settings() {
 	done
 	[[ $canonical_hash == true || $canonical_hash == false ]] ||
 		die "ECST_REGISTRY_CANONICAL_HASH must be true or false"
-}
-
-check_java() {
-	local out major
-	out=$("$java" -version 2>&1) || die "cannot run $java (set JAVA_HOME or put java 17+ on PATH)"
-	[[ $out =~ version\ \"([0-9]+)(\.([0-9]+))? ]] || die "cannot read the java version from: $out"
-	major=${BASH_REMATCH[1]}
-	[[ $major == 1 ]] && major=${BASH_REMATCH[3]}
-	((major >= 17)) || die "Apicurio Registry $apicurio_version needs java 17 or newer, $java is $major"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -216,30 +206,17 @@ fetch() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# process and HTTP checks
+# the hooks of scripts/lib.sh, and HTTP checks
 
-# running_pid PID: PID is a live process, not a zombie.
-running_pid() {
-	local pid=$1 st
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	kill -0 "$pid" 2>/dev/null || return 1
-	read -r _ _ st _ <"/proc/$pid/stat" 2>/dev/null || return 1
-	[[ $st != Z ]]
-}
+# owns CMDLINE STATE: the registry JVM started on STATE.
+owns() { [[ $1 == *"-Decst.registry.state=$2 "* && $1 == *"$runner_jar"* ]]; }
 
-# alive PID STATE: PID is a live registry JVM started on STATE. The cmdline check keeps a
-# recycled pid from being taken for (and killed as) the registry.
-alive() {
-	local pid=$1 state=$2 cmd
-	running_pid "$pid" || return 1
-	cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-	[[ $cmd == *"-Decst.registry.state=$state "* && $cmd == *"$runner_jar"* ]]
-}
+started() { :; }
+adopt() { :; }
+answering() { answers; }
 
-# port_open: something accepts TCP connections on host:port.
-port_open() {
-	# shellcheck disable=SC2016 # $0 and $1 are the inner shell's arguments
-	timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$host" "$port" 2>/dev/null
+print_env() {
+	printf 'ECST_TEST_SCHEMA_REGISTRY_URL=http://%s:%s%s\n' "$host" "$port" "$api_path"
 }
 
 # answers: GET <api>/subjects answers 200 (plain HTTP over bash's /dev/tcp; no curl needed).
@@ -254,116 +231,26 @@ answers() {
 	[[ $status == "HTTP/1."[01]" 200"* ]]
 }
 
-show_log_tail() {
-	local f=$1/registry.log
-	[[ -f $f ]] || return 0
-	{
-		echo "----- last 60 lines of $f -----"
-		tail -n 60 "$f"
-		echo "-----"
-	} >&2
-}
-
-# current_state: the state dir of this registry, or nothing.
-current_state() {
-	if [[ -n ${ECST_REGISTRY_DIR:-} ]]; then
-		[[ -d $ECST_REGISTRY_DIR ]] && (cd "$ECST_REGISTRY_DIR" && pwd)
-		return 0
-	fi
-	local d
-	[[ -f $pointer ]] || return 0
-	d=$(<"$pointer")
-	[[ -d $d ]] && printf '%s\n' "$d"
-	return 0
-}
-
-launch() {
+launch_registry() {
 	local state=$1
 	local -a heap
 	read -r -a heap <<<"$heap_opts"
-	[[ -f $state/registry.log ]] && mv -f "$state/registry.log" "$state/registry.log.1"
-	: >"$state/registry.log"
 	mkdir -p "$state/tmp"
 	# C1 only, serial GC and a JDBC pool of 2 (default 20): ready in ~2.5 s instead of ~4.5 s and
 	# ~70 MB less RSS on a 2-core machine. java.io.tmpdir keeps vert.x's cache dir out of /tmp.
-	(
-		cd "$state"
-		exec nohup "$java" "${heap[@]}" \
-			-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=64m \
-			-XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
-			-Djava.io.tmpdir="$state/tmp" \
-			-Decst.registry.state="$state" \
-			-Dquarkus.http.host="$host" -Dquarkus.http.port="$port" \
-			-Dapicurio.storage.kind=sql -Dapicurio.storage.sql.kind=h2 \
-			-Dapicurio.datasource.jdbc.initial-size=2 -Dapicurio.datasource.jdbc.min-size=2 \
-			-Dapicurio.datasource.jdbc.max-size=20 \
-			-Dapicurio.ccompat.use-canonical-hash="$canonical_hash" \
-			-Dapicurio.storage.snapshot.location="$state/tmp" \
-			-Dapicurio.import.work-dir="$state/tmp" \
-			-jar "$app/$runner_jar" \
-			>>"$state/registry.log" 2>&1 </dev/null
-	) &
-	printf '%s\n' "$!" >"$state/registry.pid"
-}
-
-# wait_ready STATE: until GET <api>/subjects is 200; fails (and stops the registry) if it exits
-# or does not get there in time.
-wait_ready() {
-	local state=$1 pid t0=$SECONDS
-	pid=$(<"$state/registry.pid")
-	while :; do
-		# Not alive(): right after the fork the child's cmdline is still bash, not java. The
-		# pid is this shell's own child, so it cannot have been recycled.
-		if ! running_pid "$pid"; then
-			show_log_tail "$state"
-			rm -f "$state/registry.pid"
-			die "the registry exited during startup (log: $state/registry.log)"
-		fi
-		if answers; then
-			log "registry ready after $((SECONDS - t0)) s (pid $pid, Apicurio Registry $apicurio_version, state $state)"
-			return 0
-		fi
-		if ((SECONDS - t0 >= start_timeout)); then
-			show_log_tail "$state"
-			stop_registry "$state"
-			die "the registry did not answer within $start_timeout s (log: $state/registry.log)"
-		fi
-		sleep 0.5
-	done
-}
-
-# stop_registry STATE: SIGTERM, SIGKILL after stop_timeout. Keeps the state dir.
-stop_registry() {
-	local state=$1 pid t0=$SECONDS
-	[[ -f $state/registry.pid ]] || return 0
-	pid=$(<"$state/registry.pid")
-	if alive "$pid" "$state"; then
-		log "stopping registry pid $pid"
-		kill -TERM "$pid" 2>/dev/null || true
-		while alive "$pid" "$state" && ((SECONDS - t0 < stop_timeout)); do
-			sleep 0.2
-		done
-		if alive "$pid" "$state"; then
-			log "registry pid $pid still up after $stop_timeout s; sending SIGKILL"
-			kill -KILL "$pid" 2>/dev/null || true
-			while alive "$pid" "$state" && ((SECONDS - t0 < stop_timeout + 10)); do
-				sleep 0.2
-			done
-			! alive "$pid" "$state" || die "registry pid $pid survived SIGKILL"
-		else
-			log "registry stopped after $((SECONDS - t0)) s"
-		fi
-	fi
-	rm -f "$state/registry.pid"
-}
-
-print_env() {
-	printf 'ECST_TEST_SCHEMA_REGISTRY_URL=http://%s:%s%s\n' "$host" "$port" "$api_path"
-}
-
-running() {
-	local state=$1
-	[[ -n $state && -f $state/registry.pid ]] && alive "$(<"$state/registry.pid")" "$state"
+	launch "$state" "$java" "${heap[@]}" \
+		-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=64m \
+		-XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+		-Djava.io.tmpdir="$state/tmp" \
+		-Decst.registry.state="$state" \
+		-Dquarkus.http.host="$host" -Dquarkus.http.port="$port" \
+		-Dapicurio.storage.kind=sql -Dapicurio.storage.sql.kind=h2 \
+		-Dapicurio.datasource.jdbc.initial-size=2 -Dapicurio.datasource.jdbc.min-size=2 \
+		-Dapicurio.datasource.jdbc.max-size=20 \
+		-Dapicurio.ccompat.use-canonical-hash="$canonical_hash" \
+		-Dapicurio.storage.snapshot.location="$state/tmp" \
+		-Dapicurio.import.work-dir="$state/tmp" \
+		-jar "$app/$runner_jar"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -375,78 +262,13 @@ cmd_start() {
 	check_java
 	fetch
 	state=$(current_state)
-	if running "$state"; then
-		answers || die "a registry runs on $state but does not answer; run stop first"
-		log "already running (state $state)"
-		print_env
-		return 0
-	fi
-	! port_open || die "port $port on $host is already in use"
-	if [[ -n ${ECST_REGISTRY_DIR:-} ]]; then
-		mkdir -p "$ECST_REGISTRY_DIR"
-		state=$(cd "$ECST_REGISTRY_DIR" && pwd)
-	else
-		# A temp dir left by a registry that is gone (killed, crashed) is garbage.
-		[[ -n $state && -f $state/.ecst-temp ]] && rm -rf "$state"
-		state=$(mktemp -d "${TMPDIR:-/tmp}/ecst-registry.XXXXXX")
-		: >"$state/.ecst-temp"
-	fi
-	printf '%s\n' "$state" >"$pointer"
+	already_running "$state" && return 0
+	! port_open "$port" || die "port $port on $host is already in use"
+	state=$(new_state "$state")
 	log "starting Apicurio Registry $apicurio_version on http://$host:$port$api_path (in-memory storage)"
-	launch "$state"
+	launch_registry "$state"
 	wait_ready "$state"
 	print_env
 }
 
-cmd_stop() {
-	local state
-	state=$(current_state)
-	if [[ -z $state ]]; then
-		log "not running (no state dir)"
-		rm -f "$pointer"
-		return 0
-	fi
-	stop_registry "$state"
-	if [[ -f $state/.ecst-temp ]]; then
-		rm -rf "$state"
-		log "removed $state"
-	fi
-	if [[ -f $pointer && $(<"$pointer") == "$state" ]]; then
-		rm -f "$pointer"
-	fi
-}
-
-cmd_status() {
-	local state
-	state=$(current_state)
-	if ! running "$state"; then
-		log "not running"
-		return 1
-	fi
-	if ! answers; then
-		log "running (pid $(<"$state/registry.pid")) but not answering on $host:$port"
-		return 1
-	fi
-	log "running and answering (pid $(<"$state/registry.pid"), state $state)"
-	print_env
-}
-
-cmd_log() {
-	local state
-	state=$(current_state)
-	[[ -n $state ]] || die "no state dir"
-	printf '%s\n' "$state/registry.log"
-}
-
-case ${1:-} in
-fetch) check_java && fetch ;;
-start) cmd_start ;;
-stop) cmd_stop ;;
-status) cmd_status ;;
-log) cmd_log ;;
--h | --help | help) usage ;;
-*)
-	usage
-	exit 2
-	;;
-esac
+main "$@"

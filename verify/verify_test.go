@@ -28,7 +28,7 @@ func cfg(w *ecsttest.World) verify.Config {
 }
 
 func TestVerifyQuietSystemIsInSync(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	keys := ecsttest.Keys(50)
 	w.Seed(ctx, keys)
@@ -52,11 +52,7 @@ func TestVerifyQuietSystemIsInSync(t *testing.T) {
 func transports(t *testing.T, f func(t *testing.T, w *ecsttest.World)) {
 	for _, wal := range []bool{false, true} {
 		t.Run(map[bool]string{false: "table", true: "wal"}[wal], func(t *testing.T) {
-			w := ecsttest.New(t, nil)
-			if wal {
-				w.UseWAL()
-			}
-			f(t, w)
+			f(t, ecsttest.New(t, ecsttest.Options{WAL: wal}))
 		})
 	}
 }
@@ -190,7 +186,7 @@ func verifyUnderLiveTraffic(t *testing.T, w *ecsttest.World) {
 // the others wait for nobody, and the repair says which shard, and what it
 // wrote, instead of waiting out --wait.
 func TestRepairNeedsARelayForEachShard(t *testing.T) {
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	keys := ecsttest.Keys(20)
 	w.Seed(ctx, keys)
@@ -212,22 +208,14 @@ func TestRepairNeedsARelayForEachShard(t *testing.T) {
 	if !errors.Is(err, verify.ErrNoRelay) || rep == nil || rep.Repair != nil || rep.Stale != 20 || !strings.Contains(err.Error(), "then run verify.Options{Repair: true} again. Nothing was written") {
 		t.Fatalf("no relay: %v, report %+v", err, rep)
 	}
-	var n int
-	_ = w.Pool.QueryRow(ctx, `SELECT count(*) FROM ecst.outbox`).Scan(&n)
+	n, _ := outbox.PendingCount(ctx, w.Pool, 0)
 	if n != 0 || time.Since(start) > 20*time.Second {
 		t.Fatalf("no relay: %d outbox rows written, failed after %s", n, time.Since(start))
 	}
 
-	rc := w.RelayConfig(false)
+	rc := w.RelayConfig()
 	rc.TotalShards, rc.Shards = 2, []int{0}
-	r, err := relay.New(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	relayCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(relayCtx) }()
-	defer func() { stop(); <-done }()
+	w.RunRelay(rc) // until the test ends
 	if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "the relay to lead shard 0", func() (bool, error) {
 		l, err := relay.Leaders(ctx, w.Pool)
 		return len(l) == 1, err

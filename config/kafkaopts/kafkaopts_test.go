@@ -49,11 +49,10 @@ func roundTrip(t *testing.T, k config.Kafka) error {
 		return err
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	if _, err := adm.CreateTopic(ctx, 1, 1, nil, topic); err != nil {
+	if err := kafkatest.CreateTopic(ctx, cl, topic, 1, nil); err != nil {
 		return err
 	}
-	defer adm.DeleteTopic(context.Background(), topic) //nolint:errcheck
+	defer kadm.NewClient(cl).DeleteTopic(context.Background(), topic) //nolint:errcheck
 	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte("k"), Value: []byte("v")}).FirstErr(); err != nil {
 		return err
 	}

@@ -63,15 +63,7 @@ func TestBashCompletionCompletes(t *testing.T) {
 	if _, err := os.Stat(bashCompletion); err != nil {
 		t.Fatalf("bash-completion is not installed (%v): run `make setup-interop` (make test runs it)", err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := t.TempDir()
-	wrapper := "#!/bin/sh\nECST_TEST_RUN_AS_ECST=1 exec " + shellQuote(self) + " \"$@\"\n"
-	if err := os.WriteFile(filepath.Join(bin, "ecst"), []byte(wrapper), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	path := selfOnPath(t)
 	complete := func(words ...string) []string {
 		t.Helper()
 		line := strings.Join(words, " ")
@@ -84,7 +76,7 @@ COMP_POINT=${#COMP_LINE}
 __start_ecst
 printf '%s\n' "${COMPREPLY[@]}"`
 		cmd := exec.Command("bash", "-c", script)
-		cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+		cmd.Env = append(os.Environ(), "PATH="+path)
 		// Stderr gets "compopt: not currently executing completion
 		// function": this bash is not inside a real Tab press.
 		var stderr strings.Builder
@@ -111,6 +103,23 @@ printf '%s\n' "${COMPREPLY[@]}"`
 	if got := complete("ecst", "--log-f"); !slices.Equal(got, []string{"--log-format"}) {
 		t.Errorf("ecst --log-f<Tab> = %q", got)
 	}
+}
+
+// selfOnPath returns a PATH with this test binary first, as ecst: a
+// command line that bash runs (a completion, a suggestion as printed) runs
+// the test binary's ecst.
+func selfOnPath(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	wrapper := "#!/bin/sh\nECST_TEST_RUN_AS_ECST=1 exec " + shellQuote(self) + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "ecst"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin + string(os.PathListSeparator) + os.Getenv("PATH")
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

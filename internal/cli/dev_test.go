@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ecst-io/ecst/internal/cli"
+	"github.com/ecst-io/ecst/internal/testkit"
 )
 
 // devChildEnv makes the test binary act as the ecst binary: main's signal
@@ -148,8 +148,8 @@ func TestDevHumanOutputAndRestart(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil { // the postgres user must reach it when root
 		t.Fatal(err)
 	}
-	pgPort := strconv.Itoa(freePort(t))
-	args := []string{"dev", "--data-dir", filepath.Join(dir, "dev"), "--postgres-port", pgPort, "--kafka-port", strconv.Itoa(freePort(t))}
+	pgPort := strconv.Itoa(testkit.FreePort(t))
+	args := []string{"dev", "--data-dir", filepath.Join(dir, "dev"), "--postgres-port", pgPort, "--kafka-port", strconv.Itoa(testkit.FreePort(t))}
 	url := "postgres://postgres@127.0.0.1:" + pgPort + "/postgres?sslmode=disable"
 
 	for i, stmt := range []string{"CREATE TABLE kept (x int); INSERT INTO kept VALUES (1)", "SELECT x FROM kept"} {
@@ -198,12 +198,7 @@ func TestDevHumanOutputAndRestart(t *testing.T) {
 
 func TestDevPortInUseNamesTheFlag(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	port := strconv.Itoa(testkit.BusyPort(t))
 	for _, flag := range []string{"--kafka-port", "--registry-port", "--postgres-port"} {
 		r := run(t, nil, "dev", flag, port)
 		if r.code != cli.ExitError || !strings.Contains(r.err, flag+": ") || !strings.Contains(r.err, "already in use") {
@@ -252,14 +247,4 @@ func unquote(t *testing.T, v string) string {
 		t.Fatalf("badly quoted value %s", v)
 	}
 	return strings.ReplaceAll(v[1:len(v)-1], `'\''`, "'")
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

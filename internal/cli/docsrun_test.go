@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ecst-io/ecst/internal/pgcluster"
+	"github.com/ecst-io/ecst/internal/testkit"
 )
 
 // The commands the docs show run here, as written: a documented command
@@ -118,21 +119,6 @@ func ecstOnPath(t *testing.T) string {
 	return path
 }
 
-// scriptDir is a directory for a script to run in that the postgres user
-// can enter, as ecst dev needs when it runs as root.
-func scriptDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "ecst-docs-run-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // runScript runs script with bash in dir, in a process group of its own
 // that is killed whole if ctx ends (and at the end of the test, in case a
 // background ecst dev outlived the script).
@@ -188,7 +174,7 @@ func TestDocumentedDevWait(t *testing.T) {
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		dir := scriptDir(t)
+		dir := testkit.OpenTempDir(t)
 		script := wait + `
 printf '%s\n' "$ECST_DATABASE_URL" "$ECST_BROKERS" "$ECST_SCHEMA_REGISTRY_URL"
 kill $pid
@@ -212,7 +198,7 @@ exit 0
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		dir := scriptDir(t)
+		dir := testkit.OpenTempDir(t)
 		// A data directory that is not one: ecst dev refuses it.
 		if err := os.MkdirAll(filepath.Join(dir, ".ecst-dev"), 0o755); err != nil {
 			t.Fatal(err)
@@ -272,7 +258,7 @@ psql "$ECST_DATABASE_URL" -At -c 'SELECT _key, version, title, price_cents FROM 
 kill $pid
 wait $pid
 `)
-	out, errOut, err := runScript(ctx, t, scriptDir(t), script.String(),
+	out, errOut, err := runScript(ctx, t, testkit.OpenTempDir(t), script.String(),
 		"PATH="+ecstOnPath(t), "ECST_SRC="+src, "GOWORK=", "GOFLAGS=-buildvcs=false")
 	if err != nil {
 		t.Fatalf("the walkthrough failed: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)

@@ -22,8 +22,9 @@ func newMigrateCmd(a *app) *cobra.Command {
 		Use:   "migrate",
 		Short: "Create or upgrade the ecst schema (outbox, republish runs, consumer offsets)",
 		Long: `Creates or upgrades the ecst schema in the database named by ECST_DATABASE_URL:
-ecst.outbox, ecst.republish_runs, ecst.consumer_offsets, ecst.consumer_skipped
-and ecst.schema_migrations, which records what has been applied.
+ecst.outbox (and its partitions), ecst.relay_cursors, ecst.republish_runs,
+ecst.consumer_offsets, ecst.consumer_skipped and ecst.schema_migrations, which
+records what has been applied.
 
 With outbox.transport: wal it also sets up the WAL transport: it checks that
 the server runs wal_level = logical (and says how to set it if not), creates the

@@ -9,12 +9,14 @@ import (
 	"github.com/ecst-io/ecst/internal/cli"
 	"github.com/ecst-io/ecst/internal/ecsttest"
 	"github.com/ecst-io/ecst/internal/pgident"
+	"github.com/ecst-io/ecst/internal/testkit"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 // runCtx runs the command line on ctx, as the ecst binary does on its
 // signal context.
 func runCtx(ctx context.Context, env map[string]string, args ...string) result {
-	var out, errb syncBuffer
+	var out, errb testkit.Buffer
 	code := cli.Run(ctx, args, cli.IO{In: strings.NewReader(""), Out: &out, Err: &errb, Env: func(k string) string { return env[k] }})
 	return result{code, out.String(), errb.String()}
 }
@@ -37,12 +39,10 @@ func drain(t *testing.T, w *ecsttest.World, cfgPath string, env map[string]strin
 	if r := run(t, env, "--config", cfgPath, "relay", "--drain"); r.code != 0 {
 		t.Fatalf("relay --drain: code %d\n%s", r.code, r.err)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for diff := w.TopicMatchesSource(); len(diff) > 0; diff = w.TopicMatchesSource() {
-		if time.Now().After(deadline) {
-			t.Fatalf("the topic never showed what the relay published: %v", diff)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := wait.Until(context.Background(), time.Minute, 10*time.Millisecond, "the topic to show what the relay published", func() (bool, error) {
+		return len(w.TopicMatchesSource()) == 0, nil
+	}); err != nil {
+		t.Fatalf("%v: %v", err, w.TopicMatchesSource())
 	}
 }
 
@@ -51,7 +51,7 @@ func drain(t *testing.T, w *ecsttest.World, cfgPath string, env map[string]strin
 // lower case), double-quoted with capitals and spaces, schema-qualified.
 func TestMirrorTableNames(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	cfgPath, env := recoveryConfig(t, w)
 	ecst := func(wantCode int, args ...string) result {
 		t.Helper()
@@ -115,7 +115,7 @@ func TestMirrorTableNames(t *testing.T) {
 func TestMirrorOnceCountsRecords(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	cfgPath, env := recoveryConfig(t, w)
 	w.Seed(ctx, ecsttest.Keys(3))
 	if err := w.Delete(ctx, "c00001"); err != nil {
@@ -144,7 +144,7 @@ func TestMirrorOnceCountsRecords(t *testing.T) {
 // error, at once, instead of retrying every second.
 func TestMirrorOnceFailsOnPermanentError(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	cfgPath, env := recoveryConfig(t, w)
 	w.Seed(context.Background(), ecsttest.Keys(3))
 	drain(t, w, cfgPath, env)
@@ -161,7 +161,7 @@ func TestMirrorOnceFailsOnPermanentError(t *testing.T) {
 func TestMirrorOnceInterrupted(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	cfgPath, env := recoveryConfig(t, w)
 	// The first run, on an empty topic, creates the table and catches up.
 	if r := within(t, time.Minute, env, "--config", cfgPath, "mirror", "customer", "--once"); r.code != 0 || !strings.Contains(r.out, "caught up with") {
@@ -182,16 +182,13 @@ func TestMirrorOnceInterrupted(t *testing.T) {
 	defer cancel()
 	done := make(chan result, 1)
 	go func() { done <- runCtx(sigint, env, "--config", cfgPath, "mirror", "customer", "--once") }()
-	deadline := time.Now().Add(time.Minute)
-	for waiting := 0; waiting == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("the mirror never waited on the locked table")
-		}
-		time.Sleep(10 * time.Millisecond)
+	wait.Eventually(t, time.Minute, "the mirror to wait on the locked table", func() bool {
+		var waiting int
 		if err := w.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO "customer_mirror"%'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
-	}
+		return waiting > 0
+	})
 	cancel()
 	r := <-done
 	if r.code != cli.ExitError || strings.Contains(r.out, "caught up with") ||

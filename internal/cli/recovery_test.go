@@ -4,16 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/ecsttest"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 // TestVerifyRepublishMirror drives the recovery story through the CLI: a
@@ -22,49 +23,45 @@ import (
 // --tombstone-orphans repairs it, and verify reports none (exit 0).
 func TestVerifyRepublishMirror(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
-	ctx := context.Background()
+	w, ecst := mirroredWorld(t, 40)
+	recoveryStory(t, w, ecst)
+}
+
+// mirroredWorld is a world with n customers on the topic and in the mirror
+// billing_customers, each put there by the CLI; ecst runs the CLI on it.
+func mirroredWorld(t *testing.T, n int) (w *ecsttest.World, ecst func(wantCode int, args ...string) result) {
+	t.Helper()
+	w = ecsttest.New(t, ecsttest.Options{})
 	cfgPath, env := recoveryConfig(t, w)
-	ecst := func(wantCode int, args ...string) result {
+	ecst = runner(t, env, "--config", cfgPath)
+	w.Seed(context.Background(), ecsttest.Keys(n))
+	ecst(0, "relay", "--drain")
+	ecst(0, "mirror", "customer", "--table", "billing_customers", "--once")
+	return w, ecst
+}
+
+// recoveryConfig is w's ecst.yaml, with its source, and the environment
+// that points it at w.
+func recoveryConfig(t *testing.T, w *ecsttest.World) (string, map[string]string) {
+	return w.ConfigPath, maps.Clone(w.Env)
+}
+
+// runner runs ecst with env and the global flags, and fails the test when
+// it exits with another code than wantCode.
+func runner(t *testing.T, env map[string]string, global ...string) func(wantCode int, args ...string) result {
+	return func(wantCode int, args ...string) result {
 		t.Helper()
-		r := run(t, env, append([]string{"--config", cfgPath}, args...)...)
+		r := run(t, env, append(slices.Clone(global), args...)...)
 		if r.code != wantCode {
 			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
 		}
 		return r
 	}
-	w.Seed(ctx, ecsttest.Keys(40))
-	ecst(0, "relay", "--drain")
-	ecst(0, "mirror", "customer", "--table", "billing_customers", "--once")
-	recoveryStory(t, w, ecst)
-}
-
-// recoveryConfig writes an ecst.yaml for w's entity, with its source.
-func recoveryConfig(t *testing.T, w *ecsttest.World) (string, map[string]string) {
-	return recoveryConfigIn(t, w, t.TempDir())
 }
 
 // recoveryConfigIn writes it in dir.
 func recoveryConfigIn(t *testing.T, w *ecsttest.World, dir string) (string, map[string]string) {
-	os.MkdirAll(filepath.Join(dir, "schemas"), 0o755)
-	os.WriteFile(filepath.Join(dir, "schemas", "customer.avsc"), []byte(customers.Schema), 0o644)
-	cfgPath := filepath.Join(dir, "ecst.yaml")
-	os.WriteFile(cfgPath, []byte(`service: `+w.Config.Service+`
-entities:
-  customer:
-    topic: `+w.Topic+`
-    schema: schemas/customer.avsc
-    partitions: 3
-    replication_factor: 1
-    source:
-      table: customers
-      key: id
-      version: version
-      query: SELECT id, version, name, email, tier, updated_at FROM customers
-`), 0o644)
-	env := map[string]string{"ECST_BROKERS": strings.Join(w.Broker.Seeds, ","), "ECST_DATABASE_URL": w.DBURL,
-		"ECST_SCHEMA_REGISTRY_URL": w.Fake.URL(), "ECST_METRICS_ADDR": "off"}
-	return cfgPath, env
+	return w.WriteConfig(dir, ""), maps.Clone(w.Env)
 }
 
 func recoveryStory(t *testing.T, w *ecsttest.World, ecst func(int, ...string) result) {
@@ -120,7 +117,7 @@ func recoveryStory(t *testing.T, w *ecsttest.World, ecst func(int, ...string) re
 // key, and the counts add up (every key exactly once in the outbox).
 func TestRepublishKilledAndResumed(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
 	const n = 400
@@ -140,16 +137,12 @@ func TestRepublishKilledAndResumed(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() }) // the run never got to 40%
 	var runID, written int64
-	deadline := time.Now().Add(30 * time.Second)
-	for written < n*4/10 {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("the run did not reach 40%% (written %d)", written)
-		}
-		time.Sleep(5 * time.Millisecond)
+	wait.Eventually(t, 30*time.Second, "the run to reach 40%", func() bool {
 		_ = w.Pool.QueryRow(ctx, `SELECT id, rows_written FROM ecst.republish_runs`).Scan(&runID, &written)
-	}
+		return written >= n*4/10
+	})
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/ecst-io/ecst/internal/cli"
 	"github.com/ecst-io/ecst/internal/ecsttest"
 	"github.com/ecst-io/ecst/internal/wait"
+	"github.com/ecst-io/ecst/outbox"
 )
 
 // suggestionRE finds the commands a verify report suggests.
@@ -30,19 +31,12 @@ var suggestionRE = regexp.MustCompile(`(?m)^(?:Repair it with|or [a-z ]+): (ecst
 // or a global flag, or did not quote, fails.
 func TestVerifySuggestionsRun(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfigIn(t, w, filepath.Join(t.TempDir(), "my ecst"))
 	global := []string{"--config", cfgPath, "--schema-registry-url", env["ECST_SCHEMA_REGISTRY_URL"]}
 	delete(env, "ECST_SCHEMA_REGISTRY_URL")
-	ecst := func(wantCode int, args ...string) result {
-		t.Helper()
-		r := run(t, env, append(global, args...)...)
-		if r.code != wantCode {
-			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
-		}
-		return r
-	}
+	ecst := runner(t, env, global...)
 	const table = "billing_customers"
 	keys := ecsttest.Keys(30)
 	w.Seed(ctx, keys)
@@ -129,28 +123,21 @@ func TestVerifySuggestionsRun(t *testing.T) {
 // works.
 func TestVerifyRepairSaysWhatItWaitsFor(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w, ecst := mirroredWorld(t, 20)
 	ctx := context.Background()
-	cfgPath, env := recoveryConfig(t, w)
-	ecst := func(wantCode int, args ...string) result {
-		t.Helper()
-		r := run(t, env, append([]string{"--config", cfgPath}, args...)...)
-		if r.code != wantCode {
-			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
-		}
-		return r
-	}
-	w.Seed(ctx, ecsttest.Keys(20))
-	ecst(0, "relay", "--drain")
-	ecst(0, "mirror", "customer", "--table", "billing_customers", "--once")
+	cfgPath, env := w.ConfigPath, w.Env
 	w.Exec(`UPDATE customers SET name = 'changed' WHERE id = 'c00001'`)
 	w.Exec(`UPDATE billing_customers SET email = 'wrong@example.com' WHERE _key = 'c00002'`)
-	counts := func() (outbox, runs int) {
+	counts := func() (pending int64, runs int) {
 		t.Helper()
-		if err := w.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM ecst.outbox), (SELECT count(*) FROM ecst.republish_runs)`).Scan(&outbox, &runs); err != nil {
+		pending, err := outbox.PendingCount(ctx, w.Pool, 0)
+		if err == nil {
+			err = w.Pool.QueryRow(ctx, `SELECT count(*) FROM ecst.republish_runs`).Scan(&runs)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
-		return outbox, runs
+		return pending, runs
 	}
 	cfgFlag := "ecst --config " + cfgPath + " "
 
@@ -201,7 +188,7 @@ func TestVerifyRepairSaysWhatItWaitsFor(t *testing.T) {
 // and ends with a line that has the totals.
 func TestVerifySummary(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
 	w.Seed(ctx, ecsttest.Keys(40))
@@ -254,19 +241,11 @@ func background(t *testing.T, env map[string]string, args ...string) (stop func(
 // as ecst on the PATH and env in the environment.
 func shell(t *testing.T, env map[string]string) func(line string) result {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := t.TempDir()
-	wrapper := "#!/bin/sh\nECST_TEST_RUN_AS_ECST=1 exec " + shellQuote(self) + " \"$@\"\n"
-	if err := os.WriteFile(filepath.Join(bin, "ecst"), []byte(wrapper), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	path := selfOnPath(t)
 	return func(line string) result {
 		t.Helper()
 		cmd := exec.Command("bash", "-c", line)
-		cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+		cmd.Env = append(os.Environ(), "PATH="+path)
 		for k, v := range env {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}

@@ -9,17 +9,16 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ecst-io/ecst/internal/cli"
 	"github.com/ecst-io/ecst/internal/kafkatest"
+	"github.com/ecst-io/ecst/internal/testkit"
 )
 
 // TestTailFromTheEndSaysSoOnATerminal: `ecst tail TOPIC` follows from the
@@ -32,14 +31,12 @@ func TestTailFromTheEndSaysSoOnATerminal(t *testing.T) {
 	defer cancel()
 	b := kafkatest.New(t)
 	topic := fmt.Sprintf("tail-hint-%d", time.Now().UnixNano())
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Seeds...))
+	b.CreateTopic(t, topic, 1, nil)
+	cl, err := kgo.NewClient(b.Opts()...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 1, -1, nil, topic); err != nil {
-		t.Fatal(err)
-	}
 	env := func(k string) string {
 		if k == "ECST_BROKERS" {
 			return strings.Join(b.Seeds, ",")
@@ -53,7 +50,7 @@ func TestTailFromTheEndSaysSoOnATerminal(t *testing.T) {
 	// tail found the end is not for it to see).
 	tailOne := func(errw io.Writer, args ...string) string {
 		t.Helper()
-		out := &syncBuffer{}
+		out := &testkit.Buffer{}
 		done := make(chan int, 1)
 		go func() {
 			done <- cli.Run(ctx, append([]string{"tail", topic, "-n", "1"}, args...), cli.IO{In: strings.NewReader(""), Out: out, Err: errw, Env: env})
@@ -125,22 +122,4 @@ func openPTY(t *testing.T) (ctrl, term *os.File) {
 	}
 	t.Cleanup(func() { term.Close() })
 	return ctrl, term
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

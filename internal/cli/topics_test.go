@@ -19,6 +19,7 @@ import (
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/cli"
 	"github.com/ecst-io/ecst/internal/kafkatest"
+	"github.com/ecst-io/ecst/internal/testkit"
 	"github.com/ecst-io/ecst/internal/wait"
 )
 
@@ -186,11 +187,17 @@ func TestRelayServesOps(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var out, errb strings.Builder
+	var out, errb testkit.Buffer
 	go func() {
 		done <- cli.Run(ctx, []string{"--config", cfg, "relay"}, cli.IO{In: strings.NewReader(""), Out: &out, Err: &errb,
 			Env: func(k string) string { return env[k] }})
 	}()
+	t.Cleanup(func() {
+		cancel()
+		if t.Failed() {
+			t.Logf("relay log:\n%s", errb.String())
+		}
+	})
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
@@ -200,26 +207,15 @@ func TestRelayServesOps(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if code, _ := get("/readyz"); code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("never ready; log:\n%s", errb.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.Eventually(t, 30*time.Second, "the relay to be ready", func() bool { code, _ := get("/readyz"); return code == http.StatusOK })
 	if code, body := get("/healthz"); code != http.StatusOK || !strings.Contains(body, "ok") {
 		t.Fatalf("/healthz = %d %q", code, body)
 	}
-	for time.Now().Before(deadline) {
-		if _, body := get("/metrics"); strings.Contains(body, `ecst_relay_leader{shard="0"} 1`) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	// Leadership comes after readiness; the checks below say what is missing.
+	_ = wait.Until(ctx, 30*time.Second, 20*time.Millisecond, "the relay to lead", func() (bool, error) {
+		_, body := get("/metrics")
+		return strings.Contains(body, `ecst_relay_leader{shard="0"} 1`), nil
+	})
 	code, body := get("/metrics")
 	for _, want := range []string{`ecst_relay_leader{shard="0"} 1`, "ecst_relay_batch_duration_seconds", "go_goroutines", "process_resident_memory_bytes"} {
 		if code != http.StatusOK || !strings.Contains(body, want) {

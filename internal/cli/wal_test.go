@@ -43,17 +43,10 @@ func TestMigrateWAL(t *testing.T) {
 // source, and no slot is left behind.
 func TestOutboxSwitchCommand(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
+	w := ecsttest.New(t, ecsttest.Options{})
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
-	ecst := func(wantCode int, args ...string) result {
-		t.Helper()
-		r := run(t, env, append([]string{"--config", cfgPath}, args...)...)
-		if r.code != wantCode {
-			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
-		}
-		return r
-	}
+	ecst := runner(t, env, "--config", cfgPath)
 	keys := ecsttest.Keys(30)
 	w.Seed(ctx, keys) // in the outbox table, unpublished
 	slot := relay.SlotName(w.Config.Service)
@@ -113,19 +106,10 @@ func TestOutboxSwitchCommand(t *testing.T) {
 // slot, republishes, and the topic matches the source again.
 func TestRecoverSlotCommand(t *testing.T) {
 	t.Parallel()
-	w := ecsttest.New(t, nil)
-	w.UseWAL()
+	w := ecsttest.New(t, ecsttest.Options{WAL: true}) // its Env runs ecst with ECST_OUTBOX_TRANSPORT=wal
 	ctx := context.Background()
 	cfgPath, env := recoveryConfig(t, w)
-	env["ECST_OUTBOX_TRANSPORT"] = "wal"
-	ecst := func(wantCode int, args ...string) result {
-		t.Helper()
-		r := run(t, env, append([]string{"--config", cfgPath}, args...)...)
-		if r.code != wantCode {
-			t.Fatalf("ecst %v: code %d, want %d\n%s%s", args, r.code, wantCode, r.out, r.err)
-		}
-		return r
-	}
+	ecst := runner(t, env, "--config", cfgPath)
 	keys := ecsttest.Keys(30)
 	w.Seed(ctx, keys)
 	ecst(0, "relay", "--drain")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/internal/configdocs"
+	"github.com/ecst-io/ecst/internal/testkit"
 )
 
 // TestReferenceIsCurrent regenerates docs/config.md and compares: a key,
@@ -24,19 +25,7 @@ func TestReferenceIsCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if string(have) != want {
-		a, b := strings.Split(string(have), "\n"), strings.Split(want, "\n")
-		for i := range max(len(a), len(b)) {
-			var x, y string
-			if i < len(a) {
-				x = a[i]
-			}
-			if i < len(b) {
-				y = b[i]
-			}
-			if x != y {
-				t.Fatalf("%s is out of date; run `make docs` and commit the result. Line %d:\ncommitted: %q\ngenerated: %q", configdocs.File, i+1, x, y)
-			}
-		}
+		t.Fatalf("%s is out of date; run `make docs` and commit the result. It differs at %s", configdocs.File, testkit.FirstDiff(string(have), want))
 	}
 }
 

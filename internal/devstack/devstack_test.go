@@ -3,7 +3,6 @@ package devstack_test
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/internal/devstack"
+	"github.com/ecst-io/ecst/internal/testkit"
 	"github.com/ecst-io/ecst/schemas"
 )
 
@@ -42,10 +42,10 @@ func TestRestartKeepsEverything(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	opts := devstack.Options{
-		DataDir:      filepath.Join(reachableTempDir(t), "dev"),
-		KafkaPort:    freePort(t),
-		RegistryPort: freePort(t),
-		PostgresPort: freePort(t),
+		DataDir:      filepath.Join(testkit.OpenTempDir(t), "dev"),
+		KafkaPort:    testkit.FreePort(t),
+		RegistryPort: testkit.FreePort(t),
+		PostgresPort: testkit.FreePort(t),
 	}
 	st := start(t, opts)
 
@@ -204,12 +204,7 @@ func TestThrowawayLeavesNothing(t *testing.T) {
 
 func TestPortInUse(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	taken := l.Addr().(*net.TCPAddr).Port
+	taken := testkit.BusyPort(t)
 	for _, tc := range []struct {
 		service string
 		opts    devstack.Options
@@ -232,7 +227,7 @@ func TestPortInUse(t *testing.T) {
 
 func TestDataDirGuards(t *testing.T) {
 	t.Parallel()
-	dir := filepath.Join(reachableTempDir(t), "dev")
+	dir := filepath.Join(testkit.OpenTempDir(t), "dev")
 	st := start(t, devstack.Options{DataDir: dir})
 	if _, err := devstack.Start(context.Background(), devstack.Options{DataDir: dir}); !errors.Is(err, devstack.ErrDataDirInUse) {
 		t.Errorf("second stack on %s: err = %v, want ErrDataDirInUse", dir, err)
@@ -241,7 +236,7 @@ func TestDataDirGuards(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	foreign := reachableTempDir(t)
+	foreign := testkit.OpenTempDir(t)
 	if err := os.WriteFile(filepath.Join(foreign, "notes.txt"), []byte("mine"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -352,37 +347,12 @@ func consumeAll(t *testing.T, st *devstack.Stack, n int) []*kgo.Record {
 	return recs
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// reachableTempDir is a temporary directory the postgres user can enter
-// when the tests run as root (t.TempDir's are private to root).
-func reachableTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "ecst-devstack-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // TestJournalMismatchRefused: a journal whose ids the registry would not
 // give again (edited, or from another registry) must stop the start, not
 // hand records wrong schemas.
 func TestJournalMismatchRefused(t *testing.T) {
 	t.Parallel()
-	dir := reachableTempDir(t)
+	dir := testkit.OpenTempDir(t)
 	if err := os.MkdirAll(filepath.Join(dir, "registry"), 0o755); err != nil {
 		t.Fatal(err)
 	}

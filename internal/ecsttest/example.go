@@ -12,17 +12,14 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/ecst-io/ecst/examples/customers"
 )
 
 // Example is a world for a package's runnable examples (func Example...),
 // set up as a service finds its world: the working directory holds the
-// customers example's ecst.yaml (with the world's topic) and its schema,
-// and the ECST_* variables point at the world's database, broker and
-// registry. An example therefore starts as a service does, with
-// config.Load("ecst.yaml", os.Getenv), and README's snippets can be its
-// code, word for word.
+// world's ecst.yaml (the customers example's, with the world's topic) and
+// its schema, and the ECST_* variables are the world's Env. An example
+// therefore starts as a service does, with config.Load("ecst.yaml",
+// os.Getenv), and README's snippets can be its code, word for word.
 //
 // Examples get no *testing.T: a step of the set-up that fails panics, with
 // what the world logged, and Close undoes everything (working directory,
@@ -38,27 +35,11 @@ type Example struct {
 // ends: defer it.
 func NewExample() *Example {
 	tb := &exampleTB{name: "example"}
-	e := &Example{tb: tb, World: New(tb, nil)}
-	dir := tb.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "schemas"), 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "schemas", "customer.avsc"), []byte(customers.Schema), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	yaml := strings.Replace(customers.Config, "topic: customers.state", "topic: "+e.Topic, 1)
-	if err := os.WriteFile(filepath.Join(dir, "ecst.yaml"), []byte(yaml), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	for k, v := range map[string]string{
-		"ECST_SERVICE":             e.Config.Service,
-		"ECST_DATABASE_URL":        e.DBURL,
-		"ECST_BROKERS":             strings.Join(e.Broker.Seeds, ","),
-		"ECST_SCHEMA_REGISTRY_URL": e.Fake.URL(),
-	} {
+	e := &Example{tb: tb, World: New(tb, Options{})}
+	for k, v := range e.Env {
 		tb.Setenv(k, v)
 	}
-	tb.Chdir(dir)
+	tb.Chdir(filepath.Dir(e.ConfigPath))
 	return e
 }
 

@@ -1,450 +1,287 @@
 // Package ecsttest is a whole ecst system for a test: a migrated database
 // with the customers example's source table, a broker (kfake, or the real
 // one under make test-kafka) with the entity's compacted topic, an
-// in-process registry holding the schema, a Publisher, and the relay.
-// Republish, verify and the convergence property test share it.
+// in-process registry holding the schema, the example's ecst.yaml pointed
+// at all of them, a Publisher, and the relay. Every package's tests build
+// their system here; Options says what a test needs that others do not.
+//
+// Test packages that use it call pgtest.Main from TestMain.
 package ecsttest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"math/rand/v2"
+	"os"
 	"path/filepath"
-	"runtime"
+	"regexp"
+	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hamba/avro/v2"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/ecst-io/ecst/config"
-	"github.com/ecst-io/ecst/consumer"
+	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/examples/customers"
 	"github.com/ecst-io/ecst/internal/kafkatest"
-	"github.com/ecst-io/ecst/internal/pgident"
 	"github.com/ecst-io/ecst/internal/pgtest"
-	"github.com/ecst-io/ecst/internal/topicscan"
-	"github.com/ecst-io/ecst/internal/wait"
-	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/internal/testkit"
 	"github.com/ecst-io/ecst/producer"
-	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
 )
 
-// Partitions of the world's topic.
+// Partitions of a world's topic unless Options say otherwise.
 const Partitions = 3
+
+// Options adjust New. The zero value is a world on a new broker, with a
+// topic and service unique to it and the schema registered.
+type Options struct {
+	// Broker is a broker to share with other worlds (nil: a new one).
+	Broker *kafkatest.Broker
+	// SASL asks for a new broker that requires SASL; the world's clients
+	// and ecst.yaml authenticate with SCRAM-SHA-512.
+	SASL bool
+	// Restartable asks for a new broker that Broker.Restart can stop and
+	// start on the same data.
+	Restartable bool
+	// Offline: no broker and no topic; the outbox is as far as events go.
+	// For the write path's tests, which need no Kafka client.
+	Offline bool
+	// Partitions of the topic (0: Partitions).
+	Partitions int
+	// Shards of the outbox (0: the config's default).
+	Shards int
+	// DBURL is a migrated database of the test's choosing (empty: a new one
+	// from pgtest).
+	DBURL string
+	// Topic is the entity's topic (empty: a name unique to the world, so
+	// that tests can share a real broker).
+	Topic string
+	// Service is the producing service (empty: a name unique to the world:
+	// it is the relay's transactional id).
+	Service string
+	// Unregistered leaves the entity's schema out of the registry.
+	Unregistered bool
+	// AutoRegister lets the Publisher register the schema itself.
+	AutoRegister bool
+	// WAL runs the world on the WAL transport, as UseWAL moves it.
+	WAL bool
+}
 
 // World is one test's ecst system.
 type World struct {
-	T        testing.TB
-	Pool     *pgxpool.Pool
-	DBURL    string
-	Broker   *kafkatest.Broker
+	T      testing.TB
+	Pool   *pgxpool.Pool
+	DBURL  string
+	Broker *kafkatest.Broker // nil when Offline
+	// Fake is the in-process registry; Registry is ecst's client of it.
 	Fake     *srfake.Registry
 	Registry *schemas.Registry
-	Config   *config.Config
-	Entity   *config.Entity
-	Pub      *producer.Publisher
-	Schema   avro.Schema
-	SchemaID int
-	Topic    string
+	// ConfigPath is the example's ecst.yaml with the world's topic and
+	// partitions; Env holds the ECST_* variables that point it at the
+	// world. Config is ConfigPath loaded with Env.
+	ConfigPath string
+	Env        map[string]string
+	Config     *config.Config
+	Entity     *config.Entity
+	Pub        *producer.Publisher
+	Schema     avro.Schema
+	SchemaID   int // 0 when Unregistered
+	Topic      string
+	Service    string
+	Partitions int
+
+	kafka    []kgo.Opt
+	relayLog *testkit.Buffer
 }
 
 var seq atomic.Int64
 
-// New builds a world on broker (nil: a new one).
-func New(t testing.TB, broker *kafkatest.Broker) *World {
+// decoySubject is registered before the entity's, so that the entity's
+// schema id is not trivially 1.
+const decoySubject = "ecsttest-decoy-value"
+
+// New builds a world for t.
+func New(t testing.TB, o Options) *World {
 	t.Helper()
-	ctx := context.Background()
-	if broker == nil {
-		broker = kafkatest.New(t)
-	}
-	w := &World{T: t, Broker: broker, Fake: srfake.New()}
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatInt(seq.Add(1), 10)
+	w := &World{T: t, Topic: o.Topic, Service: o.Service, Partitions: o.Partitions, DBURL: o.DBURL, Fake: srfake.New()}
 	t.Cleanup(w.Fake.Close)
-	w.DBURL = pgtest.NewDBURL(t)
+	if w.Topic == "" {
+		w.Topic = topicName(t.Name()) + "-" + suffix
+	}
+	if w.Service == "" {
+		w.Service = "svc-" + suffix
+	}
+	if w.Partitions == 0 {
+		w.Partitions = Partitions
+	}
+	w.openDB(o)
+	w.startBroker(o)
+	w.writeConfig(o)
+	if err := w.register(o); err != nil {
+		t.Fatal(err)
+	}
+	w.Schema = avro.MustParse(customers.Schema)
 	var err error
-	if w.Pool, err = pgxpool.New(ctx, w.DBURL); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Pool.Close)
-	if _, err := w.Pool.Exec(ctx, customers.TableSQL); err != nil {
-		t.Fatal(err)
-	}
-	suffix := fmt.Sprintf("%d-%d", time.Now().UnixNano(), seq.Add(1))
-	w.Topic = "customers-" + suffix
-	cfg, err := config.Load(filepath.Join(repoRoot(), "examples", "customers", "ecst.yaml"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Service = "svc-" + suffix // the relay's transactional id: unique per world
-	cfg.Registry.URL = config.SecretURL(w.Fake.URL())
-	cfg.Kafka.Brokers = broker.Seeds
-	cfg.Entities["customer"].Topic = w.Topic
-	if err := cfg.Finish(); err != nil {
-		t.Fatal(err)
-	}
-	w.Entity = cfg.Entities["customer"]
-	w.Config = cfg
-	if w.SchemaID, _, err = w.Fake.RegisterSchema(w.Entity.Subject(), sr.Schema{Schema: customers.Schema}); err != nil {
-		t.Fatal(err)
-	}
-	if w.Registry, err = schemas.NewRegistry(cfg.Registry); err != nil {
+	if w.Registry, err = schemas.NewRegistry(w.Config.Registry); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Registry.Close)
-	if w.Pub, err = producer.FromConfig(cfg, w.Registry); err != nil {
+	if w.Pub, err = producer.FromConfig(w.Config, w.Registry); err != nil {
 		t.Fatal(err)
 	}
-	w.Schema, _ = schemas.Parse(customers.Schema)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.Seeds...))
-	if err != nil {
-		t.Fatal(err)
+	if w.Broker != nil {
+		// As `ecst topics apply` does: the entity's partitions and topic configs.
+		w.Broker.CreateTopic(t, w.Topic, w.Entity.Partitions, w.Entity.WantTopicConfig())
 	}
-	defer cl.Close()
-	compact := "compact"
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, Partitions, 1, map[string]*string{"cleanup.policy": &compact}, w.Topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil {
-		t.Fatal(err)
+	if o.WAL {
+		w.UseWAL()
 	}
 	return w
 }
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+var unsafeTopic = regexp.MustCompile(`[^a-z0-9]+`)
+
+// topicName makes a test's name a topic name's readable part.
+func topicName(test string) string {
+	s := strings.Trim(unsafeTopic.ReplaceAllString(strings.ToLower(test), "-"), "-")
+	return "ecst-" + s[:min(len(s), 180)]
 }
 
-// Kafka is the client configuration of the world's broker.
-func (w *World) Kafka() []kgo.Opt { return []kgo.Opt{kgo.SeedBrokers(w.Broker.Seeds...)} }
+func (w *World) openDB(o Options) {
+	t := w.T
+	t.Helper()
+	if w.DBURL == "" {
+		w.DBURL = pgtest.NewDBURL(t)
+	}
+	var err error
+	if w.Pool, err = pgxpool.New(context.Background(), w.DBURL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Pool.Close)
+	if _, err := w.Pool.Exec(context.Background(), customers.TableSQL); err != nil {
+		t.Fatal(err)
+	}
+}
 
-// Upsert writes key's new state the way the customers service does: the
-// row and its event in one transaction. It returns the new version.
-func (w *World) Upsert(ctx context.Context, key string) (int64, error) {
-	return w.tx(ctx, func(tx pgx.Tx) (int64, error) {
-		row := tx.QueryRow(ctx, `INSERT INTO customers (id, version, name, email, tier) VALUES ($1, 1, $2, $3, NULL)
-			ON CONFLICT (id) DO UPDATE SET version = customers.version + 1, name = $2 || customers.version, updated_at = now()
-			RETURNING id, version, name, email, tier, updated_at`, key, "name-"+key, key+"@example.com")
-		state, version, err := scanState(row)
-		if err != nil {
-			return 0, err
+func (w *World) startBroker(o Options) {
+	t := w.T
+	t.Helper()
+	switch {
+	case o.Offline:
+	case o.Broker != nil:
+		w.Broker = o.Broker
+	case o.SASL:
+		w.Broker = kafkatest.NewSASL(t)
+	case o.Restartable:
+		w.Broker = kafkatest.NewRestartable(t)
+	default:
+		w.Broker = kafkatest.New(t)
+	}
+}
+
+// writeConfig writes the world's ecst.yaml and loads it, as a service
+// started with Env would.
+func (w *World) writeConfig(o Options) {
+	t := w.T
+	t.Helper()
+	w.Env = map[string]string{
+		"ECST_SERVICE":             w.Service,
+		"ECST_DATABASE_URL":        w.DBURL,
+		"ECST_SCHEMA_REGISTRY_URL": w.Fake.URL(),
+		"ECST_METRICS_ADDR":        "off", // parallel relays would all want :9464
+	}
+	if w.Broker != nil {
+		w.Env["ECST_BROKERS"] = strings.Join(w.Broker.Seeds, ",")
+		if w.Broker.SASL {
+			w.Env["ECST_KAFKA_SASL_MECHANISM"] = "SCRAM-SHA-512"
+			w.Env["ECST_KAFKA_SASL_USERNAME"] = kafkatest.SASLUser
+			w.Env["ECST_KAFKA_SASL_PASSWORD"] = kafkatest.SASLPassword
 		}
-		return version, w.Pub.Publish(ctx, tx, "customer", key, version, state)
-	})
-}
-
-// Delete deletes key and publishes its tombstone, in one transaction.
-func (w *World) Delete(ctx context.Context, key string) error {
-	_, err := w.tx(ctx, func(tx pgx.Tx) (int64, error) {
-		var version int64
-		err := tx.QueryRow(ctx, `DELETE FROM customers WHERE id = $1 RETURNING version`, key).Scan(&version)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return 0, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		return version, w.Pub.Delete(ctx, tx, "customer", key, version+1)
-	})
-	return err
-}
-
-func (w *World) tx(ctx context.Context, fn func(pgx.Tx) (int64, error)) (int64, error) {
-	var v int64
-	err := pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
-		var err error
-		v, err = fn(tx)
-		return err
-	})
-	return v, err
-}
-
-func scanState(row pgx.Row) (map[string]any, int64, error) {
-	var (
-		id, name, email string
-		tier            *string
-		version         int64
-		updated         time.Time
-	)
-	if err := row.Scan(&id, &version, &name, &email, &tier, &updated); err != nil {
-		return nil, 0, err
 	}
-	state := map[string]any{"id": id, "version": version, "name": name, "email": email, "tier": nil, "updated_at": updated}
-	if tier != nil {
-		state["tier"] = *tier
+	if o.Shards > 0 {
+		w.Env["ECST_OUTBOX_SHARDS"] = strconv.Itoa(o.Shards)
 	}
-	return state, version, nil
-}
-
-// Exec runs an ad hoc statement (a change that publishes nothing).
-func (w *World) Exec(sql string, args ...any) {
-	w.T.Helper()
-	if _, err := w.Pool.Exec(context.Background(), sql, args...); err != nil {
-		w.T.Fatal(err)
-	}
-}
-
-// RelayConfig is the world's relay configuration.
-func (w *World) RelayConfig(drain bool) relay.Config {
-	return relay.Config{Pool: w.Pool, KafkaOpts: w.Kafka(), Service: w.Config.Service, Topics: []string{w.Topic},
-		Transport: outbox.Transport(w.Config.Outbox.Transport), WALHeartbeat: 200 * time.Millisecond,
-		PollMin: time.Millisecond, PollMax: 20 * time.Millisecond, Drain: drain}
-}
-
-// UseWAL moves the world to the WAL transport: the database (the slot made,
-// the switch done), its config, its Publisher and its relays.
-func (w *World) UseWAL() {
-	w.T.Helper()
-	if _, err := relay.Switch(context.Background(), w.Pool, outbox.TransportWAL, relay.SwitchOptions{Service: w.Config.Service}); err != nil {
-		w.T.Fatal(err)
-	}
-	w.Config.Outbox.Transport = config.TransportWAL
-	pub, err := producer.FromConfig(w.Config, w.Registry)
+	w.ConfigPath = w.WriteConfig(t.TempDir(), "")
+	cfg, err := config.Load(w.ConfigPath, w.Getenv)
 	if err != nil {
-		w.T.Fatal(err)
+		t.Fatal(err)
 	}
-	w.Pub = pub
-}
-
-// Drain publishes everything in the outbox.
-func (w *World) Drain() {
-	w.T.Helper()
-	r, err := relay.New(w.RelayConfig(true))
-	if err != nil {
-		w.T.Fatal(err)
+	cfg.Registry.AutoRegister = o.AutoRegister
+	if err := cfg.Finish(); err != nil {
+		t.Fatal(err)
 	}
-	if err := r.Run(context.Background()); err != nil {
-		w.T.Fatalf("relay --drain: %v", err)
-	}
-}
-
-// StartRelay runs the relay until the returned stop is called; stop
-// returns its error (nil when stopped by stop).
-func (w *World) StartRelay() (stop func() error) {
-	r, err := relay.New(w.RelayConfig(false))
-	if err != nil {
-		w.T.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	var rerr error
-	return func() error {
-		once.Do(func() {
-			cancel()
-			rerr = <-done
-			if errors.Is(rerr, context.Canceled) {
-				rerr = nil
-			}
-		})
-		return rerr
-	}
-}
-
-// WaitRelayLeads waits until a relay leads a shard of the world's outbox:
-// one just started has then taken its lock.
-func (w *World) WaitRelayLeads() {
-	w.T.Helper()
-	ctx := context.Background()
-	if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "a relay to lead a shard", func() (bool, error) {
-		if w.Config.Outbox.Transport == config.TransportWAL {
-			return relay.LeadsWAL(ctx, w.Pool)
+	w.Config, w.Entity = cfg, cfg.Entities["customer"]
+	if w.Broker != nil {
+		if w.kafka, err = kafkaopts.Client(cfg.Kafka); err != nil {
+			t.Fatal(err)
 		}
-		l, err := relay.Leaders(ctx, w.Pool)
-		return len(l) > 0, err
-	}); err != nil {
-		w.T.Fatal(err)
 	}
 }
 
-// Latest reads the topic to its end: the latest record per key.
-func (w *World) Latest() map[string]*kgo.Record {
+// WriteConfig writes the world's ecst.yaml, and the schema it names, in
+// dir, and returns the file's path. Load it with Getenv. extra is YAML
+// added at the end of the file: top-level sections, such as relay.
+func (w *World) WriteConfig(dir, extra string) string {
 	w.T.Helper()
-	out := map[string]*kgo.Record{}
-	if _, err := topicscan.Scan(context.Background(), w.Kafka(), w.Topic, nil, func(r *kgo.Record) error {
-		out[string(r.Key)] = r
+	yaml := customers.Config
+	for _, r := range [][2]string{
+		{"topic: customers.state", "topic: " + w.Topic},
+		{"partitions: 6", "partitions: " + strconv.Itoa(w.Partitions) + "\n    replication_factor: 1"},
+	} {
+		if !strings.Contains(yaml, r[0]) {
+			w.T.Fatalf("ecsttest: examples/customers/ecst.yaml no longer says %q", r[0])
+		}
+		yaml = strings.Replace(yaml, r[0], r[1], 1)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "schemas"), 0o755); err != nil {
+		w.T.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "schemas", "customer.avsc"), []byte(customers.Schema), 0o644); err != nil {
+		w.T.Fatal(err)
+	}
+	path := filepath.Join(dir, "ecst.yaml")
+	if err := os.WriteFile(path, []byte(yaml+extra), 0o644); err != nil {
+		w.T.Fatal(err)
+	}
+	return path
+}
+
+func (w *World) register(o Options) error {
+	if _, _, err := w.Fake.RegisterSchema(decoySubject, sr.Schema{Schema: `"string"`}); err != nil {
+		return fmt.Errorf("register the decoy schema: %w", err)
+	}
+	if o.Unregistered {
 		return nil
-	}); err != nil {
-		w.T.Fatal(err)
 	}
-	return out
+	var err error
+	if w.SchemaID, _, err = w.Fake.RegisterSchema(w.Entity.Subject(), sr.Schema{Schema: customers.Schema}); err != nil {
+		return fmt.Errorf("register %s: %w", w.Entity.Subject(), err)
+	}
+	return nil
 }
 
-// Source reads the source table: key → state.
-func (w *World) Source() map[string]map[string]any {
+// Getenv is the world's environment, for config.Load and the services.
+func (w *World) Getenv(k string) string { return w.Env[k] }
+
+// Kafka is the client configuration of the world's broker, built from its
+// ecst.yaml as every ecst client's is (nil when Offline).
+func (w *World) Kafka() []kgo.Opt { return append([]kgo.Opt(nil), w.kafka...) }
+
+// Client is a Kafka client of the world's broker with opts added; the
+// caller closes it.
+func (w *World) Client(opts ...kgo.Opt) *kgo.Client {
 	w.T.Helper()
-	rows, err := w.Pool.Query(context.Background(), `SELECT id, version, name, email, tier, updated_at FROM customers`)
+	cl, err := kgo.NewClient(append(w.Kafka(), opts...)...)
 	if err != nil {
 		w.T.Fatal(err)
 	}
-	defer rows.Close()
-	out := map[string]map[string]any{}
-	for rows.Next() {
-		s, _, err := scanState(rows)
-		if err != nil {
-			w.T.Fatal(err)
-		}
-		out[s["id"].(string)] = s
-	}
-	if err := rows.Err(); err != nil {
-		w.T.Fatal(err)
-	}
-	return out
-}
-
-// Decode decodes a record's value (nil for a tombstone).
-func (w *World) Decode(r *kgo.Record) (map[string]any, error) {
-	if r.Value == nil {
-		return nil, nil
-	}
-	id, payload, err := schemas.DecodeWire(r.Value)
-	if err != nil {
-		return nil, err
-	}
-	if id != w.SchemaID {
-		return nil, fmt.Errorf("schema id %d, want %d", id, w.SchemaID)
-	}
-	var m map[string]any
-	if err := avro.Unmarshal(w.Schema, payload, &m); err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-// TopicMatchesSource returns what differs between the topic's latest
-// records and the source, one line per key (empty: they agree).
-func (w *World) TopicMatchesSource() []string {
-	w.T.Helper()
-	src := w.Source()
-	latest := w.Latest()
-	var diffs []string
-	for k, s := range src {
-		r, ok := latest[k]
-		if !ok {
-			diffs = append(diffs, k+": not on the topic")
-			continue
-		}
-		got, err := w.Decode(r)
-		if err != nil {
-			diffs = append(diffs, fmt.Sprintf("%s: %v", k, err))
-			continue
-		}
-		if got == nil {
-			diffs = append(diffs, k+": tombstone on the topic, row in the source")
-			continue
-		}
-		if d := DiffState(s, got); d != "" {
-			diffs = append(diffs, k+": "+d)
-		}
-	}
-	for k, r := range latest {
-		if _, ok := src[k]; !ok && r.Value != nil {
-			diffs = append(diffs, k+": alive on the topic, not in the source")
-		}
-	}
-	return diffs
-}
-
-// DiffState compares two customer states field by field.
-func DiffState(want, got map[string]any) string {
-	var d []string
-	for _, f := range []string{"id", "version", "name", "email", "tier", "updated_at"} {
-		a, b := fmt.Sprint(want[f]), fmt.Sprint(got[f])
-		if t, ok := want[f].(time.Time); ok {
-			a = t.UTC().Format(time.RFC3339Nano)
-		}
-		if t, ok := got[f].(time.Time); ok {
-			b = t.UTC().Format(time.RFC3339Nano)
-		}
-		if a != b {
-			d = append(d, fmt.Sprintf("%s %s≠%s", f, a, b))
-		}
-	}
-	return strings.Join(d, ", ")
-}
-
-// Keys returns n keys.
-func Keys(n int) []string {
-	ks := make([]string, n)
-	for i := range ks {
-		ks[i] = fmt.Sprintf("c%05d", i)
-	}
-	return ks
-}
-
-// Seed upserts every key once, in batches.
-func (w *World) Seed(ctx context.Context, keys []string) {
-	w.T.Helper()
-	for _, k := range keys {
-		if _, err := w.Upsert(ctx, k); err != nil {
-			w.T.Fatal(err)
-		}
-	}
-}
-
-// Rand returns a seeded generator and logs the seed.
-func Rand(t testing.TB, seed uint64) *rand.Rand {
-	t.Logf("seed %d", seed)
-	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-}
-
-// MirrorCatchUp catches the mirror table up with the topic, as `ecst
-// mirror --table table --once --poison skip` does, creating the table if
-// needed.
-func (w *World) MirrorCatchUp(table string) error {
-	ctx := context.Background()
-	name, err := pgident.Parse(table)
-	if err != nil {
-		return err
-	}
-	m, err := consumer.NewMirror(w.Schema)
-	if err != nil {
-		return err
-	}
-	if _, err := w.Pool.Exec(ctx, m.CreateTable(name.Quoted())); err != nil {
-		return err
-	}
-	c, err := consumer.New(consumer.Config[map[string]any]{
-		Name: "mirror:" + name.String(), Topic: w.Topic, KafkaOpts: w.Kafka(), Registry: w.Registry,
-		Store:  &consumer.Postgres[map[string]any]{Pool: w.Pool, Table: name.Quoted(), Projection: m},
-		Poison: consumer.Skip,
-	})
-	if err != nil {
-		return err
-	}
-	return c.CatchUp(ctx)
-}
-
-// MirrorMatchesSource returns the keys whose mirror row differs from the
-// source row (or exists on one side only). The table is named as `ecst
-// mirror --table` takes it.
-func (w *World) MirrorMatchesSource(table string) []string {
-	w.T.Helper()
-	name, err := pgident.Parse(table)
-	if err != nil {
-		w.T.Fatal(err)
-	}
-	rows, err := w.Pool.Query(context.Background(), `SELECT coalesce(c.id, m._key) FROM customers c FULL JOIN `+name.Quoted()+` m ON m._key = c.id
-		WHERE c.id IS NULL OR m._key IS NULL OR (c.version, c.name, c.email, c.tier, c.updated_at) IS DISTINCT FROM (m.version, m.name, m.email, m.tier, m.updated_at)
-		ORDER BY 1`)
-	if err != nil {
-		w.T.Fatal(err)
-	}
-	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		w.T.Fatal(err)
-	}
-	return keys
+	return cl
 }

@@ -6,8 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,22 +16,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
-	"github.com/ecst-io/ecst/config"
-	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/examples/customers"
-	"github.com/ecst-io/ecst/internal/kafkatest"
+	"github.com/ecst-io/ecst/internal/ecsttest"
 	"github.com/ecst-io/ecst/internal/pgtest"
-	"github.com/ecst-io/ecst/internal/topics"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
-	"github.com/ecst-io/ecst/relay"
-	"github.com/ecst-io/ecst/schemas"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -78,68 +66,16 @@ func writeCustomers(t *testing.T) *world {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	broker := kafkatest.New(t)
-	reg := srfake.New()
-	t.Cleanup(reg.Close)
-	dbURL := pgtest.NewDBURL(t)
-	pool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(ctx, customers.TableSQL); err != nil {
-		t.Fatal(err)
-	}
-
 	// The example's own ecst.yaml, connections from the environment as in
-	// production. The topic and service get a suffix: a real broker is
-	// shared across runs, and the service names the relay's transactional id.
-	env := map[string]string{
-		"ECST_BROKERS":             strings.Join(broker.Seeds, ","),
-		"ECST_DATABASE_URL":        dbURL,
-		"ECST_SCHEMA_REGISTRY_URL": reg.URL(),
-	}
-	cfg, err := config.Load(filepath.Join("..", "..", "examples", "customers", "ecst.yaml"), func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
-	cfg.Service += "-interop-" + suffix
-	ent := cfg.Entities["customer"]
-	ent.Topic = "interop-customers-" + suffix
-	ent.ReplicationFactor = 1
-	if err := cfg.Finish(); err != nil {
-		t.Fatal(err)
-	}
-
-	// What `ecst schema register` and `ecst topics apply` do.
-	schemaID, _, err := reg.RegisterSchema(ent.Subject(), sr.Schema{Schema: ent.SchemaText})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kopts, err := kafkaopts.Client(cfg.Kafka)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := kgo.NewClient(kopts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = topics.Create(ctx, kadm.NewClient(cl), ent)
-	cl.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	sreg, err := schemas.NewRegistry(cfg.Registry)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sreg.Close)
-	pub, err := producer.FromConfig(cfg, sreg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// production; the schema registered and the topic created as `ecst
+	// schema register` and `ecst topics apply` do. The topic and service
+	// are the world's own: a real broker is shared across runs, and the
+	// service names the relay's transactional id.
+	w := ecsttest.New(t, ecsttest.Options{
+		Partitions: 6, // as the example's ecst.yaml declares
+		Service:    "customers-api-interop-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+	})
+	pool, pub := w.Pool, w.Pub
 	if err := pub.Resolve(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -209,62 +145,27 @@ func writeCustomers(t *testing.T) *world {
 	upsert("c03", "Customer 3, again", "c03@example.net", &gold, "")         // back after its deletion
 	upsert("zoë-7", "Zoë Ñúñez", "zoe@example.com", nil, "")
 
-	// The rows as the outbox holds them, before the relay deletes them:
+	// The rows as the outbox holds them, before the relay publishes them:
 	// their headers (event ids, timestamps) are what the readers must see.
-	rows, err := pool.Query(ctx, `SELECT key, value, headers FROM ecst.outbox ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := 0
-	for rows.Next() {
-		var key string
-		var value, hs []byte
-		if err := rows.Scan(&key, &value, &hs); err != nil {
-			t.Fatal(err)
+	rows := w.Outbox()
+	for i, r := range rows {
+		if i >= len(events) || events[i].key != r.Key {
+			t.Fatalf("outbox row %d is key %q, not the event written", i, r.Key)
 		}
-		if i >= len(events) || events[i].key != key {
-			t.Fatalf("outbox row %d is key %q, not the event written", i, key)
-		}
-		if events[i].headers, err = outbox.DecodeHeaders(hs); err != nil {
-			t.Fatal(err)
-		}
-		events[i].value = value
-		i++
+		events[i].headers, events[i].value = r.Raw, r.Value
 	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if i != len(events) {
-		t.Fatalf("outbox holds %d rows, %d events were written", i, len(events))
+	if len(rows) != len(events) {
+		t.Fatalf("outbox holds %d rows, %d events were written", len(rows), len(events))
 	}
 
-	relay, err := relay.New(relay.Config{
-		Pool:        pool,
-		KafkaOpts:   kopts,
-		Service:     cfg.Service,
-		TotalShards: cfg.Outbox.Shards,
-		Topics:      []string{ent.Topic},
-		BatchSize:   7, // several Kafka transactions, so the readers see their markers too
-		PollMin:     cfg.Relay.PollMin,
-		PollMax:     cfg.Relay.PollMax,
-		Drain:       true,
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := relay.Run(ctx); err != nil {
-		t.Fatalf("relay --drain: %v", err)
-	}
-	var left int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM ecst.outbox`).Scan(&left); err != nil || left != 0 {
-		t.Fatalf("after the drain the outbox holds %d rows (%v)", left, err)
-	}
+	rc := w.RelayConfig()
+	rc.BatchSize = 7 // several Kafka transactions, so the readers see their markers too
+	w.DrainWith(rc)
 	return &world{
-		brokers:  strings.Join(broker.Seeds, ","),
-		topic:    ent.Topic,
-		registry: reg.URL(),
-		schemaID: schemaID,
+		brokers:  strings.Join(w.Broker.Seeds, ","),
+		topic:    w.Topic,
+		registry: w.Fake.URL(),
+		schemaID: w.SchemaID,
 		events:   events,
 	}
 }

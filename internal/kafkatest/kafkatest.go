@@ -5,6 +5,8 @@
 package kafkatest
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -14,8 +16,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 // SASL credentials of the test brokers: scripts/kafka.sh creates this user
@@ -32,9 +40,90 @@ type Broker struct {
 	// that inject faults with ControlKey need it.
 	Fake *kfake.Cluster
 
+	// SASL: the broker requires SASL, and Opts authenticate as SASLUser.
+	SASL bool
+
 	mu      sync.Mutex
 	dataDir string
 	opts    []kfake.Opt
+}
+
+// Opts are the client options that reach the broker: its seeds, and
+// SCRAM-SHA-512 credentials when it requires SASL.
+func (b *Broker) Opts() []kgo.Opt {
+	opts := []kgo.Opt{kgo.SeedBrokers(b.Seeds...)}
+	if b.SASL {
+		opts = append(opts, kgo.SASL(scram.Auth{User: SASLUser, Pass: SASLPassword}.AsSha512Mechanism()))
+	}
+	return opts
+}
+
+// CreateTopic creates topic on the broker, failing the test if it cannot:
+// partitions, replication factor 1, and configs (nil: the broker's
+// defaults).
+func (b *Broker) CreateTopic(tb testing.TB, topic string, partitions int, configs map[string]string) {
+	tb.Helper()
+	cl, err := kgo.NewClient(b.Opts()...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := CreateTopic(ctx, cl, topic, partitions, configs); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// AwaitReadable waits until read_committed consumers can read all that was
+// committed to topic so far: its last stable offsets have reached its end
+// offsets. A real broker writes a transaction's markers after the commit
+// returns (kfake writes them with it), so a reader that starts at once may
+// take an older offset for the end.
+func AwaitReadable(tb testing.TB, cl *kgo.Client, topic string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		tb.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	wait.Eventually(tb, time.Minute, "the last stable offsets of "+topic+" to reach its end", func() bool {
+		stable, err := adm.ListCommittedOffsets(ctx, topic)
+		if err != nil || stable.Error() != nil {
+			return false
+		}
+		readable := true
+		ends.Each(func(e kadm.ListedOffset) {
+			if s, ok := stable.Lookup(e.Topic, e.Partition); !ok || s.Offset < e.Offset {
+				readable = false
+			}
+		})
+		return readable
+	})
+}
+
+// CreateTopic creates topic with cl: partitions, replication factor 1 (the
+// test brokers have one node), and configs (nil: the broker's defaults).
+// Every test that needs a topic creates it here, or through Broker's
+// CreateTopic.
+func CreateTopic(ctx context.Context, cl *kgo.Client, topic string, partitions int, configs map[string]string) error {
+	cfgs := make(map[string]*string, len(configs))
+	for k, v := range configs {
+		cfgs[k] = &v
+	}
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), 1, cfgs, topic) //nolint:gosec // a test's small count
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
 }
 
 // NewRestartable is New with a broker that Restart can stop and start on
@@ -106,14 +195,16 @@ func NewSASL(tb testing.TB) *Broker {
 		if seeds == "" {
 			tb.Fatal("ECST_TEST_BROKERS is set but ECST_TEST_SASL_BROKERS is not: start the broker with scripts/kafka.sh, which opens both")
 		}
-		return &Broker{Seeds: strings.Split(seeds, ",")}
+		return &Broker{Seeds: strings.Split(seeds, ","), SASL: true}
 	}
-	return newFake(tb,
+	b := newFake(tb,
 		kfake.EnableSASL(),
 		kfake.Superuser("PLAIN", SASLUser, SASLPassword),
 		kfake.Superuser("SCRAM-SHA-256", SASLUser, SASLPassword),
 		kfake.Superuser("SCRAM-SHA-512", SASLUser, SASLPassword),
 	)
+	b.SASL = true
+	return b
 }
 
 func newFake(tb testing.TB, opts ...kfake.Opt) *Broker {

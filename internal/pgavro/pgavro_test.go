@@ -48,17 +48,12 @@ func plan(t *testing.T, conn *pgx.Conn, q string, opts pgavro.Options) (*pgavro.
 
 func TestMapEveryType(t *testing.T) {
 	ctx := context.Background()
-	pool := pgtest.NewDB(t)
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
+	conn := pgtest.NewConn(t)
 	q := `SELECT 42::bigint AS id, 7::int AS n, NULL::bigint AS big, true AS ok, 1.5::float8 AS score,
 		'2026-01-02 03:04:05.123456+00'::timestamptz AS at, '2026-01-02'::date AS day, 12.34::numeric(10,2) AS amount,
 		'6f1c7e7a-1b2c-4d3e-8f90-123456789abc'::uuid AS ref, ARRAY['x','y'] AS tags,
 		'{"city":"Oslo","zip":150}'::jsonb AS addr, 'B' AS kind, 3::int AS version`
-	m, err := plan(t, conn.Conn(), q, pgavro.Options{Key: "id", Version: "version"})
+	m, err := plan(t, conn, q, pgavro.Options{Key: "id", Version: "version"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,14 +89,8 @@ func TestMapEveryType(t *testing.T) {
 }
 
 func TestPlanNamesWhatDoesNotMap(t *testing.T) {
-	ctx := context.Background()
-	pool := pgtest.NewDB(t)
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	_, err = plan(t, conn.Conn(), `SELECT 'k' AS id, 'seven' AS n, 1 AS extra`, pgavro.Options{Key: "id"})
+	conn := pgtest.NewConn(t)
+	_, err := plan(t, conn, `SELECT 'k' AS id, 'seven' AS n, 1 AS extra`, pgavro.Options{Key: "id"})
 	if !errors.Is(err, pgavro.ErrUnmappable) {
 		t.Fatalf("err = %v", err)
 	}
@@ -110,7 +99,7 @@ func TestPlanNamesWhatDoesNotMap(t *testing.T) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
 	}
-	if _, err := plan(t, conn.Conn(), `SELECT 1.5::float8 AS id`, pgavro.Options{Key: "id", IgnoreExtra: true}); err == nil || !strings.Contains(err.Error(), "not supported as a key") {
+	if _, err := plan(t, conn, `SELECT 1.5::float8 AS id`, pgavro.Options{Key: "id", IgnoreExtra: true}); err == nil || !strings.Contains(err.Error(), "not supported as a key") {
 		t.Fatalf("float key: %v", err)
 	}
 }

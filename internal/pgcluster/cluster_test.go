@@ -16,6 +16,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ecst-io/ecst/internal/pgcluster"
+	"github.com/ecst-io/ecst/internal/testkit"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 func TestMain(m *testing.M) {
@@ -44,13 +46,7 @@ func TestStartRestartStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)"); err != nil {
-		t.Fatal(err)
-	}
+	conn := keep(t, c, 42)
 	if err := c.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -58,15 +54,9 @@ func TestStartRestartStop(t *testing.T) {
 		t.Fatal("a connection survived the restart")
 	}
 	conn.Close(ctx)
-	conn, err = pgx.Connect(ctx, c.URL("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var x int
-	if err := conn.QueryRow(ctx, "SELECT x FROM kept").Scan(&x); err != nil || x != 42 {
+	if x, err := kept(t, c); err != nil || x != 42 {
 		t.Fatalf("data after restart: %d, %v", x, err)
 	}
-	conn.Close(ctx)
 	dir := c.Dir()
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
@@ -131,13 +121,10 @@ func TestKilledOwnerLeavesNothingRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	deadline := time.Now().Add(30 * time.Second)
-	for syscall.Kill(pid, 0) == nil {
-		if time.Now().After(deadline) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("postmaster %d still running 30s after its owner was killed", pid)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := wait.Until(context.Background(), 30*time.Second, 50*time.Millisecond, fmt.Sprintf("postmaster %d to stop after its owner was killed", pid),
+		func() (bool, error) { return syscall.Kill(pid, 0) != nil, nil }); err != nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatal(err)
 	}
 	// The next start sweeps the dead owner's directory.
 	c, err := pgcluster.Start(context.Background(), pgcluster.Options{})
@@ -156,19 +143,12 @@ func TestKilledOwnerLeavesNothingRunning(t *testing.T) {
 func TestReuseDir(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dir := reachableTempDir(t)
+	dir := testkit.OpenTempDir(t)
 	c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, c.URL("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)"); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close(ctx)
+	keep(t, c, 7).Close(ctx)
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -177,15 +157,40 @@ func TestReuseDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Stop() //nolint:errcheck
-	conn, err = pgx.Connect(ctx, c.URL("postgres"))
+	if x, err := kept(t, c); err != nil || x != 7 {
+		t.Fatalf("data after stop and start: %d, %v", x, err)
+	}
+}
+
+// keep writes x into a table kept of c's postgres database, and returns
+// the connection it used; the caller closes it.
+func keep(t *testing.T, c *pgcluster.Cluster, x int) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE TABLE kept (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO kept VALUES ($1)", x); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// kept reads back, on a new connection, what keep wrote.
+func kept(t *testing.T, c *pgcluster.Cluster) (x int, err error) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var x int
-	if err := conn.QueryRow(ctx, "SELECT x FROM kept").Scan(&x); err != nil || x != 7 {
-		t.Fatalf("data after stop and start: %d, %v", x, err)
-	}
+	err = conn.QueryRow(ctx, "SELECT x FROM kept").Scan(&x)
+	return x, err
 }
 
 // TestUnreachableDirAsRoot: as root the server runs as postgres, which
@@ -195,7 +200,7 @@ func TestUnreachableDirAsRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("only root runs the server as another user")
 	}
-	dir := reachableTempDir(t)
+	dir := testkit.OpenTempDir(t)
 	if err := os.Chmod(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -203,19 +208,4 @@ func TestUnreachableDirAsRoot(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot enter "+dir) {
 		t.Fatalf("err = %v, want one naming %s", err, dir)
 	}
-}
-
-// reachableTempDir is a temporary directory the postgres user can enter
-// (t.TempDir's are private to root).
-func reachableTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "ecst-pgcluster-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }

@@ -177,6 +177,19 @@ func NewDB(tb testing.TB, opts ...Option) *pgxpool.Pool {
 	return pool
 }
 
+// NewConn is NewDB for callers that need one connection: it is closed, and
+// the database dropped, when the test ends.
+func NewConn(tb testing.TB, opts ...Option) *pgx.Conn {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, NewDBURL(tb, opts...))
+	if err != nil {
+		tb.Fatalf("pgtest: connect: %v", err)
+	}
+	tb.Cleanup(func() { conn.Close(ctx) })
+	return conn
+}
+
 // NewDBURL is NewDB for callers that connect themselves (a subprocess, say).
 func NewDBURL(tb testing.TB, opts ...Option) string {
 	tb.Helper()

@@ -1,5 +1,6 @@
 // Package wait has the sleeps and polls the relay, the consumers,
-// republish, verify and the demo share.
+// republish, verify and the demo share, and the one poll tests use
+// (Eventually).
 package wait
 
 import (
@@ -36,5 +37,22 @@ func Until(ctx context.Context, limit, interval time.Duration, what string, done
 		if !Sleep(ctx, interval) {
 			return ctx.Err()
 		}
+	}
+}
+
+// TB is the part of testing.TB that Eventually uses: this package is linked
+// into the ecst binary, which must not link package testing.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+// Eventually polls cond every few milliseconds until it holds, and fails
+// the test, naming what it waited for, if limit passes first. It is the
+// tests' one way to wait for a condition that sends no signal.
+func Eventually(t TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if err := Until(context.Background(), limit, 5*time.Millisecond, what, func() (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("%v", err)
 	}
 }

@@ -4,13 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/hamba/avro/v2"
@@ -29,16 +26,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 func newAPI(t *testing.T, o stack.Options) (*stack.Stack, string) {
 	t.Helper()
 	s := stack.New(t, o)
-	if err := api.EnsureTable(context.Background(), s.Pool); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := producer.FromConfig(s.Config, s.Registry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api.New(s.Pool, pub, nil).Handler())
-	t.Cleanup(srv.Close)
-	return s, srv.URL
+	return s, stack.ServeAPI(t, s)
 }
 
 type reply struct {
@@ -70,20 +58,8 @@ func (r reply) error(t *testing.T) (msg, field string) {
 
 func do(t *testing.T, method, url, body string) reply {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return reply{resp.StatusCode, resp.Header, b}
+	r := stack.Do(t, method, url, body)
+	return reply{r.Status, r.Header, r.Body}
 }
 
 func want(t *testing.T, r reply, status int) {
@@ -258,29 +234,16 @@ func TestFailedPublishRollsBack(t *testing.T) {
 func TestRun(t *testing.T) {
 	t.Parallel()
 	s := stack.New(t, stack.Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- api.Run(ctx, api.Options{ConfigPath: s.ConfigPath, Env: s.Getenv, Listener: ln})
-	}()
-	url := "http://" + ln.Addr().String()
-	want(t, do(t, "GET", url+"/readyz", ""), http.StatusOK)
-	want(t, do(t, "POST", url+"/customers", `{"id": "cust-1", "name": "Ada", "email": "ada@example.com"}`), http.StatusCreated)
+	svc := stack.Start(t, func(ctx context.Context, ln net.Listener) error {
+		return api.Run(ctx, api.Options{ConfigPath: s.ConfigPath, Env: s.Getenv, Listener: ln})
+	})
+	want(t, do(t, "GET", svc.URL+"/readyz", ""), http.StatusOK)
+	want(t, do(t, "POST", svc.URL+"/customers", `{"id": "cust-1", "name": "Ada", "email": "ada@example.com"}`), http.StatusCreated)
 	if rows := s.Outbox(); len(rows) != 1 || rows[0].Key != "cust-1" || rows[0].Headers[producer.HeaderSource] != s.Service {
 		t.Fatalf("outbox after a POST: %+v", rows)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run after its context ended: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after its context ended")
+	if err := svc.Stop(t); err != nil {
+		t.Fatalf("Run after its context ended: %v", err)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,43 +17,24 @@ import (
 
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
-	"github.com/ecst-io/ecst/examples/customers/api"
 	"github.com/ecst-io/ecst/examples/customers/billing"
 	"github.com/ecst-io/ecst/examples/customers/internal/stack"
 	"github.com/ecst-io/ecst/internal/pgtest"
-	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/internal/wait"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func get(t *testing.T, url string) (int, []byte) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
+	r := stack.Do(t, "GET", url, "")
+	return r.Status, r.Body
 }
 
 func send(t *testing.T, method, url, body string, status int) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status {
-		t.Fatalf("%s %s: status %d, want %d: %s", method, url, resp.StatusCode, status, b)
+	if r := stack.Do(t, method, url, body); r.Status != status {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, url, r.Status, status, r.Body)
 	}
 }
 
@@ -96,16 +76,7 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	s := stack.New(t, stack.Options{})
-	if err := api.EnsureTable(context.Background(), s.Pool); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := producer.FromConfig(s.Config, s.Registry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api.New(s.Pool, pub, nil).Handler())
-	t.Cleanup(srv.Close)
-	return &world{t: t, s: s, api: srv.URL}
+	return &world{t: t, s: s, api: stack.ServeAPI(t, s)}
 }
 
 // instance is one billing process: a consumer filling a model, served.
@@ -122,7 +93,7 @@ func (w *world) startBilling() *instance {
 	in := &instance{model: billing.NewModel()}
 	var err error
 	in.c, err = consumer.New(consumer.Config[customers.Customer]{
-		Name: billing.Name, Topic: w.s.Topic, KafkaOpts: w.s.KafkaOpts(), Registry: w.s.Registry(),
+		Name: billing.Name, Topic: w.s.Topic, KafkaOpts: w.s.Kafka(), Registry: w.s.Registry,
 		ReaderSchema: customers.Schema, Store: in.model,
 	})
 	if err != nil {
@@ -293,35 +264,20 @@ func TestRun(t *testing.T) {
 	send(t, "POST", w.api+"/customers", `{"id": "c1", "name": "Ada", "email": "ada@example.com"}`, 201)
 	w.s.Drain()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	model := billing.NewModel()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- billing.Run(ctx, billing.Options{ConfigPath: w.s.ConfigPath, Env: w.s.Getenv, Listener: ln, Model: model})
-	}()
-	in := &instance{model: model, url: "http://" + ln.Addr().String()}
-	// Readiness follows the first batch: wait for /readyz, re-checking
-	// after each batch and, since the flag flips just after, briefly.
-	deadline := time.After(time.Minute)
-	for {
-		changed := model.Changed()
-		if code, _ := get(t, in.url+"/readyz"); code == http.StatusOK {
-			break
-		}
+	svc := stack.Start(t, func(ctx context.Context, ln net.Listener) error {
+		return billing.Run(ctx, billing.Options{ConfigPath: w.s.ConfigPath, Env: w.s.Getenv, Listener: ln, Model: model})
+	})
+	in := &instance{model: model, url: svc.URL}
+	wait.Eventually(t, time.Minute, "billing to be ready", func() bool {
 		select {
-		case <-changed:
-		case <-time.After(20 * time.Millisecond):
-		case err := <-done:
+		case err := <-svc.Done():
 			t.Fatalf("billing.Run returned before it was ready: %v", err)
-		case <-deadline:
-			t.Fatal("billing never became ready")
+		default:
 		}
-	}
+		code, _ := get(t, in.url+"/readyz")
+		return code == http.StatusOK
+	})
 	w.waitFor(in, expect{"c1": {ID: "c1", Name: "Ada", Email: "ada@example.com", Version: 1}})
 	if code, body := get(t, in.url+"/metrics"); code != http.StatusOK || !strings.Contains(string(body), `ecst_consumer_applied_total{consumer="billing"`) {
 		t.Fatalf("/metrics: %d\n%s", code, body)
@@ -331,11 +287,11 @@ func TestRun(t *testing.T) {
 	// where.
 	cl := w.s.Client()
 	defer cl.Close()
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: w.s.Topic, Key: []byte("junk"), Value: []byte{0xde, 0xad}}).FirstErr(); err != nil {
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: w.s.Topic, Key: []byte("junk"), Value: []byte{0xde, 0xad}}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-done:
+	case err := <-svc.Done():
 		if !errors.Is(err, consumer.ErrPoison) || !strings.Contains(err.Error(), w.s.Topic) {
 			t.Fatalf("billing.Run over a poison record: %v", err)
 		}
@@ -348,25 +304,13 @@ func TestRun(t *testing.T) {
 func TestRunStops(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- billing.Run(ctx, billing.Options{ConfigPath: w.s.ConfigPath, Env: w.s.Getenv, Listener: ln})
-	}()
-	if code, _ := get(t, "http://"+ln.Addr().String()+"/healthz"); code != http.StatusOK {
+	svc := stack.Start(t, func(ctx context.Context, ln net.Listener) error {
+		return billing.Run(ctx, billing.Options{ConfigPath: w.s.ConfigPath, Env: w.s.Getenv, Listener: ln})
+	})
+	if code, _ := get(t, svc.URL+"/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz: %d", code)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("billing.Run after its context ended: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("billing.Run did not return after its context ended")
+	if err := svc.Stop(t); err != nil {
+		t.Fatalf("billing.Run after its context ended: %v", err)
 	}
 }
