@@ -234,7 +234,7 @@ func TestRotationWithoutTruncatePrivilege(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t, envOpts{})
-	role := "relay_" + e.service
+	role := "relay_" + strings.ReplaceAll(e.service, "-", "_") // an identifier: the service has dashes
 	if _, err := e.pool.Exec(ctx, fmt.Sprintf(`CREATE ROLE %[1]s LOGIN PASSWORD 'relay';
 		GRANT USAGE ON SCHEMA ecst TO %[1]s;
 		GRANT SELECT ON ALL TABLES IN SCHEMA ecst TO %[1]s;

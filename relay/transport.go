@@ -69,13 +69,14 @@ func (r *Relay) leftFromSwitch(ctx context.Context) (bool, error) {
 }
 
 // TablePending reports whether the outbox table holds rows not yet
-// published.
+// published: pending rows, past their shard's cursor (published rows stay
+// in the table until their partition is truncated).
 func TablePending(ctx context.Context, q outbox.Querier) (bool, error) {
-	var pending bool
-	if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT FROM ecst.outbox)").Scan(&pending); err != nil {
+	n, err := outbox.PendingCount(ctx, q, 1)
+	if err != nil {
 		return false, fmt.Errorf("read the outbox table's backlog: %w", err)
 	}
-	return pending, nil
+	return n > 0, nil
 }
 
 // walBehindSwitch reports whether, after a switch to the table transport,
