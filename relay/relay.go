@@ -322,6 +322,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.ready.Store(true)
 	defer r.ready.Store(false)
 
+	parent := ctx // the units' context below is cancelled once they end
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
@@ -348,8 +349,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	if p := first.Load(); p != nil {
 		return *p
 	}
-	if r.cfg.Drain && ctx.Err() == nil {
-		r.awaitReadable(ctx)
+	if r.cfg.Drain && parent.Err() == nil {
+		r.awaitReadable(parent)
 	}
 	return nil
 }
