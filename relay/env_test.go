@@ -306,6 +306,15 @@ func (e *env) writeWith(ctx context.Context, pub *producer.Publisher, key string
 		return event{}, err
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck
+	// Writers of one key take turns, so that its versions follow commit
+	// order, which the order checks compare the topic with. The row lock
+	// alone does not give that: an INSERT draws its version (VALUES'
+	// nextval) before it waits on a concurrent DELETE of the key, and then
+	// commits after it with the lower version. (A lock space of its own:
+	// one bigint, where the outbox key lock takes two ints.)
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('writer:' || $1, 0))", key); err != nil {
+		return event{}, err
+	}
 	var ev event
 	if del {
 		var v int64
