@@ -121,7 +121,7 @@ func (t *termLoop) resolve(term context.Context, b *batch, bo *backoff) (ok bool
 			}
 		case err != nil:
 			if term.Err() != nil {
-				return false, leaseOrNil(term)
+				return false, termCause(term)
 			}
 			t.r.m.errors.WithLabelValues("capture").Inc()
 			t.r.m.retries.Inc()
