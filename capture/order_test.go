@@ -63,13 +63,15 @@ func seed(t *testing.T) uint64 {
 func TestMixedWritersOrder(t *testing.T) {
 	t.Parallel()
 	h := hook(os.Getenv("ECST_CAPTURE_HOOK"))
-	bad := mixedWriters(t, seed(t), h)
-	for _, b := range bad[:min(len(bad), 10)] {
-		t.Error(b)
-	}
-	if len(bad) > 0 {
-		t.Errorf("%d order violations (hook %q)", len(bad), h)
-	}
+	eachTransport(t, func(t *testing.T, o ecsttest.Options) {
+		bad := mixedWriters(t, o, seed(t), h)
+		for _, b := range bad[:min(len(bad), 10)] {
+			t.Error(b)
+		}
+		if len(bad) > 0 {
+			t.Errorf("%d order violations (hook %q)", len(bad), h)
+		}
+	})
 }
 
 // TestMixedWritersOrderNeedsTheMechanism: with either part of the
@@ -80,25 +82,26 @@ func TestMixedWritersOrder(t *testing.T) {
 // seen so far; up to three runs are tried).
 func TestMixedWritersOrderNeedsTheMechanism(t *testing.T) {
 	t.Parallel()
-	for _, h := range []hook{hookDirect, hookNoLock} {
-		t.Run(string(h), func(t *testing.T) {
-			t.Parallel()
-			for range 3 {
-				if bad := mixedWriters(t, seed(t), h); len(bad) > 0 {
-					t.Logf("as expected with hook %s, %d violations, e.g. %s", h, len(bad), bad[0])
-					return
+	eachTransport(t, func(t *testing.T, o ecsttest.Options) {
+		for _, h := range []hook{hookDirect, hookNoLock} {
+			t.Run(string(h), func(t *testing.T) {
+				for range 3 {
+					if bad := mixedWriters(t, o, seed(t), h); len(bad) > 0 {
+						t.Logf("as expected with hook %s, %d violations, e.g. %s", h, len(bad), bad[0])
+						return
+					}
 				}
-			}
-			t.Fatalf("with hook %s, no key's versions went down in three runs: the test no longer shows what the mechanism prevents", h)
-		})
-	}
+				t.Fatalf("with hook %s, no key's versions went down in three runs: the test no longer shows what the mechanism prevents", h)
+			})
+		}
+	})
 }
 
-func mixedWriters(t *testing.T, seed uint64, h hook) (violations []string) {
+func mixedWriters(t *testing.T, o ecsttest.Options, seed uint64, h hook) (violations []string) {
 	t.Helper()
 	rng := ecsttest.Rand(t, seed)
 	ctx := context.Background()
-	w := newWorld(t, ecsttest.Options{})
+	w := newWorld(t, o)
 	keys := ecsttest.Keys(6)
 	w.Seed(ctx, keys)
 	w.enable()

@@ -12,10 +12,14 @@ import (
 
 // TestPsqlWrites: with capture enabled and the relay running, writes made
 // with psql alone, no ecst code, each leave the topic's last record of
-// every key equal to the source.
+// every key equal to the source, in either transport.
 func TestPsqlWrites(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, ecsttest.Options{})
+	eachTransport(t, psqlWrites)
+}
+
+func psqlWrites(t *testing.T, o ecsttest.Options) {
+	w := newWorld(t, o)
 	w.Exec(`CREATE TABLE customer_tiers (customer_id text PRIMARY KEY, tier text NOT NULL)`)
 	w.Entity.Source.Query = `SELECT c.id, c.version, c.name, c.email, t.tier, c.updated_at FROM customers c LEFT JOIN customer_tiers t ON t.customer_id = c.id`
 	w.Entity.Source.CaptureFrom = []config.CaptureFrom{{Table: "customer_tiers", Key: "customer_id"}}

@@ -54,11 +54,16 @@ func TestNoCaptureCostsNothing(t *testing.T) {
 }
 
 // TestDrainPublishesCaptured: `ecst relay --drain` returns only once the
-// states the captured changes resolve to are on the topic.
+// states the captured changes resolve to are on the topic, in either
+// transport (the WAL drain's target moves past each resolution's commit).
 func TestDrainPublishesCaptured(t *testing.T) {
 	t.Parallel()
+	eachTransport(t, drainPublishesCaptured)
+}
+
+func drainPublishesCaptured(t *testing.T, o ecsttest.Options) {
 	ctx := context.Background()
-	w := newWorld(t, ecsttest.Options{})
+	w := newWorld(t, o)
 	w.enable()
 	w.Seed(ctx, ecsttest.Keys(50))
 	w.Exec(`UPDATE customers SET version = version + 1, name = 'drained' WHERE id < 'c00030'`)
@@ -74,8 +79,12 @@ func TestDrainPublishesCaptured(t *testing.T) {
 // under relay.on_reject: park, is parked while the rest goes on.
 func TestMarkerRefused(t *testing.T) {
 	t.Parallel()
+	eachTransport(t, markerRefused)
+}
+
+func markerRefused(t *testing.T, o ecsttest.Options) {
 	ctx := context.Background()
-	w := newWorld(t, ecsttest.Options{})
+	w := newWorld(t, o)
 	w.Exec(`SELECT ecst.publish('customer', 'c1')`)
 	cfg := w.RelayConfig()
 	r, err := relay.New(cfg)

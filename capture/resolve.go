@@ -80,9 +80,10 @@ func NewResolver(cfg ResolverConfig) (*Resolver, error) {
 // that also tombstones the keys the source no longer has.
 func (r *Resolver) Resolve(ctx context.Context, markers []relay.Marker) error {
 	type work struct {
-		entity *config.Entity
-		all    bool
-		keys   map[string]string // key → the last marker naming it
+		entity  *config.Entity
+		all     bool
+		keys    map[string]string // key → the last marker naming it
+		pending []string          // with all, in the WAL transport: keys the relay holds unpublished
 	}
 	byEntity := map[string]*work{}
 	var order []string
@@ -101,6 +102,7 @@ func (r *Resolver) Resolve(ctx context.Context, markers []relay.Marker) error {
 			order = append(order, m.Entity)
 		}
 		w.all = w.all || m.All
+		w.pending = append(w.pending, m.Unpublished[w.entity.Topic]...)
 		for _, k := range m.Keys {
 			w.keys[k] = m.ID
 		}
@@ -109,7 +111,7 @@ func (r *Resolver) Resolve(ctx context.Context, markers []relay.Marker) error {
 		w := byEntity[name]
 		var err error
 		if w.all {
-			err = r.resolveAll(ctx, w.entity)
+			err = r.resolveAll(ctx, w.entity, w.pending)
 		} else {
 			err = r.resolveKeys(ctx, w.entity, w.keys)
 		}
@@ -171,8 +173,8 @@ func (r *Resolver) resolveKeys(ctx context.Context, e *config.Entity, ids map[st
 
 // writeBatch is republish's lock-then-read-then-write: it takes the keys'
 // locks (ascending), reads their rows in a statement that starts once the
-// locks are held, and copies the events into the outbox, in one
-// transaction. A live writer holds a key's lock from its outbox insert to
+// locks are held, and writes the events by the Publisher's transport (COPY
+// into the outbox, or logical messages into the WAL), in one transaction. A live writer holds a key's lock from its outbox insert to
 // its commit, so the state read is at least as new as any event of the key
 // already in the outbox, and lands behind it.
 func (r *Resolver) writeBatch(ctx context.Context, e *config.Entity, src *source.Source, keys []string, ids map[string]string) error {
@@ -232,7 +234,7 @@ func (r *Resolver) writeBatch(ctx context.Context, e *config.Entity, src *source
 		}
 		return tx.Commit(ctx)
 	}
-	if err := outbox.CopyRows(ctx, tx, out); err != nil {
+	if err := r.cfg.Publisher.Transport().CopyRows(ctx, tx, out); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)
@@ -241,11 +243,14 @@ func (r *Resolver) writeBatch(ctx context.Context, e *config.Entity, src *source
 // resolveAll republishes every key of e and tombstones those the source no
 // longer has: the keys alive on the topic, and the keys with an event
 // still in the outbox (it may precede the TRUNCATE, in this batch or in
-// another shard). The relay's stream waits for it.
-func (r *Resolver) resolveAll(ctx context.Context, e *config.Entity) error {
-	pending, err := outbox.PendingKeys(ctx, r.cfg.Pool, e.Topic)
-	if err != nil {
-		return err
+// another shard), or in the WAL transport those the relay holds unpublished
+// (pending). The relay's stream waits for it.
+func (r *Resolver) resolveAll(ctx context.Context, e *config.Entity, pending []string) error {
+	if r.cfg.Publisher.Transport() != outbox.TransportWAL {
+		var err error
+		if pending, err = outbox.PendingKeys(ctx, r.cfg.Pool, e.Topic); err != nil {
+			return err
+		}
 	}
 	res, err := republish.Run(ctx, republish.Config{Pool: r.cfg.Pool, Publisher: r.cfg.Publisher, Entity: e, Kafka: r.cfg.Kafka, Logger: r.log},
 		republish.Options{All: true, TombstoneOrphans: true, Tombstones: pending, MaxBacklog: -1})

@@ -29,6 +29,28 @@ type world struct {
 	t *testing.T
 }
 
+// transport is a transport a test runs in, as a subtest of its name.
+type transport struct {
+	name string
+	opts ecsttest.Options
+}
+
+// transports are the outbox transports: markers travel through each.
+func transports() []transport {
+	return []transport{{"table", ecsttest.Options{}}, {"wal", ecsttest.Options{WAL: true}}}
+}
+
+// eachTransport runs f as a parallel subtest per transport.
+func eachTransport(t *testing.T, f func(t *testing.T, o ecsttest.Options)) {
+	t.Helper()
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, tr.opts)
+		})
+	}
+}
+
 func newWorld(t *testing.T, o ecsttest.Options) *world {
 	t.Helper()
 	return &world{World: ecsttest.New(t, o), t: t}

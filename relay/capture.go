@@ -9,16 +9,22 @@ import (
 )
 
 // MarkerTopic is the reserved outbox topic of capture markers (migration
-// 004, ecst.capture): a marker says which keys of an entity changed. The
-// relay resolves markers through its Resolver and never produces one to
-// Kafka.
+// 004, ecst.capture) in the table transport: a marker says which keys of an
+// entity changed. The relay resolves markers through its Resolver and never
+// produces one to Kafka.
 const MarkerTopic = "_ecst.capture"
+
+// MarkerPrefix is the prefix of the logical decoding messages that carry
+// capture markers in the WAL transport. The WAL source turns them into
+// records of MarkerTopic.
+const MarkerPrefix = "ecst.capture"
 
 // Marker is a capture marker met in the relay's stream: these keys of
 // Entity changed in a transaction that has committed.
 type Marker struct {
 	// ID names the marker in the ecst-capture header of the events that
-	// resolve it: its outbox row id.
+	// resolve it: its outbox row id, or in the WAL transport its WAL
+	// position.
 	ID string
 	// Entity is the entity's name in ecst.yaml.
 	Entity string
@@ -26,6 +32,12 @@ type Marker struct {
 	Keys []string
 	// All says every key may have changed (a TRUNCATE).
 	All bool
+	// Unpublished are, with All in the WAL transport, the keys per topic
+	// of the events the relay holds that are not yet on Kafka (ahead of
+	// the marker, or beside it in its batch): a key the source no longer
+	// has among them needs a tombstone. The table transport's resolver
+	// reads them from the outbox.
+	Unpublished map[string][]string
 }
 
 // Resolver turns capture markers into events (package capture implements
@@ -69,12 +81,24 @@ type markerValue struct {
 func decodeMarker(rec record) (Marker, error) {
 	var v markerValue
 	if err := json.Unmarshal(rec.value, &v); err != nil {
-		return Marker{}, fmt.Errorf("capture marker %d does not decode: %w", rec.id, err)
+		return Marker{}, fmt.Errorf("capture marker %s does not decode: %w", markerID(rec), err)
 	}
 	if v.Entity == "" {
-		return Marker{}, fmt.Errorf("capture marker %d names no entity", rec.id)
+		return Marker{}, fmt.Errorf("capture marker %s names no entity", markerID(rec))
 	}
-	return Marker{ID: strconv.FormatInt(rec.id, 10), Entity: v.Entity, Keys: v.Keys, All: v.All}, nil
+	return Marker{ID: markerID(rec), Entity: v.Entity, Keys: v.Keys, All: v.All}, nil
+}
+
+// markerID is the marker's outbox row id, or its WAL position.
+func markerID(rec record) string {
+	if rec.lsn != 0 {
+		return rec.lsn.String()
+	}
+	return strconv.FormatInt(rec.id, 10)
+}
+
+func rejectMarker(rec record, err error) *RejectedError {
+	return &RejectedError{ID: rec.id, LSN: rec.lsn, Topic: rec.topic, Key: rec.key, Err: err}
 }
 
 func isMarker(rec record) bool { return rec.topic == MarkerTopic }
@@ -97,11 +121,16 @@ func (t *termLoop) resolve(term context.Context, b *batch, bo *backoff) (ok bool
 			err = errNoResolver
 		}
 		if err != nil {
-			rejected = append(rejected, &RejectedError{ID: rec.id, Topic: rec.topic, Key: rec.key, Err: err})
+			rejected = append(rejected, rejectMarker(rec, err))
 			continue
 		}
 		markers = append(markers, m)
 		byID = append(byID, rec)
+	}
+	for i := range markers {
+		if markers[i].All && t.unit.wal() {
+			markers[i].Unpublished = unpublished(b.records)
+		}
 	}
 	if len(markers) == 0 && len(rejected) == 0 {
 		return true, nil
@@ -112,8 +141,8 @@ func (t *termLoop) resolve(term context.Context, b *batch, bo *backoff) (ok bool
 		switch {
 		case errors.As(err, &me):
 			for _, rec := range byID {
-				if strconv.FormatInt(rec.id, 10) == me.Marker.ID {
-					rejected = append(rejected, &RejectedError{ID: rec.id, Topic: rec.topic, Key: rec.key, Err: me})
+				if markerID(rec) == me.Marker.ID {
+					rejected = append(rejected, rejectMarker(rec, me))
 				}
 			}
 			if len(rejected) == 0 {
@@ -130,6 +159,17 @@ func (t *termLoop) resolve(term context.Context, b *batch, bo *backoff) (ok bool
 			return false, nil
 		default:
 			t.r.m.markers.Add(float64(len(markers)))
+			if err := t.resolved(term); err != nil {
+				// Resolved again after the backoff: duplicates, harmless.
+				if term.Err() != nil {
+					return false, termCause(term)
+				}
+				t.r.m.errors.WithLabelValues("database").Inc()
+				t.r.m.retries.Inc()
+				t.log.Warn("extend the drain past a capture resolution; retrying", "err", err)
+				bo.sleep(term)
+				return false, nil
+			}
 		}
 	}
 	if len(rejected) > 0 {
@@ -138,4 +178,27 @@ func (t *termLoop) resolve(term context.Context, b *batch, bo *backoff) (ok bool
 	}
 	b.records = events
 	return true, nil
+}
+
+// resolved runs once a resolution has committed. A WAL drain moves its
+// target past the resolution's commit, so that it exits only once the
+// resolved events are published too (the table source's drain reads on
+// until the outbox is empty, which takes them in).
+func (t *termLoop) resolved(term context.Context) error {
+	ws, ok := t.src.(*walSource)
+	if !ok || !t.r.cfg.Drain {
+		return nil
+	}
+	return ws.extendDrain(term)
+}
+
+// unpublished are the keys per topic of recs' events.
+func unpublished(recs []record) map[string][]string {
+	out := map[string][]string{}
+	for _, rec := range recs {
+		if !isMarker(rec) {
+			out[rec.topic] = append(out[rec.topic], rec.key)
+		}
+	}
+	return out
 }

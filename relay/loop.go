@@ -41,6 +41,9 @@ type batch struct {
 	// WAL source has taken the batch's commit into account.
 	confirm  pglogrepl.LSN
 	recorded bool
+	// taken is how many of the WAL source's queued events the batch took:
+	// its records, before resolved capture markers left them.
+	taken int
 	// after is the table source's cursor once this batch is published.
 	after *cursor
 }

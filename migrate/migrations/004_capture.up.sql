@@ -6,11 +6,19 @@
 -- events behind everything already waiting. docs/architecture.md, "Capture",
 -- has the argument.
 --
--- A marker is an ecst.outbox row on the reserved topic _ecst.capture, in
--- shard 0, its key the entity's name and its value JSON:
+-- A marker's content is JSON:
 --   {"entity": "customer", "keys": ["c1", "c2"]}   these keys changed
 --   {"entity": "customer", "all": true}            every key (TRUNCATE)
--- The relay never produces a marker to Kafka.
+-- It travels by the transport the database runs, decided at each call:
+--   table: an ecst.outbox row on the reserved topic _ecst.capture, in shard
+--          0, its key the entity's name;
+--   wal:   a transactional logical decoding message with the prefix
+--          ecst.capture (ecst.wal_enabled has its row; migration 003).
+-- Reading ecst.wal_enabled holds a share lock on it until the transaction
+-- ends, as a WAL writer's does, which `ecst outbox switch table` waits for.
+-- While a switch is under way neither transport takes a marker, and the
+-- writing statement fails, as a Go producer's write does. The relay never
+-- produces a marker to Kafka.
 
 -- What `ecst capture enable` installed, one row per (entity, table), so that
 -- `ecst capture disable` removes exactly that and `ecst capture status` finds
@@ -27,6 +35,19 @@ CREATE TABLE ecst.capture_tables (
 
 COMMENT ON TABLE ecst.capture_tables IS
     'Capture triggers installed by `ecst capture enable`; `ecst capture disable` removes them.';
+
+-- ecst.capture_marker writes one marker, by the database's transport.
+CREATE FUNCTION ecst.capture_marker(entity text, marker json) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT FROM ecst.wal_enabled) THEN
+        PERFORM pg_logical_emit_message(true, 'ecst.capture', convert_to(marker::text, 'UTF8'));
+    ELSE
+        INSERT INTO ecst.outbox (shard, topic, key, value, headers)
+        VALUES (0, '_ecst.capture', entity, convert_to(marker::text, 'UTF8'), '\x01'::bytea);
+    END IF;
+END
+$$;
 
 -- ecst.capture writes one marker for keys of entity, in the caller's
 -- transaction. NULL and empty keys are dropped; no key, no marker. It runs
@@ -45,9 +66,7 @@ BEGIN
     IF ks IS NULL THEN
         RETURN;
     END IF;
-    INSERT INTO ecst.outbox (shard, topic, key, value, headers)
-    VALUES (0, '_ecst.capture', entity,
-            convert_to(json_build_object('entity', entity, 'keys', ks)::text, 'UTF8'), '\x01'::bytea);
+    PERFORM ecst.capture_marker(entity, json_build_object('entity', entity, 'keys', ks));
 END
 $$;
 
@@ -58,9 +77,7 @@ BEGIN
     IF entity IS NULL OR entity = '' THEN
         RAISE EXCEPTION 'ecst.capture_all: entity is required' USING ERRCODE = '22004';
     END IF;
-    INSERT INTO ecst.outbox (shard, topic, key, value, headers)
-    VALUES (0, '_ecst.capture', entity,
-            convert_to(json_build_object('entity', entity, 'all', true)::text, 'UTF8'), '\x01'::bytea);
+    PERFORM ecst.capture_marker(entity, json_build_object('entity', entity, 'all', true));
 END
 $$;
 
