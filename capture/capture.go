@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -374,9 +375,30 @@ type Status struct {
 	// Missing are tables ecst.yaml lists that have no capture installed
 	// (run `ecst capture enable` again).
 	Missing []string `json:"missing,omitempty"`
-	// Pending are markers the relay has not resolved yet.
-	Pending int64 `json:"markers_pending"`
+	// Pending are markers the relay has not resolved yet, counted among
+	// the first PendingCap pending rows of the outbox's shard 0 (where
+	// markers go); PendingCapped says the count stopped there. With the
+	// WAL transport markers wait in the slot, where they are not counted:
+	// PendingUncounted is set (the relay's lag shows them).
+	Pending          int64 `json:"markers_pending"`
+	PendingCapped    bool  `json:"markers_pending_capped,omitempty"`
+	PendingUncounted bool  `json:"markers_pending_uncounted,omitempty"`
 }
+
+// PendingText is Pending as a human reads it: "≥ N" past the cap, "-"
+// uncounted.
+func (s Status) PendingText() string {
+	switch {
+	case s.PendingUncounted:
+		return "-"
+	case s.PendingCapped:
+		return fmt.Sprintf("≥ %d", s.Pending)
+	}
+	return strconv.FormatInt(s.Pending, 10)
+}
+
+// PendingCap bounds the outbox rows StatusOf reads to count markers.
+const PendingCap = 10_000
 
 // TableStatus is one captured table and whether its objects are there.
 type TableStatus struct {
@@ -408,8 +430,9 @@ func (s Status) Healthy() bool {
 }
 
 // StatusOf reports the capture of every entity in cfg, and of any other
-// entity ecst.capture_tables records.
-func StatusOf(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) ([]Status, error) {
+// entity ecst.capture_tables records. Its queries are bounded: an entity
+// without capture costs none of its own.
+func StatusOf(ctx context.Context, pool outbox.Querier, cfg *config.Config) ([]Status, error) {
 	rows, err := pool.Query(ctx, `SELECT DISTINCT entity FROM ecst.capture_tables`)
 	if err != nil {
 		return nil, fmt.Errorf("read ecst.capture_tables: %w", err)
@@ -418,20 +441,32 @@ func StatusOf(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) ([]St
 	if err != nil {
 		return nil, fmt.Errorf("read ecst.capture_tables: %w", err)
 	}
+	enabled := slices.Clone(names)
 	names = append(names, cfg.EntityNames()...)
 	slices.Sort(names)
 	names = slices.Compact(names)
-	pending, err := pendingMarkers(ctx, pool)
+	transport, err := outbox.DatabaseTransport(ctx, pool)
 	if err != nil {
 		return nil, err
 	}
+	pending, capped := map[string]int64{}, false
+	if transport == outbox.TransportTable {
+		if pending, capped, err = pendingMarkers(ctx, pool, PendingCap); err != nil {
+			return nil, err
+		}
+	}
 	var out []Status
 	for _, n := range names {
+		s := Status{Entity: n, Pending: pending[n], PendingCapped: capped, PendingUncounted: transport != outbox.TransportTable}
+		if !slices.Contains(enabled, n) {
+			out = append(out, s)
+			continue
+		}
 		installed, err := Installed(ctx, pool, n)
 		if err != nil {
 			return nil, err
 		}
-		s := Status{Entity: n, Enabled: len(installed) > 0, Pending: pending[n]}
+		s.Enabled = len(installed) > 0
 		have := map[string]bool{}
 		for _, t := range installed {
 			ts, err := tableStatus(ctx, pool, t)
@@ -484,17 +519,27 @@ func tableStatus(ctx context.Context, q outbox.Querier, t Table) (TableStatus, e
 	return ts, nil
 }
 
-// pendingMarkers counts the markers not yet resolved, by entity.
-func pendingMarkers(ctx context.Context, q outbox.Querier) (map[string]int64, error) {
-	rows, err := q.Query(ctx, `SELECT key, count(*) FROM (`+outbox.PendingSQL+`) p WHERE topic = $1 GROUP BY key`, relay.MarkerTopic)
+// pendingMarkers counts the markers not yet resolved, by entity, among the
+// first limit pending rows of shard 0 (where markers go); capped says the
+// read stopped there.
+func pendingMarkers(ctx context.Context, q outbox.Querier, limit int) (map[string]int64, bool, error) {
+	rows, err := q.Query(ctx, `SELECT key, count(*) FILTER (WHERE topic = $2), sum(count(*)) OVER () FROM (
+		SELECT topic, key FROM (`+outbox.PendingShardSQL+`) p LIMIT $3) m GROUP BY key`, 0, relay.MarkerTopic, limit)
 	if err != nil {
-		return nil, fmt.Errorf("count the pending capture markers: %w", err)
+		return nil, false, fmt.Errorf("count the pending capture markers: %w", err)
 	}
 	out := map[string]int64{}
 	var k string
-	var n int64
-	if _, err := pgx.ForEachRow(rows, []any{&k, &n}, func() error { out[k] = n; return nil }); err != nil {
-		return nil, fmt.Errorf("count the pending capture markers: %w", err)
+	var n, read int64
+	capped := false
+	if _, err := pgx.ForEachRow(rows, []any{&k, &n, &read}, func() error {
+		if n > 0 {
+			out[k] = n
+		}
+		capped = read >= int64(limit)
+		return nil
+	}); err != nil {
+		return nil, false, fmt.Errorf("count the pending capture markers: %w", err)
 	}
-	return out, nil
+	return out, capped, nil
 }

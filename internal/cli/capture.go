@@ -201,7 +201,7 @@ func printCaptureStatus(w io.Writer, st []capture.Status) {
 	fmt.Fprintln(tw, "ENTITY\tCAPTURE\tTABLE\tKEY\tTRIGGERS\tMARKERS PENDING")
 	for _, s := range st {
 		if !s.Enabled {
-			fmt.Fprintf(tw, "%s\toff\t-\t-\t-\t%d\n", s.Entity, s.Pending)
+			fmt.Fprintf(tw, "%s\toff\t-\t-\t-\t%s\n", s.Entity, s.PendingText())
 			continue
 		}
 		for _, t := range s.Tables {
@@ -218,10 +218,10 @@ func printCaptureStatus(w io.Writer, st []capture.Status) {
 			if len(missing) > 0 {
 				trig = "MISSING " + strings.Join(missing, ", ")
 			}
-			fmt.Fprintf(tw, "%s\ton\t%s\t%s\t%s\t%d\n", s.Entity, t.Name, t.Key, trig, s.Pending)
+			fmt.Fprintf(tw, "%s\ton\t%s\t%s\t%s\t%s\n", s.Entity, t.Name, t.Key, trig, s.PendingText())
 		}
 		for _, m := range s.Missing {
-			fmt.Fprintf(tw, "%s\ton\t%s\t-\tNOT INSTALLED (in ecst.yaml)\t%d\n", s.Entity, m, s.Pending)
+			fmt.Fprintf(tw, "%s\ton\t%s\t-\tNOT INSTALLED (in ecst.yaml)\t%s\n", s.Entity, m, s.PendingText())
 		}
 	}
 	tw.Flush()
