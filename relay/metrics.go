@@ -99,7 +99,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ecst_relay_rotations_total", Help: "Outbox partitions truncated once every row in them was published.",
 		}),
 		markers: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ecst_relay_capture_markers_total", Help: "Capture markers resolved: their keys' current states written to the outbox.",
+			Name: "ecst_relay_capture_markers_total", Help: "Capture markers resolved: their keys' current states written to the transport (outbox rows or WAL messages).",
 		}),
 	}
 	if reg != nil {
