@@ -177,6 +177,19 @@ install it.`,
 	return root, a
 }
 
+// loadEntity is the loaded config and its entity of that name.
+func (a *app) loadEntity(name string) (*config.Config, *config.Entity, error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := cfg.Entity(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, e, nil
+}
+
 // loadConfig reads the config with env and flag overrides and validates it.
 func (a *app) loadConfig() (*config.Config, error) {
 	cfg, err := config.Load(a.configPath, a.io.Env)
