@@ -1,0 +1,46 @@
+package bench
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pace writes as services do, one event per business transaction: writers
+// goroutines each call write once per tick until d has passed, rate calls/s
+// in all. write(w, i) is writer w's i-th call, i from 0. A writer whose call
+// fails stops; the first such error is returned, with how many calls
+// succeeded. A cancelled ctx stops every writer and is returned.
+func Pace(ctx context.Context, writers, rate int, d time.Duration, write func(w, i int) error) (int64, error) {
+	per := time.Duration(float64(time.Second) * float64(writers) / float64(rate))
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	var written atomic.Int64
+	var werr atomic.Pointer[error]
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(per)
+			defer t.Stop()
+			for i := 0; time.Now().Before(deadline); i++ {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if err := write(w, i); err != nil {
+					werr.CompareAndSwap(nil, &err)
+					return
+				}
+				written.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := werr.Load(); p != nil {
+		return written.Load(), *p
+	}
+	return written.Load(), ctx.Err()
+}
