@@ -142,11 +142,11 @@ func (e *Outbox) Relay(ctx context.Context, batch int) (int, time.Duration, erro
 	if err != nil {
 		return 0, 0, err
 	}
-	start := time.Now()
-	if err := r.Run(ctx); err != nil {
+	took, err := timed(func() error { return r.Run(ctx) })
+	if err != nil {
 		return 0, 0, err
 	}
-	return before, time.Since(start), nil
+	return before, took, nil
 }
 
 // Round fills the outbox with rows rows of valueSize bytes and drains them

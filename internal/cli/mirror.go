@@ -198,16 +198,12 @@ is, schema.table qualifies it.`,
   ecst rebuild 'analytics."Customer Mirror"'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.loadConfig()
-			if err != nil {
-				return err
-			}
 			name, err := parseTable("CONSUMER", strings.TrimPrefix(args[0], "mirror:"))
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			pool, err := connect(ctx, cfg.Database)
+			cfg, pool, err := a.database(ctx)
 			if err != nil {
 				return err
 			}

@@ -7,6 +7,15 @@ import (
 	"time"
 )
 
+// timed runs fn and says how long it took.
+func timed(fn func() error) (time.Duration, error) {
+	start := time.Now()
+	if err := fn(); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
 // Pace writes as services do, one event per business transaction: writers
 // goroutines each call write once per tick until d has passed, rate calls/s
 // in all. write(w, i) is writer w's i-th call, i from 0. A writer whose call
