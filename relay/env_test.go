@@ -97,6 +97,7 @@ func (e *env) drain() {
 	e.w.DrainWith(e.relayConfig())
 }
 
+// outboxCount counts the outbox rows not yet published.
 func (e *env) outboxCount() int {
 	e.t.Helper()
 	return e.w.OutboxLen()

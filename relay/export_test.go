@@ -1,11 +1,5 @@
 package relay
 
-import (
-	"context"
-
-	"github.com/jackc/pgx/v5/pgxpool"
-)
-
 // WithBeforeProduce calls f with each batch's row ids after the batch is
 // read and before it is produced: tests stall a leader there.
 func WithBeforeProduce(cfg *Config, f func(shard int, ids []int64)) { cfg.beforeProduce = f }
@@ -14,19 +8,14 @@ func WithBeforeProduce(cfg *Config, f func(shard int, ids []int64)) { cfg.before
 // that a test can show what fencing prevents.
 func WithoutFencing(cfg *Config) { cfg.noFencing = true }
 
-// WithReadAheadByID makes the relay read ahead with `id > max(in flight)`
-// instead of the head minus the rows in flight, so that a test can show
-// the reordering that would allow.
-func WithReadAheadByID(cfg *Config) { cfg.readAheadByID = true }
+// WithoutWatch makes the relay keep no watched transactions: it reads
+// `id > cursor` alone, so that a test can show the late commits that
+// skips.
+func WithoutWatch(cfg *Config) { cfg.watch = watchNone }
 
-// ReadAheadSQL is the relay's read of the head minus the batch in flight.
-const ReadAheadSQL = readAheadSQL
+// WithXipOnly makes the relay watch only its snapshots' xip lists, not the
+// transactions from xmax up, so that a test can show the rows that loses.
+func WithXipOnly(cfg *Config) { cfg.watch = watchXip }
 
-// RefreshStats runs a relay's statistics check for a backlog of n rows.
-func RefreshStats(ctx context.Context, pool *pgxpool.Pool, n int64) {
-	r, err := New(Config{Pool: pool, Service: "test"})
-	if err != nil {
-		panic(err)
-	}
-	r.refreshStats(ctx, n)
-}
+// ReadSQL is the relay's read of a shard from its cursor.
+const ReadSQL = readSQL

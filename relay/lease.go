@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ecst-io/ecst/internal/pglock"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -33,8 +34,7 @@ func (r *Relay) acquire(ctx context.Context, shard int) (*pgx.Conn, bool, error)
 			r.log.Info("standing by: another relay leads the shard", "shard", shard)
 		}
 		if r.cfg.Drain {
-			var n int64
-			if err := conn.QueryRow(ctx, "SELECT count(*) FROM ecst.outbox WHERE shard = $1", shard).Scan(&n); err == nil && n == 0 {
+			if n, _, err := outbox.PendingShard(ctx, conn, shard); err == nil && n == 0 {
 				conn.Close(context.Background())
 				return nil, true, nil
 			}

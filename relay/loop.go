@@ -30,6 +30,8 @@ type batch struct {
 	// drained is set on an empty batch in drain mode once the source has
 	// handed out everything it was asked to drain.
 	drained bool
+	// after is the table source's cursor once this batch is published.
+	after *cursor
 }
 
 // source is where a leader term's records come from: for the table
@@ -69,15 +71,16 @@ func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.L
 		defer cancel()
 		lock.Close(cctx)
 	}()
-	bg.Add(2)
+	bg.Add(3)
 	go func() { defer bg.Done(); r.heartbeat(term, ls, endTerm) }()
 	go func() { defer bg.Done(); r.sampleBacklog(term, shard) }()
+	go func() { defer bg.Done(); r.rotateLoop(term) }()
 
 	p, err := r.startProducer(term, shard, ls, log)
 	if err != nil {
 		return false, err
 	}
-	src := r.tableSource(shard)
+	src := r.tableSource(shard, ls)
 	t := &termLoop{r: r, src: src, p: p, shard: shard, ls: ls, log: log}
 	defer t.end(ctx)
 	return t.run(term)

@@ -19,6 +19,10 @@ type Metrics struct {
 	batchSize prometheus.Histogram
 	batchTime prometheus.Histogram
 	latency   prometheus.Histogram
+
+	// The table transport's outbox: rows kept, partitions truncated.
+	outboxRows prometheus.Gauge
+	rotations  prometheus.Counter
 }
 
 // NewMetrics creates the relay's metrics and registers them with reg
@@ -29,10 +33,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ecst_relay_leader", Help: "1 while this process leads the outbox shard.",
 		}, []string{"shard"}),
 		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "ecst_relay_backlog_rows", Help: "Rows waiting in the outbox shard (sampled every 5s by its leader).",
+			Name: "ecst_relay_backlog_rows", Help: "Rows of the outbox shard not yet published (sampled every 5s by its leader).",
 		}, []string{"shard"}),
 		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "ecst_relay_oldest_row_age_seconds", Help: "Age of the oldest row in the outbox shard (sampled every 5s by its leader).",
+			Name: "ecst_relay_oldest_row_age_seconds", Help: "Age of the oldest row of the outbox shard not yet published (sampled every 5s by its leader).",
 		}, []string{"shard"}),
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ecst_relay_records_published_total", Help: "Records committed to Kafka.",
@@ -61,9 +65,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ecst_relay_commit_to_ack_seconds", Help: "Time from a row's insert (created_at) to its Kafka commit.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 1.5, 24), // 0.5ms to 5.6s
 		}),
+		outboxRows: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ecst_relay_outbox_rows", Help: "Rows kept in the outbox, published or not, as the planner estimates them (sampled every 5s); published ones go when the relay truncates their partition.",
+		}),
+		rotations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ecst_relay_rotations_total", Help: "Outbox partitions truncated once every row in them was published.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.leader, m.backlog, m.oldest, m.records, m.bytes, m.errors, m.parked, m.retries, m.batchSize, m.batchTime, m.latency)
+		reg.MustRegister(m.leader, m.backlog, m.oldest, m.records, m.bytes, m.errors, m.parked, m.retries, m.batchSize, m.batchTime, m.latency, m.outboxRows, m.rotations)
 	}
 	return m
 }

@@ -39,7 +39,8 @@ const (
 
 // Config configures a Relay.
 type Config struct {
-	// Pool reads and deletes outbox rows (required).
+	// Pool reads the outbox, records the cursor and truncates published
+	// partitions (required).
 	Pool *pgxpool.Pool
 	// KafkaOpts carry seed brokers, TLS and SASL (kafkaopts.Client).
 	KafkaOpts []kgo.Opt
@@ -86,13 +87,13 @@ type Config struct {
 
 	// Test hooks, set through export_test.go.
 	noFencing     bool
-	readAheadByID bool
+	watch         watchMode
 	beforeProduce func(shard int, ids []int64)
 }
 
 // Relay publishes outbox rows to Kafka: per shard, one leader reads
-// committed rows in id order, produces them in one Kafka transaction, and
-// deletes them once the transaction commits.
+// committed rows in id order past its cursor, produces them in one Kafka
+// transaction, and moves the cursor once the transaction commits.
 type Relay struct {
 	cfg     Config
 	log     *slog.Logger

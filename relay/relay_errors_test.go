@@ -199,8 +199,7 @@ func TestRelayMetricsCountRetries(t *testing.T) {
 	}
 	wait.Eventually(t, 30*time.Second, "the relay to block on the lock", func() bool {
 		var n int
-		_ = tx.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' AND query LIKE '%ecst.outbox WHERE shard%'`).Scan(&n)
+		_ = tx.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'ecst.outbox'::regclass`).Scan(&n)
 		return n > 0
 	})
 	if _, err := tx.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()

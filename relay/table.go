@@ -9,125 +9,187 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// readAheadSQL reads the head of shard $1 minus the ids in $3, $2 rows.
-const readAheadSQL = `SELECT id, topic, key, value, headers, created_at FROM ecst.outbox WHERE shard = $1 AND id <> ALL($3) ORDER BY id LIMIT $2`
+// readSQL reads shard $1 from cursor $2: the rows past it, and the rows up
+// to it of the watched transactions ($4 <= txid < $5 with id > $6), $3 in
+// id order. The watched rows are looked up through (txid, id) one range at a
+// time (OFFSET 0 keeps the planner from flattening the lateral subquery into
+// a scan of the shard).
+const readSQL = `(SELECT id, topic, key, value, headers, created_at FROM ecst.outbox WHERE shard = $1 AND id > $2 ORDER BY id LIMIT $3)
+UNION ALL
+(SELECT o.id, o.topic, o.key, o.value, o.headers, o.created_at
+	FROM unnest($4::xid8[], $5::xid8[], $6::bigint[]) AS w(lo, hi, lw)
+	CROSS JOIN LATERAL (SELECT * FROM ecst.outbox o WHERE o.txid >= w.lo AND o.txid < w.hi AND o.id > w.lw OFFSET 0) AS o
+	WHERE o.shard = $1 AND o.id <= $2)
+ORDER BY id LIMIT $3`
 
-// tableSource reads one outbox shard: a delete-based queue.
+// snapshotSQL describes the snapshot of the transaction it runs in.
+const snapshotSQL = `SELECT pg_snapshot_xmax(s), ARRAY(SELECT pg_snapshot_xip(s)) FROM pg_current_snapshot() AS s`
+
+// saveEvery bounds how often a leader writes its cursor: a crash publishes
+// again at most about that much. Writing per batch would leave, under a
+// long-held snapshot, a HOT chain no vacuum can prune.
+const saveEvery = time.Second
+
+// tableSource reads one outbox shard with a cursor (cursor.go).
 type tableSource struct {
 	r     *Relay
 	shard int16
+	ls    *lease
+	// committed is the cursor after the last batch Kafka committed; nil
+	// until loaded from ecst.relay_cursors.
+	committed *cursor
+	unsaved   bool // committed has moved since it was last saved
+	savedAt   time.Time
+	// parked are rows set aside this term: a re-read passes over them.
+	parked map[int64]bool
 }
 
-func (r *Relay) tableSource(shard int) *tableSource {
-	return &tableSource{r: r, shard: int16(shard)} //nolint:gosec // shard < MaxShards
+func (r *Relay) tableSource(shard int, ls *lease) *tableSource {
+	return &tableSource{r: r, shard: int16(shard), ls: ls, parked: map[int64]bool{}} //nolint:gosec // shard < MaxShards
 }
 
 func (s *tableSource) next(ctx context.Context, acked []*batch, inFlight *batch) (*batch, error) {
-	var flying []record
+	if s.committed == nil {
+		c, err := loadCursor(ctx, s.r.cfg.Pool, s.shard)
+		if err != nil {
+			return nil, err
+		}
+		s.committed, s.savedAt = &c, time.Now()
+	}
+	if n := len(acked); n > 0 {
+		s.committed, s.unsaved = acked[n-1].after, true
+	}
+	if s.unsaved && time.Since(s.savedAt) >= saveEvery {
+		if err := s.save(ctx); err != nil {
+			return nil, err
+		}
+	}
+	from := s.committed
 	if inFlight != nil {
-		flying = inFlight.records
+		from = inFlight.after
 	}
 	b := &batch{read: time.Now()}
-	var err error
-	b.records, err = s.r.deleteAndRead(ctx, s.shard, ackedIDs(acked), flying)
+	rows, snap, err := s.read(ctx, *from)
 	if err != nil {
 		return nil, err
 	}
-	// Drained: the shard was empty when read, everything before was
-	// published (the delete went with this read).
-	b.drained = s.r.cfg.Drain && len(b.records) == 0 && inFlight == nil
+	taken := fit(rows, s.r.cfg.BatchBytes)
+	cut := taken < len(rows) || len(rows) >= s.r.cfg.BatchSize
+	after := from.advance(snap, ids(rows[:taken]), cut, s.r.cfg.watch)
+	b.after = &after
+	for _, rec := range rows[:taken] {
+		if !s.parked[rec.id] {
+			b.records = append(b.records, rec)
+		}
+	}
+	if inFlight == nil && len(b.records) == 0 {
+		// Nothing to publish up to the new cursor (or only parked rows):
+		// it is as good as committed. Going idle, save what was published.
+		s.committed = &after
+		s.unsaved = s.unsaved || taken > 0
+		if s.unsaved {
+			if err := s.save(ctx); err != nil {
+				return nil, err
+			}
+		}
+		// Drained: nothing was visible when read, so everything committed
+		// before the read (and so before the relay started) is published.
+		b.drained = s.r.cfg.Drain && taken == 0
+	}
 	return b, nil
 }
 
+// fit returns how many of rows a batch takes: at least one, and no more
+// than fit in capBytes. The rest is the head of the next read.
+func fit(rows []record, capBytes int) int {
+	size := 0
+	for i, rec := range rows {
+		size += len(rec.value) + len(rec.headers) + len(rec.key)
+		if i > 0 && size > capBytes {
+			return i
+		}
+	}
+	return len(rows)
+}
+
+func (s *tableSource) save(ctx context.Context) error {
+	if err := s.ls.saveCursor(ctx, s.shard, *s.committed); err != nil {
+		return err
+	}
+	s.unsaved, s.savedAt = false, time.Now()
+	return nil
+}
+
 func (s *tableSource) settle(ctx context.Context, acked []*batch) error {
-	_, err := s.r.cfg.Pool.Exec(ctx, "DELETE FROM ecst.outbox WHERE shard = $1 AND id = ANY($2)", s.shard, ackedIDs(acked))
-	return err
+	if n := len(acked); n > 0 {
+		s.committed, s.unsaved = acked[n-1].after, true
+	}
+	if !s.unsaved || s.committed == nil {
+		return nil
+	}
+	return s.save(ctx)
 }
 
 func (s *tableSource) park(ctx context.Context, rejected []*RejectedError) error {
-	return s.r.park(ctx, rejected)
-}
-
-func ackedIDs(acked []*batch) []int64 {
-	var out []int64
-	for _, b := range acked {
-		out = append(out, ids(b.records)...)
+	if err := s.r.park(ctx, s.shard, rejected); err != nil {
+		return err
 	}
-	return out
+	for _, rej := range rejected {
+		s.parked[rej.ID] = true
+	}
+	return nil
 }
 
-// deleteAndRead deletes the rows of the last committed batch and reads the
-// next one in one round trip. The two statements share an implicit
-// transaction, and the SELECT's snapshot sees the DELETE, so there is no
-// cursor: the next batch is simply the head of the queue, including any
-// row that committed late with a lower id. The rows of a batch still in
-// flight (inFlight) are the only ones passed over.
-func (r *Relay) deleteAndRead(ctx context.Context, shard int16, acked []int64, inFlight []record) ([]record, error) {
+// read reads the batch after cursor c in one round trip: a REPEATABLE READ
+// transaction describes its snapshot and reads the rows in it.
+func (s *tableSource) read(ctx context.Context, c cursor) ([]record, snapshot, error) {
+	lo, hi, low := c.arrays()
 	b := &pgx.Batch{}
-	if len(acked) > 0 {
-		// The id range, redundant with the list, keeps the plan on the
-		// primary key whatever the table's statistics say: right after a
-		// burst (a big republish) they still describe an empty table, and
-		// the list alone then gets a sequential scan per batch.
-		lo, hi := slices.Min(acked), slices.Max(acked)
-		b.Queue("DELETE FROM ecst.outbox WHERE shard = $1 AND id BETWEEN $3 AND $4 AND id = ANY($2)", shard, acked, lo, hi)
-	}
-	const cols = "SELECT id, topic, key, value, headers, created_at FROM ecst.outbox "
-	switch {
-	case len(inFlight) == 0:
-		b.Queue(cols+"WHERE shard = $1 ORDER BY id LIMIT $2", shard, r.cfg.BatchSize)
-	case r.cfg.readAheadByID:
-		b.Queue(cols+"WHERE shard = $1 AND id > $3 ORDER BY id LIMIT $2", shard, r.cfg.BatchSize, inFlight[len(inFlight)-1].id)
-	default:
-		// The head minus the batch in flight. Its plan walks the primary
-		// key as long as the statistics know the backlog (refreshStats).
-		// (Reading the head one batch longer in a subquery and leaving the
-		// batch out was tried: a plan that ignores statistics, but 0.6× the
-		// drain rate in the normal case.)
-		b.Queue(readAheadSQL, shard, r.cfg.BatchSize, ids(inFlight))
-	}
-	br := r.cfg.Pool.SendBatch(ctx, b)
+	b.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+	b.Queue(snapshotSQL)
+	b.Queue(readSQL, s.shard, c.at, s.r.cfg.BatchSize, lo, hi, low)
+	b.Queue("COMMIT")
+	br := s.r.cfg.Pool.SendBatch(ctx, b)
 	defer br.Close()
-	if len(acked) > 0 {
-		if _, err := br.Exec(); err != nil {
-			return nil, fmt.Errorf("delete published rows: %w", err)
-		}
+	var snap snapshot
+	if _, err := br.Exec(); err != nil {
+		return nil, snap, fmt.Errorf("read outbox: %w", err)
 	}
+	if err := br.QueryRow().Scan(&snap.xmax, &snap.xip); err != nil {
+		return nil, snap, fmt.Errorf("read outbox: snapshot: %w", err)
+	}
+	slices.Sort(snap.xip)
 	rows, err := br.Query()
 	if err != nil {
-		return nil, fmt.Errorf("read outbox: %w", err)
+		return nil, snap, fmt.Errorf("read outbox: %w", err)
 	}
 	var out []record
 	var rec record
-	size := 0
 	_, err = pgx.ForEachRow(rows, []any{&rec.id, &rec.topic, &rec.key, &rec.value, &rec.headers, &rec.createdAt}, func() error {
-		size += len(rec.value) + len(rec.headers) + len(rec.key)
-		// Keep at least one row; stop before the batch outgrows its cap.
-		// The rest is the head of the next read.
-		if len(out) > 0 && size > r.cfg.BatchBytes {
-			return nil
-		}
 		out = append(out, rec)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read outbox: %w", err)
+		return nil, snap, fmt.Errorf("read outbox: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, snap, fmt.Errorf("read outbox: %w", err)
 	}
 	if err := br.Close(); err != nil {
-		return nil, fmt.Errorf("read outbox: %w", err)
+		return nil, snap, fmt.Errorf("read outbox: %w", err)
 	}
-	return out, nil
+	return out, snap, nil
 }
 
-// park moves rejected rows to ecst.outbox_parked in one transaction.
-func (r *Relay) park(ctx context.Context, rejected []*RejectedError) error {
+// park copies rejected rows to ecst.outbox_parked in one transaction; the
+// cursor passes over them.
+func (r *Relay) park(ctx context.Context, shard int16, rejected []*RejectedError) error {
 	parked := map[string]int64{}
 	err := pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
 		for _, rej := range rejected {
-			tag, err := tx.Exec(ctx, `WITH moved AS (DELETE FROM ecst.outbox WHERE id = $1 RETURNING *)
-				INSERT INTO ecst.outbox_parked (id, shard, topic, key, value, headers, created_at, error)
-				SELECT id, shard, topic, key, value, headers, created_at, $2 FROM moved
-				ON CONFLICT (id) DO NOTHING`, rej.ID, rej.Err.Error())
+			tag, err := tx.Exec(ctx, `INSERT INTO ecst.outbox_parked (id, shard, topic, key, value, headers, created_at, error)
+				SELECT id, shard, topic, key, value, headers, created_at, $2 FROM ecst.outbox WHERE shard = $3 AND id = $1
+				ON CONFLICT (id) DO NOTHING`, rej.ID, rej.Err.Error(), shard)
 			if err != nil {
 				return err
 			}

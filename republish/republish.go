@@ -722,11 +722,11 @@ func (r *run) backpressure(ctx context.Context) error {
 	}
 	warned := false
 	for {
-		var n int
-		if err := r.cfg.Pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM ecst.outbox LIMIT $1) AS b`, limit).Scan(&n); err != nil {
+		n, err := outbox.PendingCount(ctx, r.cfg.Pool, limit)
+		if err != nil {
 			return fmt.Errorf("read the outbox backlog: %w", err)
 		}
-		if n < limit {
+		if n < int64(limit) {
 			return nil
 		}
 		if !warned {

@@ -17,6 +17,7 @@ import (
 	"github.com/ecst-io/ecst/internal/ecsttest"
 	"github.com/ecst-io/ecst/internal/pglock"
 	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/republish"
 )
@@ -177,9 +178,9 @@ func TestRepublishResume(t *testing.T) {
 	if !res2.Resumed || res2.RunID != res.RunID || res2.Written != 500 || res2.Selected != 500 {
 		t.Fatalf("resumed run: %+v, want run %d resumed with 500 of 500 written", res2, res.RunID)
 	}
-	// Every key once, in order: the outbox holds exactly one tagged row
+	// Every key once, in order: the outbox holds exactly one pending row
 	// per key, written before or after the stop.
-	rows, err := w.Pool.Query(ctx, `SELECT key FROM ecst.outbox ORDER BY id`)
+	rows, err := w.Pool.Query(ctx, `SELECT key FROM (`+outbox.PendingSQL+`) p ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,10 +314,10 @@ func TestRepublishTombstonesOrphans(t *testing.T) {
 	if dry.Selected != 27 || dry.Orphans != 3 || len(dry.Sample) != 5 || dry.Sample[0].Key != "c00000" || dry.RunID != 0 {
 		t.Fatalf("dry run: %+v", dry)
 	}
-	var n int
-	_ = w.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM ecst.outbox) + (SELECT count(*) FROM ecst.republish_runs)`).Scan(&n)
-	if n != 0 {
-		t.Fatalf("a dry run wrote %d rows", n)
+	var n int64
+	_ = w.Pool.QueryRow(ctx, `SELECT count(*) FROM ecst.republish_runs`).Scan(&n)
+	if pending, err := outbox.PendingCount(ctx, w.Pool, 0); err != nil || n+pending != 0 {
+		t.Fatalf("a dry run wrote %d rows (err %v)", n+pending, err)
 	}
 
 	res, err := republish.Run(ctx, cfg(w), republish.Options{All: true, TombstoneOrphans: true})

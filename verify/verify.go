@@ -11,8 +11,9 @@
 //
 // Nothing in flight is drift. The source and the outbox are read in one
 // snapshot, then the topic up to its end offsets listed after that
-// snapshot: a change committed before the snapshot is then either still in
-// the outbox (in flight) or on the topic below those ends. Two things can
+// snapshot: a change committed before the snapshot is then either still
+// pending in the outbox (in flight: outbox.PendingKeys) or on the topic
+// below those ends. Two things can
 // still make a key look drifted for a moment: a change committed after the
 // snapshot that reaches the topic before the ends are listed, and a Kafka
 // transaction the relay saw committed whose markers are not yet written (its
@@ -47,6 +48,7 @@ import (
 	"github.com/ecst-io/ecst/internal/source"
 	"github.com/ecst-io/ecst/internal/topicscan"
 	"github.com/ecst-io/ecst/internal/wait"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/republish"
@@ -134,7 +136,7 @@ type Report struct {
 	SourceKeys   int64  `json:"source_keys"`     // keys in the source
 	TopicKeys    int64  `json:"topic_keys"`      // keys whose latest record is a full state
 	TopicRecords int64  `json:"topic_records"`   // records read from the topic (every key's history left by compaction)
-	InFlight     int64  `json:"in_flight"`       // keys with rows still in the outbox
+	InFlight     int64  `json:"in_flight"`       // keys with outbox rows not yet published
 	Missing      int64  `json:"missing"`         // keys in the source, not alive on the topic
 	Extra        int64  `json:"extra"`           // keys alive on the topic, not in the source
 	Stale        int64  `json:"stale"`           // keys whose state differs between source and topic
@@ -489,13 +491,18 @@ func (v *verifier) snapshot(ctx context.Context, conn *pgx.Conn, keys []string, 
 			s.keys[k] = true
 		}
 	}
-	rows, err := tx.Query(ctx, `SELECT DISTINCT key FROM ecst.outbox WHERE topic = $1`, v.cfg.Entity.Topic)
-	if err != nil {
+	// The lock comes before the snapshot (LOCK takes none): a relay's
+	// rotation then cannot truncate, between the snapshot and the read
+	// below, rows that were pending in the snapshot.
+	if _, err := tx.Exec(ctx, `LOCK TABLE ecst.outbox IN ACCESS SHARE MODE`); err != nil {
 		return nil, fmt.Errorf("read the outbox: %w", err)
 	}
-	var k string
-	if _, err := pgx.ForEachRow(rows, []any{&k}, func() error { s.inFlight[k] = true; return nil }); err != nil {
-		return nil, fmt.Errorf("read the outbox: %w", err)
+	pending, err := outbox.PendingKeys(ctx, tx, v.cfg.Entity.Topic)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range pending {
+		s.inFlight[k] = true
 	}
 	if taken != nil {
 		taken()
@@ -997,21 +1004,21 @@ func relayRunning(ctx context.Context, q relay.Querier) (bool, error) {
 // for opts.leaderGrace.
 func waitRelayed(ctx context.Context, cfg Config, opts Options, rr *RepairReport) error {
 	topic := cfg.Entity.Topic
-	var maxID int64
-	if err := cfg.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM ecst.outbox WHERE topic = $1`, topic).Scan(&maxID); err != nil {
-		return fmt.Errorf("read the outbox: %w", err)
+	_, maxID, err := outbox.PendingByShard(ctx, cfg.Pool, topic, 0)
+	if err != nil {
+		return err
 	}
 	pending := func() (map[int]int64, int64, error) {
-		rows, err := cfg.Pool.Query(ctx, `SELECT shard, count(*) FROM ecst.outbox WHERE topic = $1 AND id <= $2 GROUP BY shard`, topic, maxID)
-		if err != nil {
-			return nil, 0, fmt.Errorf("count the outbox rows the repair waits for: %w", err)
+		if maxID == 0 {
+			return nil, 0, nil // nothing of the topic was pending
 		}
-		byShard := map[int]int64{}
+		byShard, _, err := outbox.PendingByShard(ctx, cfg.Pool, topic, maxID)
+		if err != nil {
+			return nil, 0, err
+		}
 		var total int64
-		var shard int
-		var n int64
-		if _, err := pgx.ForEachRow(rows, []any{&shard, &n}, func() error { byShard[shard] = n; total += n; return nil }); err != nil {
-			return nil, 0, fmt.Errorf("count the outbox rows the repair waits for: %w", err)
+		for _, n := range byShard {
+			total += n
 		}
 		return byShard, total, nil
 	}

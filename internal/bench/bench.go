@@ -4,7 +4,7 @@
 // print. docs/benchmarks.md has the figures.
 //
 //   - relay: an outbox drained by the raw ceiling of a minimal
-//     read-produce-delete loop and by ecst's relay, steady-state latency
+//     read-produce loop and by ecst's relay, steady-state latency
 //     under live writes, and the relay's memory on a large backlog (Outbox,
 //     RelayRSS);
 //   - consumer: the rebuild speed of the read-model stores against raw

@@ -20,16 +20,30 @@ import (
 	"github.com/ecst-io/ecst/relay"
 )
 
+// E2ERun is one rate's run.
+type E2ERun struct {
+	Rate, Writers int
+	// Measure is how long the events are written and timed. With Hold, a
+	// REPEATABLE READ snapshot is held open from the start for Hold (on a
+	// connection to DBURL), the events are written for Hold, and those of
+	// its last Measure are timed: when the snapshot is oldest.
+	Measure, Hold time.Duration
+	DBURL         string
+}
+
 // E2EResult is one rate's run.
 type E2EResult struct {
 	Written       float64 // events/s written
 	P50, P99, Max time.Duration
-	N             int // events timed: every one written
+	N             int   // events timed: every one written in the timed part
+	Dead          int64 // the outbox's dead tuples once the writers stopped
 }
 
-// timedStore records when each event (key, version) is applied.
+// timedStore records when each event (key, version) is applied, from from
+// on.
 type timedStore struct {
 	*consumer.Memory[customers.Customer]
+	from      time.Time
 	mu        sync.Mutex
 	appliedAt map[string]time.Time
 }
@@ -64,6 +78,9 @@ func (s *timedStore) Apply(ctx context.Context, name string, b *consumer.Batch[c
 		return err
 	}
 	now := time.Now()
+	if now.Before(s.from) {
+		return nil
+	}
 	s.mu.Lock()
 	for _, c := range b.Changes {
 		s.appliedAt[c.Key+"@"+strconv.FormatInt(c.State.Version, 10)] = now
@@ -72,12 +89,13 @@ func (s *timedStore) Apply(ctx context.Context, name string, b *consumer.Batch[c
 	return nil
 }
 
-// E2E runs the whole path for d on a fresh topic: writers commit business
-// transactions that each publish one customer's full state, rate events/s
-// in all; a relay publishes them; a consumer applies them to a memory
-// model. It returns the latency from each transaction's commit to the
-// moment the model applied it, exact: every event is timed.
-func E2E(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, registry *Registry, rate, writers int, d time.Duration) (E2EResult, error) {
+// E2E runs the whole path on a fresh topic: writers commit business
+// transactions that each publish one customer's full state, run.Rate
+// events/s in all; a relay publishes them; a consumer applies them to a
+// memory model. It returns the latency from each transaction's commit to
+// the moment the model applied it, exact: every event of the timed part is
+// timed.
+func E2E(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, registry *Registry, run E2ERun) (E2EResult, error) {
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	topic := "bench-e2e-" + suffix
 	cl, err := kgo.NewClient(kopts...)
@@ -111,7 +129,10 @@ func E2E(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, registry *Reg
 	if err != nil {
 		return E2EResult{}, err
 	}
-	store := &timedStore{Memory: consumer.NewMemory[customers.Customer](), appliedAt: map[string]time.Time{}}
+	length := max(run.Measure, run.Hold)
+	start := time.Now()
+	from := start.Add(length - run.Measure)
+	store := &timedStore{Memory: consumer.NewMemory[customers.Customer](), appliedAt: map[string]time.Time{}, from: from}
 	cons, err := consumer.New(consumer.Config[customers.Customer]{Name: "bench", Topic: topic, KafkaOpts: kopts, Registry: reg, ReaderSchema: customers.Schema, Store: store})
 	if err != nil {
 		return E2EResult{}, err
@@ -125,9 +146,20 @@ func E2E(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, registry *Reg
 		return E2EResult{}, err
 	}
 
-	committed, written, err := writeEvents(ctx, pool, pub, rate, writers, d)
+	if run.Hold > 0 {
+		release, err := holdSnapshot(ctx, run.DBURL)
+		if err != nil {
+			return E2EResult{}, err
+		}
+		defer release()
+	}
+	committed, written, err := writeEvents(ctx, pool, pub, run.Rate, run.Writers, start.Add(length), from)
 	if err != nil {
 		return E2EResult{}, err
+	}
+	var dead int64
+	if err := pool.QueryRow(ctx, `SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE schemaname = 'ecst' AND relname LIKE 'outbox%'`).Scan(&dead); err != nil {
+		return E2EResult{}, fmt.Errorf("read the outbox's dead tuples: %w", err)
 	}
 	// Wait for the model to apply everything written.
 	last := time.Now().Add(30 * time.Second)
@@ -148,27 +180,53 @@ func E2E(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, registry *Reg
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	q := func(p float64) time.Duration { return lat[min(int(p*float64(len(lat))), len(lat)-1)] }
-	return E2EResult{Written: float64(written) / d.Seconds(), P50: q(0.5), P99: q(0.99), Max: lat[len(lat)-1], N: len(lat)}, nil
+	return E2EResult{Written: float64(written) / length.Seconds(), P50: q(0.5), P99: q(0.99), Max: lat[len(lat)-1], N: len(lat), Dead: dead}, nil
 }
 
-// writeEvents commits events for d: writers each commit one customer's full
-// state per tick, rate events/s in all. It returns when each event was
-// committed, by key@version, and how many were.
-func writeEvents(ctx context.Context, pool *pgxpool.Pool, pub *producer.Publisher, rate, writers int, d time.Duration) (map[string]time.Time, int64, error) {
+// holdSnapshot opens a REPEATABLE READ transaction on a connection of its
+// own and takes its snapshot with a read of a catalog table, not the outbox,
+// as a pg_dump of other tables or a report does; release rolls it back.
+func holdSnapshot(ctx context.Context, dbURL string) (release func(), err error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("hold a snapshot: connect: %w", err)
+	}
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err == nil {
+		_, err = tx.Exec(ctx, "SELECT count(*) FROM pg_class")
+	}
+	if err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("hold a snapshot: %w", err)
+	}
+	return func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(cctx)
+		conn.Close(cctx)
+	}, nil
+}
+
+// writeEvents commits events until deadline: writers each commit one
+// customer's full state per tick, rate events/s in all. It returns when each
+// event committed from from on was committed, by key@version, and how many
+// were committed in all.
+func writeEvents(ctx context.Context, pool *pgxpool.Pool, pub *producer.Publisher, rate, writers int, deadline, from time.Time) (map[string]time.Time, int64, error) {
 	var mu sync.Mutex
 	committed := map[string]time.Time{}
 	tier := "gold"
-	written, err := Pace(ctx, writers, rate, d, func(w, i int) error {
+	written, err := Pace(ctx, writers, rate, deadline, func(w, i int) error {
 		v := int64(i) + 1
 		key := "w" + strconv.Itoa(w) + "-" + strconv.FormatInt(v%500, 10)
 		c := customers.Customer{ID: key, Version: v, Name: "n", Email: "e", Tier: &tier, UpdatedAt: time.Now()}
 		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return pub.Publish(ctx, tx, "customer", key, v, &c) }); err != nil {
 			return err
 		}
-		at := time.Now()
-		mu.Lock()
-		committed[key+"@"+strconv.FormatInt(v, 10)] = at
-		mu.Unlock()
+		if at := time.Now(); !at.Before(from) {
+			mu.Lock()
+			committed[key+"@"+strconv.FormatInt(v, 10)] = at
+			mu.Unlock()
+		}
 		return nil
 	})
 	if err != nil {

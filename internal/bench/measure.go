@@ -17,13 +17,12 @@ func timed(fn func() error) (time.Duration, error) {
 }
 
 // Pace writes as services do, one event per business transaction: writers
-// goroutines each call write once per tick until d has passed, rate calls/s
+// goroutines each call write once per tick until the deadline, rate calls/s
 // in all. write(w, i) is writer w's i-th call, i from 0. A writer whose call
 // fails stops; the first such error is returned, with how many calls
 // succeeded. A cancelled ctx stops every writer and is returned.
-func Pace(ctx context.Context, writers, rate int, d time.Duration, write func(w, i int) error) (int64, error) {
+func Pace(ctx context.Context, writers, rate int, deadline time.Time, write func(w, i int) error) (int64, error) {
 	per := time.Duration(float64(time.Second) * float64(writers) / float64(rate))
-	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
 	var written atomic.Int64
 	var werr atomic.Pointer[error]

@@ -52,10 +52,14 @@ func (e *Outbox) CreateTopic(ctx context.Context, partitions int) error {
 	return err
 }
 
-// Fill writes rows outbox rows with valueSize-byte values and the five
-// headers of the wire contract, with COPY (the fill is not what is
-// measured).
+// Fill empties the outbox (every run before it drained it: nothing in it is
+// pending) and writes rows outbox rows with valueSize-byte values and the
+// five headers of the wire contract, with COPY (the fill is not what is
+// measured). The ids go on from the last run's, past the relay's cursor.
 func (e *Outbox) Fill(ctx context.Context, rows, valueSize int) error {
+	if _, err := e.Pool.Exec(ctx, "TRUNCATE ecst.outbox"); err != nil {
+		return fmt.Errorf("empty the outbox: %w", err)
+	}
 	value := make([]byte, valueSize)
 	_, _ = rand.Read(value)
 	headers := outbox.EncodeHeaders([]outbox.Header{
@@ -80,8 +84,9 @@ func (e *Outbox) Fill(ctx context.Context, rows, valueSize int) error {
 }
 
 // Ceiling drains the outbox with the least a relay can do: read a batch in
-// id order, produce it (idempotent, no transaction, no headers), wait for
-// the acks, delete it. No leader election, fencing, encoding or metrics.
+// id order past the last one, produce it (idempotent, no transaction, no
+// headers), wait for the acks. No leader election, fencing, watched
+// transactions, encoding, cursor saving or metrics.
 func (e *Outbox) Ceiling(ctx context.Context, batch int) (int, time.Duration, error) {
 	cl, err := kgo.NewClient(append(e.KafkaOpts, kgo.MaxBufferedRecords(batch*2))...)
 	if err != nil {
@@ -90,8 +95,9 @@ func (e *Outbox) Ceiling(ctx context.Context, batch int) (int, time.Duration, er
 	defer cl.Close()
 	start := time.Now()
 	total := 0
+	var last int64
 	for {
-		rows, err := e.Pool.Query(ctx, "SELECT id, key, value FROM ecst.outbox WHERE shard = 0 ORDER BY id LIMIT $1", batch)
+		rows, err := e.Pool.Query(ctx, "SELECT id, key, value FROM ecst.outbox WHERE shard = 0 AND id > $2 ORDER BY id LIMIT $1", batch, last)
 		if err != nil {
 			return total, 0, err
 		}
@@ -122,17 +128,15 @@ func (e *Outbox) Ceiling(ctx context.Context, batch int) (int, time.Duration, er
 		if len(ids) == 0 {
 			return total, time.Since(start), nil
 		}
-		if _, err := e.Pool.Exec(ctx, "DELETE FROM ecst.outbox WHERE shard = 0 AND id = ANY($1)", ids); err != nil {
-			return total, 0, err
-		}
+		last = ids[len(ids)-1]
 		total += len(ids)
 	}
 }
 
 // Relay drains the outbox with ecst's relay.
 func (e *Outbox) Relay(ctx context.Context, batch int) (int, time.Duration, error) {
-	var before int
-	if err := e.Pool.QueryRow(ctx, "SELECT count(*) FROM ecst.outbox").Scan(&before); err != nil {
+	before, err := outbox.PendingCount(ctx, e.Pool, 0)
+	if err != nil {
 		return 0, 0, err
 	}
 	r, err := relay.New(relay.Config{
@@ -146,7 +150,7 @@ func (e *Outbox) Relay(ctx context.Context, batch int) (int, time.Duration, erro
 	if err != nil {
 		return 0, 0, err
 	}
-	return before, took, nil
+	return int(before), took, nil
 }
 
 // Round fills the outbox with rows rows of valueSize bytes and drains them
@@ -228,7 +232,7 @@ func (e *Outbox) Steady(ctx context.Context, rate int, d time.Duration, valueSiz
 	value := make([]byte, valueSize)
 	_, _ = rand.Read(value)
 	hs := []outbox.Header{{Key: "ecst-event-type", Value: []byte("customer.upserted")}}
-	written, err := Pace(ctx, 8, rate, d, func(w, i int) error {
+	written, err := Pace(ctx, 8, rate, time.Now().Add(d), func(w, i int) error {
 		key := "k-" + strconv.Itoa(w) + "-" + strconv.Itoa(i%1000)
 		return pgx.BeginFunc(ctx, e.Pool, func(tx pgx.Tx) error {
 			return outbox.Insert(ctx, tx, outbox.Row{Topic: e.Topic, Key: key, Value: value, Headers: hs})
@@ -241,8 +245,7 @@ func (e *Outbox) Steady(ctx context.Context, rate int, d time.Duration, valueSiz
 	}
 	// Let the relay finish what was written.
 	for {
-		var n int
-		if err := e.Pool.QueryRow(ctx, "SELECT count(*) FROM ecst.outbox").Scan(&n); err != nil || n == 0 {
+		if n, err := outbox.PendingCount(ctx, e.Pool, 0); err != nil || n == 0 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)

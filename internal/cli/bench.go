@@ -21,7 +21,7 @@ run) and the broker named by ECST_BROKERS, or an in-process kfake broker when
 it is unset:
 
   drain     --rows outbox rows of --value-size bytes, drained by the raw ceiling
-            (a minimal read-produce-delete loop: no transactions, headers, leader
+            (a minimal read-produce loop: no transactions, headers, leader
             election or metrics) and by ecst's relay, alternately, --rounds times;
             reported as rows/s and as the ratio ecst/ceiling
   steady    --rate rows/s written by 8 writers for --steady with the relay

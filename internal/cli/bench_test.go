@@ -31,10 +31,10 @@ func TestBenchCommandsRun(t *testing.T) {
 		}},
 		{[]string{"bench", "e2e", "--rates", "100", "--duration", "500ms", "--warmup", "200ms", "--writers", "2"}, []string{
 			`starting a throwaway PostgreSQL \(fsync on\)\.\.\.`,
-			`commit -> read model applied, kfake \(in process\), durable PostgreSQL, 2 writers, 2 cores`,
+			`commit -> read model applied, kfake \(in process\), durable PostgreSQL, 2 writers, table transport, 2 cores`,
 			`\(warm-up: 200ms at 1000/s, not counted\)`,
-			`offered/s\s+written/s\s+p50 ms\s+p99 ms\s+max ms\s+events`,
-			`100\s+` + rate + `\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+` + rate,
+			`offered/s\s+written/s\s+p50 ms\s+p99 ms\s+max ms\s+events\s+dead tuples`,
+			`100\s+` + rate + `\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+` + rate + `\s+0`,
 		}},
 		{[]string{"bench", "recovery", "--rows", "300", "--batch", "50"}, []string{
 			`starting a throwaway PostgreSQL \(fsync on\)\.\.\.`,

@@ -15,8 +15,9 @@ func newMigrateCmd(a *app) *cobra.Command {
 		Use:   "migrate",
 		Short: "Create or upgrade the ecst schema (outbox, republish runs, consumer offsets)",
 		Long: `Creates or upgrades the ecst schema in the database named by ECST_DATABASE_URL:
-ecst.outbox, ecst.republish_runs, ecst.consumer_offsets, ecst.consumer_skipped
-and ecst.schema_migrations, which records what has been applied.
+ecst.outbox (and its partitions), ecst.relay_cursors, ecst.republish_runs,
+ecst.consumer_offsets, ecst.consumer_skipped and ecst.schema_migrations, which
+records what has been applied.
 
 Each migration runs in its own transaction together with the row that records
 it, so a failed migration leaves nothing half-applied. Running migrate again is

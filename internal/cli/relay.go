@@ -30,16 +30,17 @@ func newRelayCmd(a *app) *cobra.Command {
 		Short: "Publish outbox rows to their compacted topics, in order per key",
 		Long: `Runs the outbox relay. For each outbox shard (outbox.shards in ecst.yaml), one
 relay process in the fleet is the leader: it holds a PostgreSQL advisory lock on a
-dedicated connection, reads committed rows in id order, produces them in one Kafka
-transaction (transactional id ecst-relay.<service>.<shard>), and deletes them
-once the transaction commits. Other processes stand by and take over within
-relay.lease_timeout (default 3s) of the leader's death or stall; the new
-leader's transactional id fences the old one, so a stalled leader can never
-publish an old state after a newer one.
+dedicated connection, reads committed rows in id order past its cursor, produces
+them in one Kafka transaction (transactional id ecst-relay.<service>.<shard>),
+and moves its cursor once the transaction commits; it truncates the outbox's
+partitions once every row in them is published. Other processes stand by and
+take over within relay.lease_timeout (default 3s) of the leader's death or
+stall; the new leader's transactional id fences the old one, so a stalled
+leader can never publish an old state after a newer one.
 
-Delivery is at least once: a relay killed after a Kafka commit but before its
-delete publishes those rows again. Consumers apply full states, so a duplicate
-is harmless.
+Delivery is at least once: a relay killed after a Kafka commit but before it
+saved its cursor (at most once a second) publishes those rows again. Consumers
+apply full states, so a duplicate is harmless.
 
 Wake-up is adaptive polling (relay.poll_min doubling to relay.poll_max while
 idle), which works behind PgBouncer and costs writers nothing.

@@ -194,10 +194,10 @@ func writeCustomer(ctx context.Context, tx pgx.Tx, pub *producer.Publisher, key,
 	})
 }
 
+// countOutbox counts the outbox rows the relay has not published yet.
 func countOutbox(ctx context.Context, pool *pgxpool.Pool) (int, error) {
-	var n int
-	err := pool.QueryRow(ctx, "SELECT count(*) FROM ecst.outbox").Scan(&n)
-	return n, err
+	n, err := outbox.PendingCount(ctx, pool, 0)
+	return int(n), err
 }
 
 type narrator struct {
@@ -216,7 +216,7 @@ func (n *narrator) say(format string, args ...any) {
 }
 
 func (n *narrator) showOutbox(ctx context.Context, pool *pgxpool.Pool) error {
-	rows, err := pool.Query(ctx, "SELECT id, key, value, headers FROM ecst.outbox ORDER BY id")
+	rows, err := pool.Query(ctx, "SELECT id, key, value, headers FROM ("+outbox.PendingSQL+") p ORDER BY id")
 	if err != nil {
 		return err
 	}

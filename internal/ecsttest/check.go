@@ -30,10 +30,11 @@ type OutboxRow struct {
 	Raw []outbox.Header
 }
 
-// Outbox returns the rows waiting in the outbox, in id order.
+// Outbox returns the rows waiting in the outbox (not yet published: past
+// the relay's cursor), in id order.
 func (w *World) Outbox() []OutboxRow {
 	w.T.Helper()
-	rows, err := w.Pool.Query(context.Background(), "SELECT id, topic, key, value, headers FROM ecst.outbox ORDER BY id")
+	rows, err := w.Pool.Query(context.Background(), "SELECT id, topic, key, value, headers FROM ("+outbox.PendingSQL+") p ORDER BY id")
 	if err != nil {
 		w.T.Fatal(err)
 	}
@@ -60,14 +61,14 @@ func (w *World) Outbox() []OutboxRow {
 	return out
 }
 
-// OutboxLen counts the rows waiting in the outbox.
+// OutboxLen counts the rows waiting in the outbox: not yet published.
 func (w *World) OutboxLen() int {
 	w.T.Helper()
-	var n int
-	if err := w.Pool.QueryRow(context.Background(), "SELECT count(*) FROM ecst.outbox").Scan(&n); err != nil {
+	n, err := outbox.PendingCount(context.Background(), w.Pool, 0)
+	if err != nil {
 		w.T.Fatal(err)
 	}
-	return n
+	return int(n)
 }
 
 // Latest reads the topic to its end: the latest record per key.

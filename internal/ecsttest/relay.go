@@ -13,6 +13,15 @@ import (
 	"github.com/ecst-io/ecst/relay"
 )
 
+// RelayLog is what the relays of RelayConfig have logged so far, as text
+// (slog's text format).
+func (w *World) RelayLog() string {
+	if w.relayLog == nil {
+		return ""
+	}
+	return w.relayLog.String()
+}
+
 // RelayConfig is the world's relay configuration: the relay polls fast,
 // logs at debug level into a log the test prints if it fails, and has a
 // pool of its own, as a relay process has: the writers and the test's own

@@ -145,7 +145,7 @@ func writeCustomers(t *testing.T) *world {
 	upsert("c03", "Customer 3, again", "c03@example.net", &gold, "")         // back after its deletion
 	upsert("zoë-7", "Zoë Ñúñez", "zoe@example.com", nil, "")
 
-	// The rows as the outbox holds them, before the relay deletes them:
+	// The rows as the outbox holds them, before the relay publishes them:
 	// their headers (event ids, timestamps) are what the readers must see.
 	rows := w.Outbox()
 	for i, r := range rows {

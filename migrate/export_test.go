@@ -1,0 +1,4 @@
+package migrate
+
+// UpTo applies the migrations up to version last.
+var UpTo = upTo
