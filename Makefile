@@ -7,7 +7,7 @@ TIMEOUT  ?= 20m
 # Packages whose tests touch Kafka: their tests depend, directly or not, on internal/kafkatest.
 KAFKA_PKGS = $(shell $(GO) list -test -f '{{if .ForTest}}{{.ForTest}} {{join .Deps " "}}{{end}}' ./... | awk '{for (i = 2; i <= NF; i++) if ($$i ~ /internal\/kafkatest$$/) {print $$1; break}}' | sort -u)
 
-.PHONY: all build setup setup-kafka setup-registry setup-interop setup-compose compose-check docs demo test test-kafka test-registry check bench bench-relay bench-debezium fuzz clean
+.PHONY: all build setup setup-kafka setup-registry setup-interop setup-compose setup-prometheus alerts-test compose-check docs demo test test-kafka test-registry check bench bench-relay bench-debezium fuzz clean
 
 all: check test
 
@@ -36,8 +36,9 @@ demo: setup
 	@$(MAKE) --no-print-directory build
 	bin/ecst demo
 
-## test: every test, race detector on, kfake as the broker, a throwaway Postgres
-test: setup setup-interop setup-compose
+## test: every test, race detector on, kfake as the broker, a throwaway Postgres; and the alerts'
+## unit tests (alerts-test)
+test: setup setup-interop setup-compose alerts-test
 	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TIMEOUT) ./...
 
 ## test-kafka: the Kafka-touching suites again, against a real Apache Kafka broker
@@ -57,6 +58,15 @@ setup-registry:
 ## reference, docs/config.md, after changing a command or a config key
 docs:
 	$(GO) run ./internal/cli/gendocs $(CURDIR)/docs
+
+## setup-prometheus: install promtool (Debian's prometheus package) if missing
+setup-prometheus:
+	@scripts/setup.sh prometheus
+
+## alerts-test: deploy/prometheus/alerts.yml is valid, and each alert fires and stays quiet as its
+## unit tests in alerts_test.yml say (promtool)
+alerts-test: setup-prometheus
+	cd deploy/prometheus && promtool check rules alerts.yml && promtool test rules alerts_test.yml
 
 ## setup-compose: install docker-compose if missing (it resolves docker-compose.yml without a daemon)
 setup-compose:

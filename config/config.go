@@ -56,6 +56,9 @@ type Config struct {
 	Outbox Outbox `yaml:"outbox"`
 	// Relay tunes `ecst relay` (relay); Finish fills in its defaults.
 	Relay Relay `yaml:"relay"`
+	// Verify tunes `ecst verify --every` (verify); Finish fills in its
+	// defaults.
+	Verify Verify `yaml:"verify"`
 	// Entities are the entity types the service publishes, by name
 	// (entities); a command that needs one fails when there is none.
 	Entities map[string]*Entity `yaml:"entities"`
@@ -185,6 +188,17 @@ const (
 	DefaultLeaseTimeout = 3 * time.Second
 	DefaultMetricsAddr  = ":9464"
 )
+
+// Verify configures `ecst verify --every`, the continuous verification.
+type Verify struct {
+	// MetricsAddr serves /metrics and /healthz while it runs
+	// (DefaultVerifyMetricsAddr, ":9465"); "off" turns it off.
+	MetricsAddr string `yaml:"metrics_addr"`
+}
+
+// DefaultVerifyMetricsAddr is next to the relay's, so that both can run on
+// one host.
+const DefaultVerifyMetricsAddr = ":9465"
 
 // Entity declares one entity type and its state topic.
 type Entity struct {
@@ -319,9 +333,10 @@ func parseUnknownField(msg string) (field, typ string, ok bool) {
 
 func knownKeys(typ string) []string {
 	keys := map[string][]string{
-		"Config":   {"service", "database", "kafka", "schema_registry", "outbox", "relay", "entities"},
+		"Config":   {"service", "database", "kafka", "schema_registry", "outbox", "relay", "verify", "entities"},
 		"Outbox":   {"shards"},
 		"Relay":    {"batch_size", "batch_bytes", "poll_min", "poll_max", "lease_timeout", "on_reject", "metrics_addr"},
+		"Verify":   {"metrics_addr"},
 		"Database": {"url", "sslmode"},
 		"Kafka":    {"brokers", "client_id", "tls", "sasl"},
 		"TLS":      {"enabled", "ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"},
@@ -358,6 +373,7 @@ func (c *Config) Finish() error {
 	errs = append(errs, c.Registry.validate()...)
 	errs = append(errs, c.Outbox.finish()...)
 	errs = append(errs, c.Relay.finish()...)
+	c.Verify.finish()
 
 	topics := map[string]string{}
 	for _, name := range c.EntityNames() {
@@ -558,6 +574,15 @@ func (r *Relay) finish() []error {
 		errs = append(errs, fmt.Errorf("relay.on_reject: %q is not halt or park", r.OnReject))
 	}
 	return errs
+}
+
+func (v *Verify) finish() {
+	if v.MetricsAddr == "" {
+		v.MetricsAddr = DefaultVerifyMetricsAddr
+	}
+	if v.MetricsAddr == "off" {
+		v.MetricsAddr = ""
+	}
 }
 
 func (k *Kafka) validate() []error {

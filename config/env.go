@@ -70,6 +70,7 @@ var Overrides = []Override{
 	}},
 	{Env: "ECST_RELAY_ON_REJECT", Set: str(func(c *Config) *string { return &c.Relay.OnReject })},
 	{Env: "ECST_METRICS_ADDR", Flag: "metrics-addr", Usage: "address for /metrics, /healthz and /readyz (\"off\" to disable)", Set: str(func(c *Config) *string { return &c.Relay.MetricsAddr })},
+	{Env: "ECST_VERIFY_METRICS_ADDR", Flag: "verify-metrics-addr", Usage: "address for the /metrics and /healthz of verify --every (\"off\" to disable)", Set: str(func(c *Config) *string { return &c.Verify.MetricsAddr })},
 	{Env: "ECST_SCHEMA_REGISTRY_URL", Flag: "schema-registry-url", Usage: "Schema Registry URL", Set: func(c *Config, v string) error { c.Registry.URL = SecretURL(v); return nil }},
 	{Env: "ECST_SCHEMA_REGISTRY_USERNAME", Set: str(func(c *Config) *string { return &c.Registry.Username })},
 	{Env: "ECST_SCHEMA_REGISTRY_PASSWORD", Set: func(c *Config, v string) error { c.Registry.Password = Secret(v); return nil }},

@@ -198,7 +198,12 @@ type Consumer[T any] struct {
 	applied   prometheus.Counter
 	poisoned  *prometheus.CounterVec
 	staleRisk prometheus.Gauge
+	freshness prometheus.Histogram
 }
+
+// occurredAtHeader is producer.HeaderOccurredAt: when the producing
+// transaction published the state, RFC 3339 in UTC.
+const occurredAtHeader = "ecst-occurred-at"
 
 // New validates cfg.
 func New[T any](cfg Config[T]) (*Consumer[T], error) {
@@ -243,9 +248,16 @@ func New[T any](cfg Config[T]) (*Consumer[T], error) {
 			Name: "ecst_consumer_tombstone_risk", Help: "1 when the model was last updated longer ago than the topic's delete.retention.ms: deletions may be missing.",
 			ConstLabels: prometheus.Labels{"consumer": cfg.Name, "topic": cfg.Topic},
 		}),
+		freshness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ecst_consumer_commit_to_apply_seconds",
+			Help: "Time from a record's ecst-occurred-at (when its producing transaction published it) to the moment the batch holding it was applied " +
+				"(committed with its offsets, in Postgres): how stale the read model is. A model replayed from offset 0 counts only once it has caught up.",
+			ConstLabels: prometheus.Labels{"consumer": cfg.Name, "topic": cfg.Topic},
+			Buckets:     prometheus.ExponentialBuckets(0.001, 2, 24), // 1ms to 2.3h
+		}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(c.lag, c.applied, c.poisoned, c.staleRisk)
+		cfg.Registerer.MustRegister(c.lag, c.applied, c.poisoned, c.staleRisk, c.freshness)
 	}
 	return c, nil
 }
@@ -395,7 +407,7 @@ func (c *Consumer[T]) session(ctx context.Context, once bool, p *Progress) error
 		cl.AllowRebalance()
 		cl.Close()
 	}()
-	return c.consume(ctx, cl, tr, once, p)
+	return c.consume(ctx, cl, tr, once, len(stored) == 0, p)
 }
 
 // prepare reads what a session starts from: the stored offsets, and the
@@ -436,8 +448,11 @@ func (c *Consumer[T]) prepare(ctx context.Context) (stored map[int32]int64, ends
 }
 
 // consume polls, applies and tracks batches until an error, or until it
-// has caught up when once, counting what it applies into p.
-func (c *Consumer[T]) consume(ctx context.Context, cl *kgo.Client, tr *tracker, once bool, p *Progress) error {
+// has caught up when once, counting what it applies into p. replay is a
+// session that started with no stored offsets: the whole topic again, whose
+// history is as old as it is, and which is no measure of the model's
+// freshness until it has caught up.
+func (c *Consumer[T]) consume(ctx context.Context, cl *kgo.Client, tr *tracker, once, replay bool, p *Progress) error {
 	// The changes slice is reused from batch to batch (Store.Apply keeps
 	// no reference to it): a replay allocates it once, not per poll.
 	var changes []Change[T]
@@ -465,6 +480,9 @@ func (c *Consumer[T]) consume(ctx context.Context, cl *kgo.Client, tr *tracker, 
 		}
 		if err := c.cfg.Store.Apply(ctx, c.cfg.Name, b); err != nil {
 			return fmt.Errorf("apply batch: %w", err)
+		}
+		if !replay || c.Ready() {
+			c.observeFreshness(b, time.Now())
 		}
 		c.applied.Add(float64(len(b.Changes)))
 		countApplied(p, b)
@@ -512,6 +530,22 @@ func (c *Consumer[T]) batch(ctx context.Context, cl *kgo.Client, fs kgo.Fetches,
 		c.lag.WithLabelValues(strconv.Itoa(int(fp.Partition))).Set(float64(max(fp.HighWatermark-b.Next[fp.Partition], 0)))
 	})
 	return b, poisonErr
+}
+
+// observeFreshness records, for each change of b that carries an
+// ecst-occurred-at header, how long before applied it occurred.
+func (c *Consumer[T]) observeFreshness(b *Batch[T], applied time.Time) {
+	for i := range b.Changes {
+		for _, h := range b.Changes[i].Headers {
+			if h.Key != occurredAtHeader {
+				continue
+			}
+			if at, err := time.Parse(time.RFC3339Nano, string(h.Value)); err == nil {
+				c.freshness.Observe(max(applied.Sub(at).Seconds(), 0)) // clocks apart: not below 0
+			}
+			break
+		}
+	}
 }
 
 // tracker holds the partitions a session reads: each one's end offset at

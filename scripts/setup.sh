@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/setup.sh postgres|kafka|registry|interop|compose: installs what the tests and the demo need, when it is
+# scripts/setup.sh postgres|kafka|registry|interop|compose|prometheus: installs what the tests and the demo need, when it is
 # missing. Idempotent and quick when everything is there. Uses Debian's apt as root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,11 +100,26 @@ compose() {
   log "docker-compose installed"
 }
 
+# prometheus: promtool, which checks and unit-tests deploy/prometheus/alerts.yml (make alerts-test).
+# Debian ships it in the prometheus package, whose server is not wanted: where systemd runs,
+# the service the package enables is stopped and disabled again.
+prometheus() {
+  if command -v promtool >/dev/null; then return 0; fi
+  log "installing promtool (apt-get install prometheus; its server is not started)"
+  apt_install prometheus
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  command -v promtool >/dev/null || { log "prometheus installed but promtool not found on PATH"; exit 1; }
+  log "promtool installed"
+}
+
 case "${1:-}" in
   postgres) postgres ;;
   kafka) kafka ;;
   registry) registry ;;
   interop) interop ;;
   compose) compose ;;
-  *) echo "usage: scripts/setup.sh postgres|kafka|registry|interop|compose" >&2; exit 2 ;;
+  prometheus) prometheus ;;
+  *) echo "usage: scripts/setup.sh postgres|kafka|registry|interop|compose|prometheus" >&2; exit 2 ;;
 esac

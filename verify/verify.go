@@ -71,6 +71,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Publisher is needed by Repair only.
 	Publisher *producer.Publisher
+	// Metrics, if set, count the runs and keep what the last one found.
+	Metrics *Metrics
 }
 
 // Options choose what to compare and whether to repair. Errors name these
@@ -148,6 +150,9 @@ type Report struct {
 	// that followed it.
 	Repair  *RepairReport `json:"repair,omitempty"`
 	Elapsed string        `json:"elapsed"` // how long it took, as time.Duration prints it
+	// VerifyRun is the row of ecst.verify_runs that records this run (0:
+	// not recorded).
+	VerifyRun int64 `json:"verify_run,omitempty"`
 
 	missing, extra, stale []string
 }
@@ -231,8 +236,13 @@ type verifier struct {
 	records int64 // read from the topic, by every scan
 }
 
-// Run verifies the entity, and repairs it when asked.
+// Run verifies the entity, and repairs it when asked. Every run that ends
+// (in sync, drifted or failed) is recorded in ecst.verify_runs, and counted
+// in cfg.Metrics; one interrupted by ctx is neither, having concluded
+// nothing. A run that cannot be recorded is logged as a warning: the
+// verification itself stands.
 func Run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
+	started := time.Now()
 	if opts.Samples <= 0 {
 		opts.Samples = 10
 	}
@@ -248,6 +258,25 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	rep, err := verifyAndRepair(ctx, cfg, opts)
+	if err != nil && ctx.Err() != nil {
+		return rep, err
+	}
+	finished := time.Now()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	id, rerr := record(rctx, cfg.Pool, cfg.Entity, opts.Mirror, started, finished, rep, err)
+	switch {
+	case rerr != nil:
+		cfg.Logger.Warn("the verification is not recorded", "entity", cfg.Entity.Name, "err", rerr)
+	case rep != nil:
+		rep.VerifyRun = id
+	}
+	cfg.Metrics.observe(cfg.Entity.Name, rep, err, finished)
+	return rep, err
+}
+
+func verifyAndRepair(ctx context.Context, cfg Config, opts Options) (*Report, error) {
 	rep, err := run(ctx, cfg, opts)
 	if err != nil || !opts.Repair || rep.InSync() {
 		return rep, err

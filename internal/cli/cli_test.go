@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/ecst-io/ecst/internal/cli"
@@ -16,8 +18,12 @@ import (
 func TestMain(m *testing.M) {
 	// The test binary stands in for the ecst binary when a test runs it
 	// from a shell (the completion test does).
+	// Like cmd/ecst, it stops on SIGINT and SIGTERM.
 	if os.Getenv("ECST_TEST_RUN_AS_ECST") == "1" {
-		os.Exit(cli.Run(context.Background(), os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Env: os.Getenv}))
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := cli.Run(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Env: os.Getenv})
+		stop()
+		os.Exit(code)
 	}
 	pgtest.Main(m)
 }

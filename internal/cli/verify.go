@@ -17,6 +17,7 @@ func newVerifyCmd(a *app) *cobra.Command {
 	var (
 		o       verify.Options
 		jsonOut bool
+		every   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "verify ENTITY",
@@ -46,16 +47,48 @@ The relay, and the mirror when given, must be running: with no relay running
 seconds. While it waits it says what for: the outbox rows the relay has left
 to publish, then the offsets the mirror has left to consume.
 
+Every run is recorded in ecst.verify_runs (when, the verdict, the counts,
+the samples and field diffs), so that the last one of each entity outlives
+the process; a run that cannot be recorded (the schema predates the table:
+run 'ecst migrate') says so in a warning and stands.
+
+--every runs continuously: each ENTITY (several may be given) is verified,
+then again --every after that round started, until SIGINT or SIGTERM, which
+stop it between runs or during one (the run in flight is dropped, unrecorded)
+and exit 0. It serves /metrics and /healthz on verify.metrics_addr
+(--verify-metrics-addr, default :9465): ecst_verify_drift_keys{entity,kind}
+as the last run left them, ecst_verify_last_success_timestamp_seconds{entity},
+ecst_verify_runs_total{entity,result}, ecst_verify_every_seconds{entity}, and
+the state of each entity's latest republish run (ecst_republish_*). A run
+that fails is logged, recorded and counted, and the next one runs on time.
+
 Exit codes: 0 in sync; 1 drift found (after --repair: drift left); 2 error
-(a repair that could not finish included).`,
+(a repair that could not finish included). With --every: 0 once stopped by a
+signal, 2 when it cannot start.`,
 		Example: `  ecst verify customer
   ecst verify customer --mirror customer_mirror --json | jq .stale
-  ecst verify customer --repair`,
-		Args: entityArg(a),
+  ecst verify customer --repair
+  ecst verify customer order --every 1h --verify-metrics-addr :9465`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if every > 0 && len(args) > 0 {
+				return nil
+			}
+			err := entityArg(a)(cmd, args)
+			if err != nil && len(args) > 1 {
+				return fmt.Errorf("%w\nwith --every, several entities are verified in turn", err)
+			}
+			return err
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
 				return err
+			}
+			if every < 0 {
+				return fmt.Errorf("--every: %s is negative; give the interval between verifications, such as 1h", every)
+			}
+			if every > 0 {
+				return a.verifyEvery(cmd, cfg, args, o, every, jsonOut)
 			}
 			entity, err := cfg.Entity(args[0])
 			if err != nil {
@@ -100,7 +133,8 @@ Exit codes: 0 in sync; 1 drift found (after --repair: drift left); 2 error
 	f.BoolVar(&o.Repair, "repair", false, "republish the drifted keys, wait for them, verify again")
 	f.DurationVar(&o.Wait, "wait", 2*time.Minute, "how long --repair waits for the relay and the mirror")
 	f.IntVar(&o.Samples, "samples", 10, "sample keys listed per kind of drift")
-	f.BoolVar(&jsonOut, "json", false, "print one JSON object (missing, extra, stale counts, samples, diffs)")
+	f.BoolVar(&jsonOut, "json", false, "print one JSON object (missing, extra, stale counts, samples, diffs); with --every, one per run")
+	f.DurationVar(&every, "every", 0, "verify continuously, a round of the ENTITY arguments this often (1h, say), serving /metrics on verify.metrics_addr")
 	return cmd
 }
 

@@ -83,6 +83,9 @@ var Docs = map[string]string{
 	"relay.on_reject":     "A record the broker refuses for good (too large, say): `halt` stops the relay with an error naming the row; `park` moves it to `ecst.outbox_parked`, counts it and goes on.",
 	"relay.metrics_addr":  "Where `/metrics`, `/healthz` and `/readyz` are served; `off` serves none.",
 
+	"verify":              "How `ecst verify --every` runs.",
+	"verify.metrics_addr": "Where `ecst verify --every` serves `/metrics` (what each run found, when the last one finished, and the state of the republish runs) and `/healthz`; `off` serves neither. Next to the relay's default, so that both can run on one host.",
+
 	"entities":                           "The entity types the service publishes, by name.",
 	"entities.<name>":                    "One entity type. `<name>` is lowercase letters, digits and `_`, starting with a letter; it prefixes the event types (`<name>.upserted`, `<name>.deleted`) and names the entity on the command line.",
 	"entities.<name>.topic":              "The log-compacted topic that carries the entity's state, one per entity. Its value schema is registered under `<topic>-value`.",
