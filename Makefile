@@ -7,7 +7,7 @@ TIMEOUT  ?= 20m
 # Packages whose tests touch Kafka: their tests depend, directly or not, on internal/kafkatest.
 KAFKA_PKGS = $(shell $(GO) list -test -f '{{if .ForTest}}{{.ForTest}} {{join .Deps " "}}{{end}}' ./... | awk '{for (i = 2; i <= NF; i++) if ($$i ~ /internal\/kafkatest$$/) {print $$1; break}}' | sort -u)
 
-.PHONY: all build setup setup-kafka setup-registry setup-interop setup-compose setup-prometheus alerts-test compose-check docs demo test test-kafka test-registry check bench bench-relay bench-debezium fuzz clean
+.PHONY: all build setup setup-kafka setup-registry setup-interop setup-compose setup-prometheus setup-chromium alerts-test compose-check docs demo test test-kafka test-registry check bench bench-relay bench-debezium fuzz clean
 
 all: check test
 
@@ -38,12 +38,12 @@ demo: setup
 
 ## test: every test, race detector on, kfake as the broker, a throwaway Postgres; and the alerts'
 ## unit tests (alerts-test)
-test: setup setup-interop setup-compose alerts-test
+test: setup setup-interop setup-compose setup-chromium alerts-test
 	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TIMEOUT) ./...
 
 ## test-kafka: the Kafka-touching suites again, against a real Apache Kafka broker
 ## (-p 1: one package at a time, since a test restarts the shared broker)
-test-kafka: setup setup-kafka setup-interop
+test-kafka: setup setup-kafka setup-interop setup-chromium
 	@scripts/test-kafka.sh $(GO) test $(GOFLAGS) -race -count=1 -p 1 -timeout $(TIMEOUT) $(KAFKA_PKGS)
 
 ## test-registry: the schema suites again, against a real Confluent-compatible registry (Apicurio)
@@ -62,6 +62,11 @@ docs:
 ## setup-prometheus: install promtool (Debian's prometheus package) if missing
 setup-prometheus:
 	@scripts/setup.sh prometheus
+
+## setup-chromium: install Debian's chromium if missing: the console's browser tests
+## (internal/console) drive it headless with chromedp
+setup-chromium:
+	@scripts/setup.sh chromium
 
 ## alerts-test: deploy/prometheus/alerts.yml is valid, and each alert fires and stays quiet as its
 ## unit tests in alerts_test.yml say (promtool)

@@ -132,3 +132,29 @@ func PendingByShard(ctx context.Context, q Querier, topic string, maxID int64) (
 	}
 	return byShard, highest, nil
 }
+
+// PendingHead counts the pending rows of a shard up to limit (capped: at
+// least limit are pending) and returns the insert time of the oldest (zero
+// when none is pending). Its cost is bounded whatever the backlog, unlike
+// PendingShard's: the count stops at limit, and the oldest row is the first
+// past the shard's cursor (the head of its (shard, id) index) or a row of a
+// transaction the relay watches (a few). `ecst status` asks here.
+func PendingHead(ctx context.Context, q Querier, shard, limit int) (n int64, capped bool, oldest time.Time, err error) {
+	var at *time.Time
+	err = q.QueryRow(ctx, `SELECT (SELECT count(*) FROM (SELECT 1 FROM (`+pendingShardSQL+`) p LIMIT $2) b),
+		least(
+			(SELECT o.created_at FROM ecst.outbox o
+				WHERE o.shard = $1::smallint AND o.id > coalesce((SELECT cursor FROM ecst.relay_cursors WHERE shard = $1::smallint), 0)
+				ORDER BY o.id LIMIT 1),
+			(SELECT min(o.created_at) FROM ecst.relay_cursors c
+				CROSS JOIN LATERAL unnest(c.watched_lo, c.watched_hi, c.watched_low) AS w(lo, hi, lw)
+				CROSS JOIN LATERAL (SELECT * FROM ecst.outbox o WHERE o.txid >= w.lo AND o.txid < w.hi AND o.id > w.lw OFFSET 0) AS o
+				WHERE c.shard = $1::smallint AND o.shard = $1::smallint AND o.id <= c.cursor))`, shard, limit).Scan(&n, &at)
+	if err != nil {
+		return 0, false, time.Time{}, fmt.Errorf("count the pending outbox rows of shard %d: %w", shard, err)
+	}
+	if at != nil {
+		oldest = *at
+	}
+	return n, n >= int64(limit), oldest, nil
+}

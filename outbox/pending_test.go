@@ -44,6 +44,20 @@ func TestPending(t *testing.T) {
 			t.Errorf("shard %d: %d pending (err %v), want %d", shard, n, err, want)
 		}
 	}
+	// The bounded count: the oldest is the watched transaction's row, found
+	// whatever the cap.
+	for _, limit := range []int{10, 2} {
+		n, capped, oldest, err := outbox.PendingHead(ctx, pool, 0, limit)
+		if want := min(int64(limit), 3); err != nil || n != want || capped != (limit == 2) || time.Since(oldest) < 50*time.Second {
+			t.Errorf("shard 0 up to %d: %d pending (capped %v), oldest %v (err %v); want %d, a minute old", limit, n, capped, oldest, err, want)
+		}
+	}
+	for shard, want := range map[int]int64{1: 1, 2: 0, 3: 0} {
+		n, capped, oldest, err := outbox.PendingHead(ctx, pool, shard, 10)
+		if err != nil || n != want || capped || oldest.IsZero() != (want == 0) {
+			t.Errorf("shard %d up to 10: %d pending (capped %v), oldest %v (err %v), want %d", shard, n, capped, oldest, err, want)
+		}
+	}
 	if n, err := outbox.PendingCount(ctx, pool, 0); err != nil || n != 4 {
 		t.Errorf("%d pending in all (err %v), want 4", n, err)
 	}

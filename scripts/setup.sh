@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/setup.sh postgres|kafka|registry|interop|compose|prometheus: installs what the tests and the demo need, when it is
+# scripts/setup.sh postgres|kafka|registry|interop|compose|prometheus|chromium: installs what the tests and the demo need, when it is
 # missing. Idempotent and quick when everything is there. Uses Debian's apt as root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -114,6 +114,21 @@ prometheus() {
   log "promtool installed"
 }
 
+# chromium: Debian's headless-capable Chromium, which the console's browser tests (internal/console,
+# driven by chromedp) start with --headless. ECST_CHROMIUM names another binary.
+have_chromium() {
+  [ -n "${ECST_CHROMIUM:-}" ] && [ -x "$ECST_CHROMIUM" ] && return 0
+  type -P chromium >/dev/null  # not command -v: that finds the function below
+}
+
+chromium() {
+  if have_chromium; then return 0; fi
+  log "installing chromium (apt-get install chromium) for the console's browser tests"
+  apt_install chromium fonts-dejavu-core
+  have_chromium || { log "chromium installed but not found on PATH"; exit 1; }
+  log "chromium installed"
+}
+
 case "${1:-}" in
   postgres) postgres ;;
   kafka) kafka ;;
@@ -121,5 +136,6 @@ case "${1:-}" in
   interop) interop ;;
   compose) compose ;;
   prometheus) prometheus ;;
-  *) echo "usage: scripts/setup.sh postgres|kafka|registry|interop|compose|prometheus" >&2; exit 2 ;;
+  chromium) chromium ;;
+  *) echo "usage: scripts/setup.sh postgres|kafka|registry|interop|compose|prometheus|chromium" >&2; exit 2 ;;
 esac

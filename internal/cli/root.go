@@ -167,6 +167,8 @@ install it.`,
 		newDemoCmd(a),
 		newRepublishCmd(a),
 		newVerifyCmd(a),
+		newStatusCmd(a),
+		newConsoleCmd(a),
 		newDevCmd(a),
 	)
 	// Cobra adds these when the tree executes; adding them now makes the
