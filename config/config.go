@@ -151,7 +151,18 @@ type Outbox struct {
 	// Change it only with the outbox drained: a key that moves shards could
 	// be published by two leaders at once.
 	Shards int `yaml:"shards"`
+	// Transport is how events travel from the writers to the relay: table
+	// (rows in ecst.outbox) or wal (logical decoding messages, streamed
+	// from a replication slot). Writers and relays must agree with the
+	// database, which `ecst outbox switch` moves from one to the other.
+	Transport string `yaml:"transport"`
 }
+
+// Transports.
+const (
+	TransportTable = "table"
+	TransportWAL   = "wal"
+)
 
 // Relay configures `ecst relay`.
 type Relay struct {
@@ -177,6 +188,10 @@ type Relay struct {
 	// MetricsAddr serves /metrics, /healthz and /readyz
 	// (DefaultMetricsAddr, ":9464"); "off" turns it off.
 	MetricsAddr string `yaml:"metrics_addr"`
+	// WALHeartbeat is how often a WAL relay leader writes a heartbeat
+	// message, so that its slot advances on a database with no ecst
+	// traffic (the WAL transport only).
+	WALHeartbeat time.Duration `yaml:"wal_heartbeat"`
 }
 
 // Relay defaults.
@@ -187,6 +202,7 @@ const (
 	DefaultPollMax      = 500 * time.Millisecond
 	DefaultLeaseTimeout = 3 * time.Second
 	DefaultMetricsAddr  = ":9464"
+	DefaultWALHeartbeat = 10 * time.Second
 )
 
 // Verify configures `ecst verify --every`, the continuous verification.
@@ -334,8 +350,8 @@ func parseUnknownField(msg string) (field, typ string, ok bool) {
 func knownKeys(typ string) []string {
 	keys := map[string][]string{
 		"Config":   {"service", "database", "kafka", "schema_registry", "outbox", "relay", "verify", "entities"},
-		"Outbox":   {"shards"},
-		"Relay":    {"batch_size", "batch_bytes", "poll_min", "poll_max", "lease_timeout", "on_reject", "metrics_addr"},
+		"Outbox":   {"shards", "transport"},
+		"Relay":    {"batch_size", "batch_bytes", "poll_min", "poll_max", "lease_timeout", "on_reject", "metrics_addr", "wal_heartbeat"},
 		"Verify":   {"metrics_addr"},
 		"Database": {"url", "sslmode"},
 		"Kafka":    {"brokers", "client_id", "tls", "sasl"},
@@ -526,10 +542,17 @@ func (o *Outbox) finish() []error {
 	if o.Shards == 0 {
 		o.Shards = 1
 	}
+	var errs []error
 	if o.Shards < 1 || o.Shards > 256 {
-		return []error{fmt.Errorf("outbox.shards: must be from 1 to 256, got %d", o.Shards)}
+		errs = append(errs, fmt.Errorf("outbox.shards: must be from 1 to 256, got %d", o.Shards))
 	}
-	return nil
+	if o.Transport == "" {
+		o.Transport = TransportTable
+	}
+	if o.Transport != TransportTable && o.Transport != TransportWAL {
+		errs = append(errs, fmt.Errorf("outbox.transport: %q is not table or wal", o.Transport))
+	}
+	return errs
 }
 
 func (r *Relay) finish() []error {
@@ -549,6 +572,7 @@ func (r *Relay) finish() []error {
 	defDur(&r.PollMin, DefaultPollMin)
 	defDur(&r.PollMax, DefaultPollMax)
 	defDur(&r.LeaseTimeout, DefaultLeaseTimeout)
+	defDur(&r.WALHeartbeat, DefaultWALHeartbeat)
 	if r.MetricsAddr == "" {
 		r.MetricsAddr = DefaultMetricsAddr
 	}
@@ -569,6 +593,9 @@ func (r *Relay) finish() []error {
 	}
 	if r.LeaseTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("relay.lease_timeout: must be at least 1s, got %v (the leader heartbeats every third of it)", r.LeaseTimeout))
+	}
+	if r.WALHeartbeat < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("relay.wal_heartbeat: must be at least 100ms, got %v", r.WALHeartbeat))
 	}
 	if r.OnReject != "halt" && r.OnReject != "park" {
 		errs = append(errs, fmt.Errorf("relay.on_reject: %q is not halt or park", r.OnReject))

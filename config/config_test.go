@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v3"
@@ -98,6 +99,9 @@ entities:
 		e.ReplicationFactor != config.DefaultReplicationFactor || e.Source.Query != `SELECT * FROM "customers"` || e.Name != "customer" {
 		t.Fatalf("defaults not applied: %+v %+v", e, e.Source)
 	}
+	if cfg.Outbox.Transport != config.TransportTable || cfg.Relay.WALHeartbeat != config.DefaultWALHeartbeat {
+		t.Fatalf("transport %q, heartbeat %v: want the table transport and the default heartbeat", cfg.Outbox.Transport, cfg.Relay.WALHeartbeat)
+	}
 }
 
 func TestErrorsNameFieldAndFix(t *testing.T) {
@@ -133,6 +137,8 @@ func TestErrorsNameFieldAndFix(t *testing.T) {
 		{"tls missing ca", good + "kafka: {tls: {ca_file: /nonexistent/ca.pem}}\n", []string{"kafka.tls.ca_file", "/nonexistent/ca.pem"}},
 		{"broker with scheme", good + "kafka: {brokers: ['kafka://b:9092']}\n", []string{"kafka.brokers[0]", "host:port"}},
 		{"registry url", good + "schema_registry: {url: 'registry:8081'}\n", []string{"schema_registry.url", "http://"}},
+		{"bad transport", good + "outbox: {transport: kafka}\n", []string{"outbox.transport", `"kafka" is not table or wal`}},
+		{"short heartbeat", good + "relay: {wal_heartbeat: 1ms}\n", []string{"relay.wal_heartbeat", "at least 100ms"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -189,9 +195,14 @@ schema_registry: {url: 'http://file:8081'}
 		"ECST_KAFKA_SASL_MECHANISM": "scram-sha-256",
 		"ECST_KAFKA_SASL_USERNAME":  "u",
 		"ECST_KAFKA_SASL_PASSWORD":  "p",
+		"ECST_OUTBOX_TRANSPORT":     "wal",
+		"ECST_RELAY_WAL_HEARTBEAT":  "2s",
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.Outbox.Transport != config.TransportWAL || cfg.Relay.WALHeartbeat != 2*time.Second {
+		t.Fatalf("transport %q, heartbeat %v: the variables were not applied", cfg.Outbox.Transport, cfg.Relay.WALHeartbeat)
 	}
 	if cfg.Database.URL.Reveal() != "postgres://env@db/app" || strings.Join(cfg.Kafka.Brokers, ",") != "a:9092,b:9092" ||
 		cfg.Service != "from-env" || cfg.Registry.URL.Reveal() != "http://file:8081" || cfg.Kafka.SASL.Mechanism != "SCRAM-SHA-256" {

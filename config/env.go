@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Override is one setting that an ECST_* variable, and for the settings
@@ -66,6 +67,18 @@ var Overrides = []Override{
 			return fmt.Errorf("%q is not a number", v)
 		}
 		c.Outbox.Shards = n
+		return nil
+	}},
+	{Env: "ECST_OUTBOX_TRANSPORT", Set: str(func(c *Config) *string { return &c.Outbox.Transport })},
+	{Env: "ECST_RELAY_WAL_HEARTBEAT", Set: func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if n, nerr := strconv.Atoi(v); nerr == nil {
+			d, err = time.Duration(n)*time.Second, nil // a bare number is seconds
+		}
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (10s, 500ms)", v)
+		}
+		c.Relay.WALHeartbeat = d
 		return nil
 	}},
 	{Env: "ECST_RELAY_ON_REJECT", Set: str(func(c *Config) *string { return &c.Relay.OnReject })},

@@ -21,16 +21,9 @@ import (
 )
 
 // pending are metrics the dashboard and the rules use that are exported by
-// work not merged yet (issue 14: the WAL transport). Once a name is
-// exported, the test says to remove it from this list.
-var pending = map[string]string{
-	"ecst_relay_slot_lag_bytes":      "issue 14, the WAL transport",
-	"ecst_relay_slot_retained_bytes": "issue 14, the WAL transport",
-	"ecst_relay_slot_safe_wal_bytes": "issue 14, the WAL transport",
-	"ecst_relay_slot_lag_seconds":    "issue 14, the WAL transport",
-	"ecst_relay_slot_lost":           "issue 14, the WAL transport",
-	"ecst_relay_switch_waiting":      "issue 14, the WAL transport",
-}
+// work not merged yet, each with the work that will export it. Once a name
+// is exported, the test says to remove it from this list.
+var pending = map[string]string{}
 
 // recorder is a registry that remembers what was registered with it, to
 // describe every collector: a vector with no children yet is in no Gather.

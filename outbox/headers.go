@@ -61,10 +61,19 @@ func DecodeHeaders(b []byte) ([]Header, error) {
 	return hs, nil
 }
 
-func readChunk(b []byte) (chunk, rest []byte, err error) {
-	n, w := binary.Uvarint(b)
-	if w <= 0 || uint64(len(b)-w) < n {
+func readChunk(b []byte) (c, rest []byte, err error) {
+	c, rest, ok := chunk(b)
+	if !ok {
 		return nil, nil, fmt.Errorf("%w: truncated", ErrBadHeaders)
 	}
-	return b[w : w+int(n)], b[w+int(n):], nil
+	return c, rest, nil
+}
+
+// chunk splits a uvarint length and that many bytes off b.
+func chunk(b []byte) (c, rest []byte, ok bool) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || uint64(len(b)-w) < n {
+		return nil, nil, false
+	}
+	return b[w : w+int(n)], b[w+int(n):], true
 }

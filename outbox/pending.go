@@ -19,8 +19,8 @@ import (
 // Everything that asks how much is waiting (the relay's backlog metrics,
 // drain, republish's --max-backlog, verify's in-flight keys) asks here.
 
-// Querier is what the pending queries run on: a pool, a connection or a
-// transaction.
+// Querier is what the pending queries, and DatabaseTransport, run on: a
+// *pgxpool.Pool, a *pgx.Conn or a pgx.Tx.
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row

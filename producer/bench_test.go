@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,12 +12,16 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ecst-io/ecst/relay"
 )
 
 // BenchmarkBusinessTx measures what the outbox costs a service: one
 // business transaction (an upsert of one customer row) alone, and the same
 // transaction with one Publish, at concurrency 1 and 8, in one run on one
-// database. Compare tx/s of outbox against bare at the same concurrency.
+// server: the table transport's modes on one database, the WAL transport's
+// (wal, wal-queued) on another, switched to it. Compare tx/s of each mode
+// against bare at the same concurrency.
 // The modes take turns, round after round (-benchtime per turn), so that a
 // machine getting busier or quieter during the run skews them alike: run it
 // with -count 1 and read each sub-benchmark's rounds as samples.
@@ -24,26 +29,42 @@ import (
 // on), the setting the ratio is meant for.
 func BenchmarkBusinessTx(b *testing.B) {
 	f := newFixture(b, fixtureOpts{})
+	fw := newFixture(b, fixtureOpts{wal: true})
 	for range benchRounds {
-		benchRound(b, f)
+		benchRound(b, f, fw)
 	}
 }
 
 const benchRounds = 3
 
-func benchRound(b *testing.B, f *fixture) {
+func benchRound(b *testing.B, ft, fw *fixture) {
 	ctx := context.Background()
 	for _, conc := range []int{1, 8} {
-		pcfg := f.pool.Config().Copy()
-		pcfg.MaxConns = int32(conc + 1)
-		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-		if err != nil {
-			b.Fatal(err)
+		pools := map[*fixture]*pgxpool.Pool{}
+		for _, f := range []*fixture{ft, fw} {
+			pcfg := f.pool.Config().Copy()
+			pcfg.MaxConns = int32(conc + 1)
+			pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pools[f] = pool
 		}
-		for _, mode := range []string{"bare", "outbox", "outbox-queued", "outbox+notify"} {
+		for _, mode := range []string{"bare", "outbox", "outbox-queued", "wal", "wal-queued", "outbox+notify"} {
+			f := ft
+			if strings.HasPrefix(mode, "wal") {
+				f = fw
+			}
+			pool := pools[f]
 			name := fmt.Sprintf("c=%d/%s", conc, mode)
 			b.Run(name, func(b *testing.B) {
 				if _, err := pool.Exec(ctx, "TRUNCATE customers, ecst.outbox"); err != nil {
+					b.Fatal(err)
+				}
+				// The WAL database's slot has no relay here: advance it, as
+				// a relay keeping up would, so that the checkpoint recycles
+				// WAL instead of every mode writing new segments.
+				if _, err := pools[fw].Exec(ctx, "SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", relay.SlotName(fw.w.Service)); err != nil {
 					b.Fatal(err)
 				}
 				if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {
@@ -75,17 +96,20 @@ func benchRound(b *testing.B, f *fixture) {
 				}
 			})
 		}
-		pool.Close()
+		for _, p := range pools {
+			p.Close()
+		}
 	}
 }
 
 // businessTx is one business transaction. mode "outbox" adds a Publish;
 // "outbox-queued" sends the upsert and the event in one pgx.Batch
-// (Publisher.Queue), so the event adds no round trip; "outbox+notify" also
+// (Publisher.Queue), so the event adds no round trip; "wal" and
+// "wal-queued" are the two with the WAL transport; "outbox+notify" also
 // sends pg_notify, the wake-up ecst's relay does not use, to measure what
 // it would cost writers.
 func businessTx(ctx context.Context, f *fixture, pool *pgxpool.Pool, key, mode string) error {
-	if mode == "outbox-queued" {
+	if mode == "outbox-queued" || mode == "wal-queued" {
 		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			version := time.Now().UnixNano() // the service knows the new version
 			updated := time.Now()

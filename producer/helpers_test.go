@@ -25,6 +25,7 @@ type fixture struct {
 type fixtureOpts struct {
 	unregistered bool
 	autoRegister bool
+	wal          bool // the database switched to the WAL transport, and the Publisher on it
 }
 
 // newFixture gives an offline ecsttest.World (the write path needs no
@@ -33,8 +34,14 @@ type fixtureOpts struct {
 // customer schema registered, and a Publisher for the example's ecst.yaml.
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
-	w := ecsttest.New(t, ecsttest.Options{Offline: true, Topic: "customers.state", Service: "customers-api",
-		Unregistered: o.unregistered, AutoRegister: o.autoRegister})
+	service := "customers-api"
+	if o.wal {
+		// The slot is named after the service, and slots are the
+		// cluster's: a service of the world's own.
+		service = ""
+	}
+	w := ecsttest.New(t, ecsttest.Options{Offline: true, Topic: "customers.state", Service: service,
+		Unregistered: o.unregistered, AutoRegister: o.autoRegister, WAL: o.wal})
 	return &fixture{w: w, pool: w.Pool, reg: w.Fake, pub: w.Pub, id: w.SchemaID}
 }
 

@@ -9,10 +9,12 @@
 //	})
 //
 // The state is encoded as Avro under the entity's registered schema, in the
-// Confluent wire format, and written to ecst.outbox with the headers of the
-// wire contract. It commits or rolls back with the caller's change. Invalid
-// input is rejected before the transaction is touched, so the caller's
-// transaction stays usable after a validation error.
+// Confluent wire format, and written with the headers of the wire contract
+// to the outbox transport: a row of ecst.outbox, or a logical decoding
+// message in the WAL (outbox.transport: wal). It commits or rolls back with
+// the caller's change. Invalid input is rejected before the transaction is
+// touched, so the caller's transaction stays usable after a validation
+// error.
 package producer
 
 import (
@@ -97,6 +99,10 @@ type Config struct {
 	// Shards is outbox.shards: the relay shard of a row is its key's hash
 	// modulo Shards. Zero means 1.
 	Shards int
+	// Transport is outbox.transport: table (zero) or wal. It must be the
+	// database's: a write of the other transport fails with
+	// outbox.ErrTransportMismatch, and writes nothing.
+	Transport outbox.Transport
 }
 
 // Publisher writes full-state events to the outbox. It is safe for
@@ -106,9 +112,10 @@ type Publisher struct {
 	reg          *schemas.Registry
 	autoRegister bool
 	shards       int
+	transport    outbox.Transport
 	entities     map[string]*entity
-	// insert is outbox.Insert, wrapped; a test swaps it to show what the
-	// key lock is for.
+	// insert is the transport's Insert, wrapped; a test swaps it to show
+	// what the key lock is for.
 	insert func(context.Context, pgx.Tx, outbox.Row) error
 }
 
@@ -131,14 +138,22 @@ func New(cfg Config) (*Publisher, error) {
 	if cfg.Registry == nil {
 		return nil, errors.New("producer: a schema registry is required")
 	}
+	switch cfg.Transport {
+	case "":
+		cfg.Transport = outbox.TransportTable
+	case outbox.TransportTable, outbox.TransportWAL:
+	default:
+		return nil, fmt.Errorf("producer: transport %q is not table or wal", cfg.Transport)
+	}
 	p := &Publisher{
 		service:      cfg.Service,
 		reg:          cfg.Registry,
 		autoRegister: cfg.AutoRegister,
 		shards:       max(cfg.Shards, 1),
+		transport:    cfg.Transport,
 		entities:     make(map[string]*entity, len(cfg.Entities)),
 		insert: func(ctx context.Context, tx pgx.Tx, r outbox.Row) error {
-			if err := outbox.Insert(ctx, tx, r); err != nil {
+			if err := cfg.Transport.Insert(ctx, tx, r); err != nil {
 				return fmt.Errorf("publish %q: %w", r.Key, err)
 			}
 			return nil
@@ -164,7 +179,19 @@ func New(cfg Config) (*Publisher, error) {
 
 // FromConfig builds a Publisher for every entity in a validated config.
 func FromConfig(cfg *config.Config, reg *schemas.Registry) (*Publisher, error) {
-	return New(Config{Service: cfg.Service, Entities: cfg.Entities, Registry: reg, AutoRegister: cfg.Registry.AutoRegister, Shards: cfg.Outbox.Shards})
+	return New(Config{Service: cfg.Service, Entities: cfg.Entities, Registry: reg, AutoRegister: cfg.Registry.AutoRegister,
+		Shards: cfg.Outbox.Shards, Transport: outbox.Transport(cfg.Outbox.Transport)})
+}
+
+// Transport is the outbox transport the Publisher writes.
+func (p *Publisher) Transport() outbox.Transport { return p.transport }
+
+// CheckTransport checks that the database runs the Publisher's transport,
+// so that a service configured for the other one finds out at start rather
+// than at its first write (which would fail with the same error, writing
+// nothing).
+func (p *Publisher) CheckTransport(ctx context.Context, q outbox.Querier) error {
+	return outbox.CheckTransport(ctx, q, p.transport)
 }
 
 // Resolve looks up every entity's schema id now, so that a service finds a
@@ -227,7 +254,7 @@ func (p *Publisher) Queue(ctx context.Context, b *pgx.Batch, entityName, key str
 	if err != nil {
 		return err
 	}
-	outbox.Queue(b, row)
+	p.transport.Queue(b, row)
 	return nil
 }
 
@@ -237,14 +264,14 @@ func (p *Publisher) QueueDelete(b *pgx.Batch, entityName, key string, version in
 	if err != nil {
 		return err
 	}
-	outbox.Queue(b, row)
+	p.transport.Queue(b, row)
 	return nil
 }
 
 // Event validates and encodes the full state of entity key, like Publish,
 // and returns the outbox row instead of writing it. Bulk writers (republish)
-// take the rows' key locks themselves (outbox.LockKeys) and copy them in with
-// outbox.CopyRows.
+// take the rows' key locks themselves (outbox.LockKeys) and write them with
+// the transport's CopyRows (Publisher.Transport).
 func (p *Publisher) Event(ctx context.Context, entityName, key string, version int64, state any, opts ...Option) (outbox.Row, error) {
 	return p.upsertRow(ctx, entityName, key, version, state, opts)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/ecst-io/ecst/internal/pgtest"
 	"github.com/ecst-io/ecst/internal/testkit"
 	"github.com/ecst-io/ecst/internal/wait"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
 	"github.com/ecst-io/ecst/schemas"
@@ -48,6 +49,7 @@ type env struct {
 	topic   string
 	service string // unique per test: transactional ids must not collide
 	pub     *producer.Publisher
+	wal     bool // the WAL transport
 }
 
 // envOpts are what a relay test asks of its world.
@@ -56,17 +58,57 @@ type envOpts struct {
 	restartable bool
 	shards      int
 	sasl        bool // a broker that requires SASL (SCRAM-SHA-512)
+	wal         bool // the WAL transport: the database switched, writers and relays on it
 }
 
 func (o envOpts) world() ecsttest.Options {
-	return ecsttest.Options{DBURL: o.dbURL, Restartable: o.restartable, Shards: o.shards, SASL: o.sasl}
+	return ecsttest.Options{DBURL: o.dbURL, Restartable: o.restartable, Shards: o.shards, SASL: o.sasl, WAL: o.wal}
+}
+
+// transports are the env options of the two outbox transports, for the
+// tests that run in both.
+func transports() []envOpts { return []envOpts{{}, {wal: true}} }
+
+func (o envOpts) name() string {
+	if o.wal {
+		return "wal"
+	}
+	return "table"
+}
+
+// leading matches a relay process's log line when it has started to lead:
+// it reads its shard, or streams the slot.
+func (o envOpts) leading() string {
+	if o.wal {
+		return `"msg":"streaming the slot"`
+	}
+	return `"msg":"leading shard"`
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
 	w := ecsttest.New(t, o.world())
 	w.Exec("CREATE SEQUENCE IF NOT EXISTS ver") // the load generator's versions
-	return &env{t: t, w: w, dbURL: w.DBURL, pool: w.Pool, broker: w.Broker, topic: w.Topic, service: w.Service, pub: w.Pub}
+	return &env{t: t, w: w, dbURL: w.DBURL, pool: w.Pool, broker: w.Broker, topic: w.Topic, service: w.Service, pub: w.Pub, wal: o.wal}
+}
+
+// publisher is a Publisher of the env's entity, writing by transport t.
+func (e *env) publisher(t outbox.Transport) *producer.Publisher {
+	e.t.Helper()
+	cfg := *e.w.Config
+	cfg.Outbox.Transport = string(t)
+	pub, err := producer.FromConfig(&cfg, e.w.Registry)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return pub
+}
+
+func (e *env) transport() outbox.Transport {
+	if e.wal {
+		return outbox.TransportWAL
+	}
+	return outbox.TransportTable
 }
 
 // client is a Kafka client of the env's broker; the caller closes it.
@@ -95,6 +137,69 @@ func (e *env) runRelay(cfg relay.Config) (stop func() error) {
 func (e *env) drain() {
 	e.t.Helper()
 	e.w.DrainWith(e.relayConfig())
+}
+
+// caughtUp returns a check that the relay has published everything
+// committed before caughtUp was called: no outbox row is pending, or (the
+// database runs the WAL transport) the slot has confirmed the WAL position
+// of that moment.
+func (e *env) caughtUp() func() bool {
+	e.t.Helper()
+	if tr, err := outbox.DatabaseTransport(context.Background(), e.pool); err != nil {
+		e.t.Fatal(err)
+	} else if tr == outbox.TransportTable {
+		return func() bool { return e.outboxCount() == 0 }
+	}
+	var target string
+	if err := e.pool.QueryRow(context.Background(), "SELECT pg_current_wal_insert_lsn()::text").Scan(&target); err != nil {
+		e.t.Fatal(err)
+	}
+	return func() bool {
+		var done bool
+		err := e.pool.QueryRow(context.Background(), "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+			relay.SlotName(e.service), target).Scan(&done)
+		return err == nil && done
+	}
+}
+
+// backlog is what waits to be published: pending outbox rows, or (the
+// database runs the WAL transport) the bytes of WAL the slot has not
+// confirmed.
+func (e *env) backlog() int64 {
+	e.t.Helper()
+	if tr, err := outbox.DatabaseTransport(context.Background(), e.pool); err != nil {
+		e.t.Fatal(err)
+	} else if tr == outbox.TransportTable {
+		return int64(e.outboxCount())
+	}
+	var n int64
+	if err := e.pool.QueryRow(context.Background(), "SELECT (pg_current_wal_insert_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+		relay.SlotName(e.service)).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// published is a measure of what the relay has recorded published so far,
+// growing as it goes: fewer pending outbox rows, or the slot's confirmed
+// position.
+func (e *env) published() int64 {
+	e.t.Helper()
+	ctx := context.Background()
+	if !e.wal {
+		n, err := outbox.PendingCount(ctx, e.pool, 0)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return -n
+	}
+	var n int64
+	err := e.pool.QueryRow(ctx, `SELECT coalesce((SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1), 0)`,
+		relay.SlotName(e.service)).Scan(&n)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
 }
 
 // outboxCount counts the outbox rows not yet published.
@@ -191,11 +296,25 @@ type commitError struct{ err error }
 func (c *commitError) Error() string { return "commit: " + c.err.Error() }
 
 func (e *env) write(ctx context.Context, key string, del bool) (event, error) {
+	return e.writeWith(ctx, e.pub, key, del)
+}
+
+// writeWith is write with a Publisher of the test's choosing.
+func (e *env) writeWith(ctx context.Context, pub *producer.Publisher, key string, del bool) (event, error) {
 	tx, err := e.pool.Begin(ctx)
 	if err != nil {
 		return event{}, err
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck
+	// Writers of one key take turns, so that its versions follow commit
+	// order, which the order checks compare the topic with. The row lock
+	// alone does not give that: an INSERT draws its version (VALUES'
+	// nextval) before it waits on a concurrent DELETE of the key, and then
+	// commits after it with the lower version. (A lock space of its own:
+	// one bigint, where the outbox key lock takes two ints.)
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('writer:' || $1, 0))", key); err != nil {
+		return event{}, err
+	}
 	var ev event
 	if del {
 		var v int64
@@ -206,7 +325,7 @@ func (e *env) write(ctx context.Context, key string, del bool) (event, error) {
 		if err != nil {
 			return event{}, err
 		}
-		if err := e.pub.Delete(ctx, tx, "customer", key, v); err != nil {
+		if err := pub.Delete(ctx, tx, "customer", key, v); err != nil {
 			return event{}, err
 		}
 		ev = event{key: key, version: v, deleted: true}
@@ -220,7 +339,7 @@ func (e *env) write(ctx context.Context, key string, del bool) (event, error) {
 			return event{}, err
 		}
 		state := map[string]any{"id": key, "version": v, "name": "n" + strconv.FormatInt(v, 10), "email": "e", "tier": nil, "updated_at": at}
-		if err := e.pub.Publish(ctx, tx, "customer", key, v, state); err != nil {
+		if err := pub.Publish(ctx, tx, "customer", key, v, state); err != nil {
 			return event{}, err
 		}
 		ev = event{key: key, version: v}
@@ -476,7 +595,7 @@ type relayProc struct {
 // startRelayProc starts `ecst relay` on this env with an ecst.yaml of its own.
 func (e *env) startRelayProc(extraArgs ...string) *relayProc {
 	e.t.Helper()
-	cfgPath := e.w.WriteConfig(e.t.TempDir(), "relay: {batch_size: 250, poll_min: 1ms, poll_max: 20ms, lease_timeout: 2s}\n")
+	cfgPath := e.w.WriteConfig(e.t.TempDir(), "relay: {batch_size: 250, poll_min: 1ms, poll_max: 20ms, lease_timeout: 2s, wal_heartbeat: 200ms}\n")
 	args := append([]string{"--config", cfgPath, "--log-format", "json", "relay"}, extraArgs...)
 	cmd := exec.Command(ecstBinary(e.t), args...)
 	cmd.Env = os.Environ()

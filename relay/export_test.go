@@ -17,5 +17,17 @@ func WithoutWatch(cfg *Config) { cfg.watch = watchNone }
 // transactions from xmax up, so that a test can show the rows that loses.
 func WithXipOnly(cfg *Config) { cfg.watch = watchXip }
 
+// WithLSNOrder makes the WAL source sort each batch by the position where
+// its messages were written instead of the commit order the slot delivers
+// them in, so that a test can show the reordering that would cause.
+func WithLSNOrder(cfg *Config) { cfg.sortByLSN = true }
+
+// WithoutSwitchWait makes a switch open the new transport at once, without
+// waiting for the old one's events to be published.
+func WithoutSwitchWait(o *SwitchOptions) { o.noWait = true }
+
+// WithoutSlotDrop makes a switch to the table transport leave the slot.
+func WithoutSlotDrop(o *SwitchOptions) { o.keepSlot = true }
+
 // ReadSQL is the relay's read of a shard from its cursor.
 const ReadSQL = readSQL

@@ -25,10 +25,10 @@ import (
 // and fences us. Initializing lazily, at the first produce, would let a
 // leader that stalled before its first batch wake up and fence its
 // successor instead.
-func (r *Relay) startProducer(term context.Context, shard int, ls *lease, log *slog.Logger) (*producer, error) {
+func (r *Relay) startProducer(term context.Context, u unit, ls *lease, log *slog.Logger) (*producer, error) {
 	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
 	for {
-		p, err := r.newProducer(shard, log)
+		p, err := r.newProducer(u, log)
 		if err != nil {
 			return nil, err
 		}
@@ -44,7 +44,7 @@ func (r *Relay) startProducer(term context.Context, shard int, ls *lease, log *s
 		}
 		p.cl.Close()
 		if term.Err() != nil {
-			return nil, leaseOrNil(term)
+			return nil, termCause(term)
 		}
 		kind, fatal := classifyKafka(err)
 		r.m.errors.WithLabelValues(kind).Inc()
@@ -58,12 +58,11 @@ func (r *Relay) startProducer(term context.Context, shard int, ls *lease, log *s
 
 // producer wraps one term's Kafka client.
 type producer struct {
-	cl    *kgo.Client
-	txn   bool
-	shard int
+	cl  *kgo.Client
+	txn bool
 }
 
-func (r *Relay) newProducer(shard int, log *slog.Logger) (*producer, error) {
+func (r *Relay) newProducer(u unit, log *slog.Logger) (*producer, error) {
 	opts := append(slices.Clone(r.cfg.KafkaOpts),
 		// kgo narrates every transaction at info; keep its warnings.
 		kgo.WithLogger(kslog.New(slog.New(minLevel{slog.LevelWarn, log.Handler()}))),
@@ -74,10 +73,11 @@ func (r *Relay) newProducer(shard int, log *slog.Logger) (*producer, error) {
 	)
 	txn := !r.cfg.noFencing
 	if txn {
-		// One transactional id per outbox shard: a new leader's
-		// InitProducerID bumps the epoch and fences the old leader, whose
-		// late writes then fail instead of landing behind newer states.
-		opts = append(opts, kgo.TransactionalID(fmt.Sprintf("ecst-relay.%s.%d", r.cfg.Service, shard)),
+		// One transactional id per outbox shard (and one for the WAL): a
+		// new leader's InitProducerID bumps the epoch and fences the old
+		// leader, whose late writes then fail instead of landing behind
+		// newer states.
+		opts = append(opts, kgo.TransactionalID(fmt.Sprintf("ecst-relay.%s.%s", r.cfg.Service, u)),
 			kgo.TransactionTimeout(60*time.Second))
 		opts = append(opts, kgo.MaxVersions(txnV1Versions()), kgo.ConcurrentTransactionsBackoff(time.Millisecond))
 	}
@@ -85,7 +85,7 @@ func (r *Relay) newProducer(shard int, log *slog.Logger) (*producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
-	return &producer{cl: cl, txn: txn, shard: shard}, nil
+	return &producer{cl: cl, txn: txn}, nil
 }
 
 // txnV1Versions caps Produce at v11, which keeps the client on the
@@ -158,7 +158,7 @@ func (p *producer) publish(ctx context.Context, rows []record, acks chan<- struc
 			continue
 		}
 		if permanent(err) {
-			rejected = append(rejected, &RejectedError{ID: rows[i].id, Topic: rows[i].topic, Key: rows[i].key, Err: err})
+			rejected = append(rejected, &RejectedError{ID: rows[i].id, LSN: rows[i].lsn, Topic: rows[i].topic, Key: rows[i].key, Err: err})
 		}
 		if first == nil {
 			first = err

@@ -36,3 +36,21 @@ func Leaders(ctx context.Context, q Querier) ([]int, error) {
 	}
 	return shards, nil
 }
+
+// LeadsWAL reports whether some relay process leads the WAL transport now:
+// a session of this database holds its leader lock (class "ecst", object
+// 2), as pg_locks shows it.
+func LeadsWAL(ctx context.Context, q Querier) (bool, error) {
+	rows, err := q.Query(ctx, `SELECT 1 FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND objsubid = 2
+		  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND classid::bigint = $1 AND objid::bigint = $2`, int64(pglock.ECST), int64(pglock.ObjRelayWAL))
+	if err != nil {
+		return false, fmt.Errorf("read the relay leader locks from pg_locks: %w", err)
+	}
+	n, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return false, fmt.Errorf("read the relay leader locks from pg_locks: %w", err)
+	}
+	return len(n) > 0, nil
+}

@@ -10,17 +10,19 @@ import (
 	"time"
 
 	"github.com/ecst-io/ecst/internal/wait"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 )
 
 // record is an event on its way to Kafka.
 type record struct {
-	id        int64 // the outbox row's id (table transport)
+	id        int64         // the outbox row's id (table transport)
+	lsn       pglogrepl.LSN // the message's position in the WAL (WAL transport)
 	topic     string
 	key       string
 	value     []byte
 	headers   []byte
-	createdAt time.Time
+	createdAt time.Time // the row's insert, or the commit of the event's transaction (WAL)
 }
 
 // batch is a run of records published in one Kafka transaction.
@@ -30,12 +32,21 @@ type batch struct {
 	// drained is set on an empty batch in drain mode once the source has
 	// handed out everything it was asked to drain.
 	drained bool
+	// waited is set on an empty batch when the source has already waited
+	// for records: the term reads again at once, without a poll interval.
+	waited bool
+	// confirm is, for the WAL source, the position it may confirm to the
+	// slot once this batch has committed (0: the batch ends inside a
+	// transaction, so it confirms nothing more); recorded is set once the
+	// WAL source has taken the batch's commit into account.
+	confirm  pglogrepl.LSN
+	recorded bool
 	// after is the table source's cursor once this batch is published.
 	after *cursor
 }
 
 // source is where a leader term's records come from: for the table
-// transport, the term's outbox shard. The term reads a batch, produces it in
+// transport, the term's outbox shard; for the WAL transport, the slot. The term reads a batch, produces it in
 // one Kafka transaction, and reads the next batch once the first is acked
 // (pipelining); the source sees which batches committed only through acked.
 type source interface {
@@ -52,12 +63,14 @@ type source interface {
 	// park sets aside records the broker rejected for good
 	// (RejectPark), so that the next read passes them over.
 	park(ctx context.Context, rejected []*RejectedError) error
+	// close ends the source's term, after settle.
+	close()
 }
 
-// lead runs one leadership term of a shard: read, produce in a Kafka
+// lead runs one leadership term of a unit: read, produce in a Kafka
 // transaction, record what committed. It returns done in drain mode once the
-// shard is drained.
-func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.Logger) (done bool, err error) {
+// unit is drained.
+func (r *Relay) lead(ctx context.Context, u unit, lock *pgx.Conn, log *slog.Logger) (done bool, err error) {
 	// The term ends when the lease goes (the heartbeat fails) or ctx ends.
 	// Its goroutines are waited for before the lock connection closes:
 	// a pgx connection must never be closed while another goroutine uses it.
@@ -71,29 +84,49 @@ func (r *Relay) lead(ctx context.Context, shard int, lock *pgx.Conn, log *slog.L
 		defer cancel()
 		lock.Close(cctx)
 	}()
-	bg.Add(3)
+	bg.Add(1)
 	go func() { defer bg.Done(); r.heartbeat(term, ls, endTerm) }()
-	go func() { defer bg.Done(); r.sampleBacklog(term, shard) }()
-	go func() { defer bg.Done(); r.rotateLoop(term) }()
+	if !u.wal() {
+		bg.Add(2)
+		go func() { defer bg.Done(); r.sampleBacklog(term, int(u)) }()
+		go func() { defer bg.Done(); r.rotateLoop(term) }()
+	}
 
-	p, err := r.startProducer(term, shard, ls, log)
-	if err != nil {
+	p, err := r.startProducer(term, u, ls, log)
+	if err != nil || p == nil { // nil, nil: the term ended
 		return false, err
 	}
-	src := r.tableSource(shard, ls)
-	t := &termLoop{r: r, src: src, p: p, shard: shard, ls: ls, log: log}
+	if err := r.prepareTerm(term, u, log); err != nil {
+		p.close()
+		return false, termFailed(term, err)
+	}
+	var src source
+	if u.wal() {
+		ws, err := r.startWAL(term, endTerm, log)
+		if err != nil {
+			p.close()
+			return false, termFailed(term, err)
+		}
+		bg.Add(1)
+		go func() { defer bg.Done(); r.emitHeartbeats(term) }()
+		src = ws
+	} else {
+		src = r.tableSource(int(u), ls)
+	}
+	defer src.close()
+	t := &termLoop{r: r, src: src, p: p, unit: u, ls: ls, log: log}
 	defer t.end(ctx)
 	return t.run(term)
 }
 
 // termLoop is one term's batch loop.
 type termLoop struct {
-	r     *Relay
-	src   source
-	p     *producer // nil between a failed batch and its replacement
-	shard int
-	ls    *lease
-	log   *slog.Logger
+	r    *Relay
+	src  source
+	p    *producer // nil between a failed batch and its replacement
+	unit unit
+	ls   *lease
+	log  *slog.Logger
 	// acked are the batches committed to Kafka that the source has not
 	// recorded yet.
 	acked []*batch
@@ -128,7 +161,7 @@ func (t *termLoop) run(term context.Context) (done bool, err error) {
 	var next *batch // read ahead while the previous batch was in flight
 	for {
 		if term.Err() != nil {
-			return false, leaseOrNil(term)
+			return false, termCause(term)
 		}
 		b := next
 		next = nil
@@ -136,7 +169,7 @@ func (t *termLoop) run(term context.Context) (done bool, err error) {
 			b, err = t.src.next(term, t.acked, nil)
 			if err != nil {
 				if term.Err() != nil {
-					return false, leaseOrNil(term)
+					return false, termCause(term)
 				}
 				r.m.errors.WithLabelValues("database").Inc()
 				r.m.retries.Inc()
@@ -149,6 +182,9 @@ func (t *termLoop) run(term context.Context) (done bool, err error) {
 				if b.drained {
 					return true, nil
 				}
+				if b.waited {
+					continue
+				}
 				wait.Sleep(term, poll)
 				poll = min(poll*2, r.cfg.PollMax)
 				continue
@@ -156,7 +192,7 @@ func (t *termLoop) run(term context.Context) (done bool, err error) {
 		}
 		poll = r.cfg.PollMin
 		if r.cfg.beforeProduce != nil {
-			r.cfg.beforeProduce(t.shard, ids(b.records))
+			r.cfg.beforeProduce(int(t.unit), ids(b.records))
 		}
 		ahead, res := t.publish(term, b)
 		if res.err == nil {
@@ -249,14 +285,19 @@ func (t *termLoop) failed(term context.Context, b *batch, res outcome, bo *backo
 	t.p.close()
 	t.p = nil
 	bo.sleep(term)
-	t.p, err = r.startProducer(term, t.shard, t.ls, t.log)
+	t.p, err = r.startProducer(term, t.unit, t.ls, t.log)
 	return false, err
 }
 
+// ids are the records' outbox ids, or for the WAL transport their WAL
+// positions.
 func ids(rows []record) []int64 {
 	out := make([]int64, len(rows))
 	for i, r := range rows {
 		out[i] = r.id
+		if r.lsn != 0 {
+			out[i] = int64(r.lsn) //nolint:gosec // WAL positions stay far below 2^63
+		}
 	}
 	return out
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -19,8 +20,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/internal/pglock"
 	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/migrate"
+	"github.com/ecst-io/ecst/outbox"
 )
 
 // RejectPolicy is what the relay does with a record the broker rejects for
@@ -44,12 +47,18 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// KafkaOpts carry seed brokers, TLS and SASL (kafkaopts.Client).
 	KafkaOpts []kgo.Opt
-	// Service names the transactional ids, ecst-relay.<service>.<shard>:
-	// two outboxes must never share one, or their relays fence each other.
+	// Service names the transactional ids, ecst-relay.<service>.<shard>
+	// (ecst-relay.<service>.wal for the WAL transport): two outboxes must
+	// never share one, or their relays fence each other. It names the WAL
+	// transport's replication slot too (SlotName).
 	Service string
-	// TotalShards is outbox.shards (default 1).
+	// Transport is outbox.transport: table (zero) or wal. It must be the
+	// database's (`ecst outbox switch` moves it).
+	Transport outbox.Transport
+	// TotalShards is outbox.shards (default 1; the table transport only).
 	TotalShards int
-	// Shards are the shards this process serves; empty means all.
+	// Shards are the shards this process serves; empty means all (the
+	// table transport only: the WAL transport has one leader).
 	Shards []int
 	// Topics are checked to exist before anything is published.
 	Topics []string
@@ -78,6 +87,9 @@ type Config struct {
 	// batch in flight before it abandons it (the rows stay in the outbox);
 	// default 10s.
 	ShutdownGrace time.Duration
+	// WALHeartbeat is how often a WAL leader writes a heartbeat message
+	// (relay.wal_heartbeat).
+	WALHeartbeat time.Duration
 
 	// Logger receives the relay's logs (nil: none).
 	Logger *slog.Logger
@@ -89,17 +101,31 @@ type Config struct {
 	noFencing     bool
 	watch         watchMode
 	beforeProduce func(shard int, ids []int64)
+	// sortByLSN makes the WAL source sort each batch by the position
+	// where its messages were written instead of the commit order the
+	// slot delivers (a test shows the reordering that would cause).
+	sortByLSN bool
 }
 
-// Relay publishes outbox rows to Kafka: per shard, one leader reads
-// committed rows in id order past its cursor, produces them in one Kafka
-// transaction, and moves the cursor once the transaction commits.
+// Relay publishes outbox events to Kafka. With the table transport, per
+// shard, one leader reads committed rows in id order past its cursor,
+// produces them in one Kafka transaction, and moves the cursor once the
+// transaction commits. With the WAL transport, one leader streams the
+// replication slot in commit order, produces in Kafka transactions, and
+// confirms a position to the slot once everything before it has committed
+// to Kafka.
 type Relay struct {
 	cfg     Config
 	log     *slog.Logger
 	m       *Metrics
 	lockCfg *pgx.ConnConfig
 	ready   atomic.Bool
+	slot    string // the WAL transport's replication slot
+	// drainTarget is, in drain mode with the WAL transport, the WAL
+	// position read at start: every event committed before it.
+	drainTarget pglogrepl.LSN
+	health      atomic.Pointer[SlotStatus]
+	walSrc      atomic.Pointer[walSource] // the leader's, while it leads
 
 	mu     sync.Mutex // guards counts
 	counts Counts
@@ -159,12 +185,20 @@ var (
 	ErrTopicMissing = errors.New("topic does not exist: create it with `ecst topics apply`")
 	// errLeaseLost ends a leadership term.
 	errLeaseLost = errors.New("leader lease lost")
+	// errStreamLost ends a WAL leader's term: the replication connection
+	// broke. The next term starts again from the slot.
+	errStreamLost = errors.New("replication stream lost")
+	// errTermFailed: a term could not start; a new one is tried.
+	errTermFailed = errors.New("could not start leading")
 )
 
 // RejectedError is a record the broker rejected for good under RejectHalt.
 type RejectedError struct {
-	// ID, Topic and Key name the outbox row the broker refused.
-	ID    int64
+	// ID, Topic and Key name the outbox row the broker refused (ID: with
+	// the table transport).
+	ID int64
+	// LSN is where the event's message is in the WAL (the WAL transport).
+	LSN   pglogrepl.LSN
 	Topic string // see ID
 	Key   string // see ID
 	// Err is the broker's error.
@@ -172,7 +206,11 @@ type RejectedError struct {
 }
 
 func (e *RejectedError) Error() string {
-	return fmt.Sprintf("the broker rejected outbox row %d (topic %s, key %q) for good: %v; fix the cause (for a record too large, raise the topic's max.message.bytes) or run the relay with relay.on_reject: park to set it aside", e.ID, e.Topic, e.Key, e.Err)
+	what := fmt.Sprintf("outbox row %d", e.ID)
+	if e.LSN != 0 {
+		what = "the event at WAL position " + e.LSN.String()
+	}
+	return fmt.Sprintf("the broker rejected %s (topic %s, key %q) for good: %v; fix the cause (for a record too large, raise the topic's max.message.bytes) or run the relay with relay.on_reject: park to set it aside", what, e.Topic, e.Key, e.Err)
 }
 
 func (e *RejectedError) Unwrap() error { return e.Err }
@@ -184,6 +222,13 @@ func New(cfg Config) (*Relay, error) {
 	}
 	if cfg.Service == "" {
 		return nil, errors.New("relay: service is required; it names the relay's Kafka transactional ids (service in ecst.yaml or ECST_SERVICE)")
+	}
+	switch cfg.Transport {
+	case "":
+		cfg.Transport = outbox.TransportTable
+	case outbox.TransportTable, outbox.TransportWAL:
+	default:
+		return nil, fmt.Errorf("relay: transport %q is not table or wal", cfg.Transport)
 	}
 	if cfg.TotalShards <= 0 {
 		cfg.TotalShards = 1
@@ -216,6 +261,9 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
+	if cfg.WALHeartbeat <= 0 {
+		cfg.WALHeartbeat = config.DefaultWALHeartbeat
+	}
 	switch cfg.OnReject {
 	case "":
 		cfg.OnReject = RejectHalt
@@ -234,7 +282,7 @@ func New(cfg Config) (*Relay, error) {
 	// partitioned process), which frees its lock for a standby.
 	lockCfg.RuntimeParams["idle_session_timeout"] = strconv.FormatInt(cfg.LeaseTimeout.Milliseconds(), 10)
 	lockCfg.RuntimeParams["application_name"] = "ecst-relay-lock"
-	return &Relay{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, lockCfg: lockCfg,
+	return &Relay{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, lockCfg: lockCfg, slot: SlotName(cfg.Service),
 		counts: Counts{Published: map[string]int64{}, Parked: map[string]int64{}}}, nil
 }
 
@@ -242,41 +290,67 @@ func New(cfg Config) (*Relay, error) {
 // running: what /readyz serves.
 func (r *Relay) Ready() bool { return r.ready.Load() }
 
-// Run relays until ctx is done (or, with Drain, until the outbox is empty)
-// and returns nil, or returns the first fatal error: a missing topic, a
-// record rejected under RejectHalt, a configuration the broker refuses.
-// Transient database and broker errors are retried with backoff.
+// Run relays until ctx is done (or, with Drain, until everything committed
+// before it started is published) and returns nil, or returns the first
+// fatal error: a missing topic, a record rejected under RejectHalt, a
+// configuration the broker refuses, a transport the database does not run,
+// a lost or invalidated replication slot. Transient database and broker
+// errors are retried with backoff.
 func (r *Relay) Run(ctx context.Context) error {
 	if err := migrate.Check(ctx, r.cfg.Pool); err != nil {
+		return err
+	}
+	if err := r.checkMode(ctx); err != nil {
 		return err
 	}
 	if err := r.checkTopics(ctx); err != nil {
 		return err
 	}
+	units := make([]unit, 0, len(r.cfg.Shards))
+	if r.cfg.Transport == outbox.TransportWAL {
+		units = append(units, walUnit)
+		if r.cfg.Drain {
+			if err := r.setDrainTarget(ctx); err != nil {
+				return err
+			}
+		}
+	} else {
+		for _, s := range r.cfg.Shards {
+			units = append(units, unit(s))
+		}
+	}
 	r.ready.Store(true)
 	defer r.ready.Store(false)
 
+	parent := ctx // the units' context below is cancelled once they end
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
 	var first atomic.Pointer[error]
-	for _, shard := range r.cfg.Shards {
+	if !r.cfg.Drain {
 		wg.Add(1)
+		go func() { defer wg.Done(); r.watchSlot(ctx) }()
+	}
+	var leaders sync.WaitGroup
+	for _, u := range units {
+		leaders.Add(1)
 		go func() {
-			defer wg.Done()
-			if err := r.runShard(ctx, shard); err != nil {
+			defer leaders.Done()
+			if err := r.runUnit(ctx, u); err != nil {
 				if first.CompareAndSwap(nil, &err) {
 					cancel(err)
 				}
 			}
 		}()
 	}
+	leaders.Wait()
+	cancel(nil)
 	wg.Wait()
 	if p := first.Load(); p != nil {
 		return *p
 	}
-	if r.cfg.Drain && ctx.Err() == nil {
-		r.awaitReadable(ctx)
+	if r.cfg.Drain && parent.Err() == nil {
+		r.awaitReadable(parent)
 	}
 	return nil
 }
@@ -384,13 +458,38 @@ func (r *Relay) missingTopics(ctx context.Context) ([]string, error) {
 	return missing, nil
 }
 
-// runShard alternates between standing by for the shard's lock and leading
+// unit is what one leader leads: an outbox shard (the table transport), or
+// the WAL (walUnit).
+type unit int
+
+// walUnit is the WAL transport's one unit: one leader streams the slot.
+const walUnit unit = -1
+
+func (u unit) wal() bool { return u == walUnit }
+
+// String is the unit's label: the shard number, or "wal".
+func (u unit) String() string {
+	if u.wal() {
+		return "wal"
+	}
+	return strconv.Itoa(int(u))
+}
+
+// lockObj is the unit's leader lock object in class pglock.ECST.
+func (u unit) lockObj() int32 {
+	if u.wal() {
+		return pglock.ObjRelayWAL
+	}
+	return pglock.ObjRelayShard + int32(u)
+}
+
+// runUnit alternates between standing by for the unit's lock and leading
 // it, until ctx ends or a fatal error.
-func (r *Relay) runShard(ctx context.Context, shard int) error {
-	log := r.log.With("shard", shard)
+func (r *Relay) runUnit(ctx context.Context, u unit) error {
+	log := r.log.With("shard", u.String())
 	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
 	for ctx.Err() == nil {
-		lock, drained, err := r.acquire(ctx, shard)
+		lock, drained, err := r.acquire(ctx, u)
 		if drained {
 			return nil
 		}
@@ -403,16 +502,27 @@ func (r *Relay) runShard(ctx context.Context, shard int) error {
 			bo.sleep(ctx)
 			continue
 		}
-		log.Info("leading shard")
-		r.m.leader.WithLabelValues(strconv.Itoa(shard)).Set(1)
-		done, err := r.lead(ctx, shard, lock, log) // closes lock
-		r.m.leader.WithLabelValues(strconv.Itoa(shard)).Set(0)
+		if u.wal() {
+			log.Info("leading the WAL", "slot", r.slot)
+		} else {
+			log.Info("leading shard")
+		}
+		r.m.leader.WithLabelValues(u.String()).Set(1)
+		done, err := r.lead(ctx, u, lock, log) // closes lock
+		r.m.leader.WithLabelValues(u.String()).Set(0)
 		switch {
 		case done:
 			return nil
+		case errors.Is(err, errLeaseLost) && u.wal():
+			r.m.errors.WithLabelValues("lease_lost").Inc()
+			log.Warn("lost the WAL lease; standing by", "err", err)
 		case errors.Is(err, errLeaseLost):
 			r.m.errors.WithLabelValues("lease_lost").Inc()
 			log.Warn("lost the shard's lease; standing by", "err", err)
+		case errors.Is(err, errStreamLost), errors.Is(err, errTermFailed):
+			r.m.errors.WithLabelValues("database").Inc()
+			log.Warn("the term ended; standing by", "err", err)
+			bo.sleep(ctx)
 		case err != nil && ctx.Err() == nil:
 			return err
 		}

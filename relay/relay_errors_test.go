@@ -112,7 +112,7 @@ func insertHuge(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-		return outbox.Insert(ctx, tx, outbox.Row{Topic: e.topic, Key: "huge", Value: bytes.Repeat([]byte{0}, 2<<20),
+		return e.transport().Insert(ctx, tx, outbox.Row{Topic: e.topic, Key: "huge", Value: bytes.Repeat([]byte{0}, 2<<20),
 			Headers: []outbox.Header{{Key: "ecst-event-type", Value: []byte("customer.upserted")}}})
 	})
 	if err != nil {
@@ -125,25 +125,45 @@ func insertHuge(t *testing.T, e *env) {
 
 func TestRelayRejectHalt(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOpts{})
-	insertHuge(t, e)
-	cfg := e.relayConfig()
-	cfg.Drain = true
-	err := runOnce(t, cfg)
-	var rej *relay.RejectedError
-	if !errors.As(err, &rej) || rej.Key != "huge" || !strings.Contains(err.Error(), "on_reject: park") {
-		t.Fatalf("err = %v", err)
-	}
-	// Nothing is lost or skipped: all three rows wait for the operator.
-	if n := e.outboxCount(); n != 3 {
-		t.Fatalf("%d rows in the outbox, want all 3", n)
+	for _, o := range transports() {
+		t.Run(o.name(), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, o)
+			insertHuge(t, e)
+			committed := e.caughtUp()
+			cfg := e.relayConfig()
+			cfg.Drain = true
+			err := runOnce(t, cfg)
+			var rej *relay.RejectedError
+			if !errors.As(err, &rej) || rej.Key != "huge" || !strings.Contains(err.Error(), "on_reject: park") {
+				t.Fatalf("err = %v", err)
+			}
+			// Nothing is lost or skipped: all three events wait for the operator.
+			if o.wal {
+				if committed() {
+					t.Fatal("the slot confirmed the rejected event")
+				}
+			} else if n := e.outboxCount(); n != 3 {
+				t.Fatalf("%d rows in the outbox, want all 3", n)
+			}
+		})
 	}
 }
 
 func TestRelayRejectPark(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOpts{})
+	for _, o := range transports() {
+		t.Run(o.name(), func(t *testing.T) {
+			t.Parallel()
+			relayRejectPark(t, o)
+		})
+	}
+}
+
+func relayRejectPark(t *testing.T, o envOpts) {
+	e := newEnv(t, o)
 	insertHuge(t, e)
+	committed := e.caughtUp()
 	reg := prometheus.NewRegistry()
 	cfg := e.relayConfig()
 	cfg.Drain = true
@@ -157,8 +177,8 @@ func TestRelayRejectPark(t *testing.T) {
 	if err := e.pool.QueryRow(context.Background(), "SELECT count(*), min(key) FROM ecst.outbox_parked").Scan(&parked, &key); err != nil {
 		t.Fatal(err)
 	}
-	if parked != 1 || key != "huge" || e.outboxCount() != 0 {
-		t.Fatalf("parked %d (%s), %d left in the outbox", parked, key, e.outboxCount())
+	if parked != 1 || key != "huge" || !committed() {
+		t.Fatalf("parked %d (%s), %d left", parked, key, e.backlog())
 	}
 	keys := map[string]bool{}
 	for _, r := range e.readTopic() {

@@ -21,9 +21,9 @@ import (
 // its lease go, has leader B publish K's first and second states, then
 // lets A go on with the first state. It returns the version of K's last
 // record on the topic and K's newest version.
-func fencingScenario(t *testing.T, fencing bool) (last string, newest int64) {
+func fencingScenario(t *testing.T, o envOpts, fencing bool) (last string, newest int64) {
 	ctx := context.Background()
-	e := newEnv(t, envOpts{})
+	e := newEnv(t, o)
 	if _, err := e.write(ctx, "K", false); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func fencingScenario(t *testing.T, fencing bool) (last string, newest int64) {
 		t.Fatal(err)
 	}
 	stopB := e.runRelay(cfgB)
-	wait.Eventually(t, 30*time.Second, "leader B to publish both states", func() bool { return e.outboxCount() == 0 })
+	wait.Eventually(t, 30*time.Second, "leader B to publish both states", e.caughtUp())
 	close(release) // A wakes up and publishes the state it read before the stall
 	if err := stopA(); err != nil {
 		t.Fatal(err)
@@ -72,9 +72,14 @@ func fencingScenario(t *testing.T, fencing bool) (last string, newest int64) {
 
 func TestFencingStopsStalledLeader(t *testing.T) {
 	t.Parallel()
-	last, newest := fencingScenario(t, true)
-	if last != strconv.FormatInt(newest, 10) {
-		t.Fatalf("K's last record is v%s, want the newest v%d: a stalled leader published behind its successor", last, newest)
+	for _, o := range transports() {
+		t.Run(o.name(), func(t *testing.T) {
+			t.Parallel()
+			last, newest := fencingScenario(t, o, true)
+			if last != strconv.FormatInt(newest, 10) {
+				t.Fatalf("K's last record is v%s, want the newest v%d: a stalled leader published behind its successor", last, newest)
+			}
+		})
 	}
 }
 
@@ -82,26 +87,40 @@ func TestFencingStopsStalledLeader(t *testing.T) {
 // without the transactional id, the stalled leader's old state lands last.
 func TestOrderingCheckNeedsFencing(t *testing.T) {
 	t.Parallel()
-	last, newest := fencingScenario(t, false)
-	if last == strconv.FormatInt(newest, 10) {
-		t.Fatalf("without fencing K still ended on v%s: the scenario does not stall the leader where it matters", last)
+	for _, o := range transports() {
+		t.Run(o.name(), func(t *testing.T) {
+			t.Parallel()
+			last, newest := fencingScenario(t, o, false)
+			if last == strconv.FormatInt(newest, 10) {
+				t.Fatalf("without fencing K still ended on v%s: the scenario does not stall the leader where it matters", last)
+			}
+			t.Logf("without fencing, K ended on stale v%s instead of v%d", last, newest)
+		})
 	}
-	t.Logf("without fencing, K ended on stale v%s instead of v%d", last, newest)
 }
 
 // TestRelayBrokerRestart restarts the broker under load. Not parallel: on a
 // real broker, a restart would disturb the other tests.
 func TestRelayBrokerRestart(t *testing.T) {
-	e := newEnv(t, envOpts{restartable: true})
+	for _, o := range transports() {
+		t.Run(o.name(), func(t *testing.T) {
+			o.restartable = true
+			relayBrokerRestart(t, o)
+		})
+	}
+}
+
+func relayBrokerRestart(t *testing.T, o envOpts) {
+	e := newEnv(t, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stop := e.runRelay(e.relayConfig())
 	log, waitWriters := e.runLoad(ctx, 6, 200, 6000)
 	wait.Eventually(t, 30*time.Second, "some events", func() bool { return log.count() > 1000 })
 	e.broker.Restart(t)
-	t.Logf("broker restarted with %d events committed, %d in the outbox", log.count(), e.outboxCount())
+	t.Logf("broker restarted with %d events committed, %d waiting", log.count(), e.backlog())
 	waitWriters()
-	wait.Eventually(t, 2*time.Minute, "the relay to catch up", func() bool { return e.outboxCount() == 0 })
+	wait.Eventually(t, 2*time.Minute, "the relay to catch up", e.caughtUp())
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,11 +129,21 @@ func TestRelayBrokerRestart(t *testing.T) {
 }
 
 // TestRelayPostgresRestart restarts PostgreSQL under load: writers and the
-// relay lose every connection; nothing committed may be lost.
+// relay lose every connection; nothing committed may be lost. A WAL relay
+// resumes from the slot's confirmed position.
 func TestRelayPostgresRestart(t *testing.T) {
 	t.Parallel()
+	for _, o := range transports() {
+		t.Run(o.name(), func(t *testing.T) {
+			t.Parallel()
+			relayPostgresRestart(t, o)
+		})
+	}
+}
+
+func relayPostgresRestart(t *testing.T, o envOpts) {
 	ctx := context.Background()
-	cluster, err := pgcluster.Start(ctx, pgcluster.Options{})
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Logical: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +156,8 @@ func TestRelayPostgresRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool.Close()
-	e := newEnv(t, envOpts{dbURL: cluster.URL("postgres")})
+	o.dbURL = cluster.URL("postgres")
+	e := newEnv(t, o)
 	stop := e.runRelay(e.relayConfig())
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -138,7 +168,7 @@ func TestRelayPostgresRestart(t *testing.T) {
 	}
 	t.Logf("PostgreSQL restarted with %d events committed", log.count())
 	waitWriters()
-	wait.Eventually(t, 2*time.Minute, "the relay to catch up", func() bool { return e.outboxCount() == 0 })
+	wait.Eventually(t, 2*time.Minute, "the relay to catch up", e.caughtUp())
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -148,32 +178,42 @@ func TestRelayPostgresRestart(t *testing.T) {
 
 // TestRelayFailover: two relay processes; the leader is paused (SIGSTOP),
 // the standby must take over within 5s, and when the old leader resumes it
-// must step down without publishing anything out of order.
+// must step down without publishing anything out of order. In both
+// transports: a paused WAL leader's WAL sender is ended by its successor.
 func TestRelayFailover(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOpts{})
+	for _, o := range transports() {
+		t.Run(o.name(), func(t *testing.T) {
+			t.Parallel()
+			relayFailover(t, o)
+		})
+	}
+}
+
+func relayFailover(t *testing.T, o envOpts) {
+	e := newEnv(t, o)
 	log, stopWriters := e.startLoad(6, 200, 20_000)
 	a := e.startRelayProc()
-	a.waitLog(t, `"msg":"leading shard"`, 30*time.Second)
+	a.waitLog(t, o.leading(), 30*time.Second)
 	b := e.startRelayProc()
 	b.waitLog(t, `"msg":"standing by: another relay leads the shard"`, 30*time.Second)
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	paused := time.Now()
-	took := b.waitLog(t, `"msg":"leading shard"`, 15*time.Second).Sub(paused)
+	took := b.waitLog(t, o.leading(), 15*time.Second).Sub(paused)
 	t.Logf("standby took over %v after the leader was paused (lease 2s)", took.Round(time.Millisecond))
 	if took > 5*time.Second {
 		t.Errorf("takeover took %v, want within 5s", took)
 	}
-	backlog := e.outboxCount()
-	wait.Eventually(t, 30*time.Second, "the new leader to publish", func() bool { n := e.outboxCount(); return n == 0 || n < backlog })
+	backlog := e.backlog()
+	wait.Eventually(t, 30*time.Second, "the new leader to publish", func() bool { n := e.backlog(); return n == 0 || n < backlog })
 	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	a.waitLog(t, `lost the shard's lease`, 15*time.Second)
+	a.waitLog(t, `lost the (shard's|WAL) lease`, 15*time.Second)
 	stopWriters()
-	wait.Eventually(t, 2*time.Minute, "the new leader to catch up", func() bool { return e.outboxCount() == 0 })
+	wait.Eventually(t, 2*time.Minute, "the new leader to catch up", e.caughtUp())
 	// Both stop cleanly on SIGTERM.
 	for _, p := range []*relayProc{a, b} {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)

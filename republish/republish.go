@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -37,6 +38,7 @@ import (
 	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
+	"github.com/ecst-io/ecst/relay"
 )
 
 // Config is what a run needs.
@@ -80,7 +82,9 @@ type Options struct {
 	// resumed run keeps the rate it was started with).
 	Rate float64
 	// MaxBacklog pauses the run while the outbox holds at least this many
-	// rows (the relay is behind); 0 means 100000, negative never pauses.
+	// rows (the relay is behind; with the WAL transport: while at least
+	// this many of the run's events are not yet published); 0 means
+	// 100000, negative never pauses.
 	MaxBacklog int
 	// DryRun counts the selected keys (and orphans) and samples the states
 	// it would write, and writes nothing. Off by default.
@@ -160,6 +164,9 @@ type run struct {
 	start time.Time
 	// resumeCursor is the last key a resumed run had written.
 	resumeCursor *string
+	// walMarks are the batches written to the WAL and not yet known to be
+	// published, oldest first.
+	walMarks []walMark
 }
 
 // Run republishes the selected keys. It returns when every selected key's
@@ -193,6 +200,9 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Result, error) {
 		return nil, err
 	}
 	if err := r.plan(ctx, conn.Conn()); err != nil {
+		return nil, err
+	}
+	if err := cfg.Publisher.CheckTransport(ctx, conn); err != nil {
 		return nil, err
 	}
 	if opts.DryRun {
@@ -675,7 +685,7 @@ func (r *run) tryBatch(ctx context.Context, upserts, tombs []string, cursor stri
 		tombstones++
 	}
 	vanished := int64(len(upserts)) - written
-	if err := outbox.CopyRows(ctx, tx, out); err != nil {
+	if err := r.cfg.Publisher.Transport().CopyRows(ctx, tx, out); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `UPDATE ecst.republish_runs SET cursor_key = $2, rows_written = rows_written + $3,
@@ -683,6 +693,9 @@ func (r *run) tryBatch(ctx context.Context, upserts, tombs []string, cursor stri
 		return fmt.Errorf("move the run's cursor: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	if err := r.markWAL(ctx, written+tombstones); err != nil {
 		return err
 	}
 	r.res.Written += written
@@ -711,7 +724,9 @@ func (r *run) readRows(ctx context.Context, tx pgx.Tx, keys []string) ([]any, er
 	return out, nil
 }
 
-// backpressure waits while the outbox holds MaxBacklog rows or more.
+// backpressure waits while the outbox holds MaxBacklog rows or more: with
+// the WAL transport, while MaxBacklog of the run's events are not yet
+// published.
 func (r *run) backpressure(ctx context.Context) error {
 	limit := r.opts.MaxBacklog
 	if limit == 0 {
@@ -722,11 +737,11 @@ func (r *run) backpressure(ctx context.Context) error {
 	}
 	warned := false
 	for {
-		n, err := outbox.PendingCount(ctx, r.cfg.Pool, limit)
+		n, err := r.backlog(ctx, limit)
 		if err != nil {
-			return fmt.Errorf("read the outbox backlog: %w", err)
+			return err
 		}
-		if n < int64(limit) {
+		if n < limit {
 			return nil
 		}
 		if !warned {
@@ -737,6 +752,59 @@ func (r *run) backpressure(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// backlog counts, up to limit, the outbox rows not yet published; with the
+// WAL transport, the run's events the slot has not confirmed (the WAL has
+// no rows to count, and what the run wrote is what it must not run ahead
+// of).
+func (r *run) backlog(ctx context.Context, limit int) (int, error) {
+	if r.cfg.Publisher.Transport() != outbox.TransportWAL {
+		n, err := outbox.PendingCount(ctx, r.cfg.Pool, limit)
+		if err != nil {
+			return 0, fmt.Errorf("read the outbox backlog: %w", err)
+		}
+		return int(n), nil
+	}
+	if len(r.walMarks) == 0 {
+		return 0, nil
+	}
+	_, confirmed, err := relay.LiveSlot(ctx, r.cfg.Pool)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for len(r.walMarks) > 0 && r.walMarks[0].lsn <= confirmed {
+		r.walMarks = r.walMarks[1:]
+	}
+	for _, m := range r.walMarks {
+		n += m.n
+	}
+	return int(min(n, int64(limit))), nil
+}
+
+// walMark is a batch the run wrote to the WAL: the WAL position after its
+// commit, and how many events it holds.
+type walMark struct {
+	lsn pglogrepl.LSN
+	n   int64
+}
+
+// markWAL records, with the WAL transport, where a committed batch ends.
+func (r *run) markWAL(ctx context.Context, n int64) error {
+	if r.cfg.Publisher.Transport() != outbox.TransportWAL || n == 0 {
+		return nil
+	}
+	var lsn string
+	if err := r.cfg.Pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
+		return fmt.Errorf("read the WAL position: %w", err)
+	}
+	l, err := pglogrepl.ParseLSN(lsn)
+	if err != nil {
+		return err
+	}
+	r.walMarks = append(r.walMarks, walMark{l, n})
+	return nil
 }
 
 func (r *run) report(phase string, done, total int64) {

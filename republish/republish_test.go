@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,8 @@ import (
 	"github.com/ecst-io/ecst/internal/ecsttest"
 	"github.com/ecst-io/ecst/internal/pglock"
 	"github.com/ecst-io/ecst/internal/pgtest"
+	"github.com/ecst-io/ecst/internal/testkit"
+	"github.com/ecst-io/ecst/internal/wait"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/republish"
@@ -63,8 +67,8 @@ func liveTraffic(t *testing.T, w *ecsttest.World, keys []string, writers int, st
 // republishUnderTraffic runs a republish of every key while writers keep
 // changing them, then returns the keys whose last record on the topic is
 // not the source's state.
-func republishUnderTraffic(t *testing.T, opts republish.Options) []string {
-	w := ecsttest.New(t, ecsttest.Options{})
+func republishUnderTraffic(t *testing.T, opts republish.Options, wal bool) []string {
+	w := ecsttest.New(t, ecsttest.Options{WAL: wal})
 	ctx := context.Background()
 	keys := ecsttest.Keys(60)
 	w.Seed(ctx, keys)
@@ -90,8 +94,55 @@ func republishUnderTraffic(t *testing.T, opts republish.Options) []string {
 // update and delete them leaves the topic's last record of every key equal
 // to the source.
 func TestRepublishUnderLiveTraffic(t *testing.T) {
-	if diffs := republishUnderTraffic(t, republish.Options{All: true, Batch: 7}); len(diffs) > 0 {
-		t.Fatalf("%d keys differ between topic and source after a republish under live traffic:\n%s", len(diffs), strings.Join(diffs, "\n"))
+	for _, wal := range []bool{false, true} {
+		t.Run(map[bool]string{false: "table", true: "wal"}[wal], func(t *testing.T) {
+			if diffs := republishUnderTraffic(t, republish.Options{All: true, Batch: 7}, wal); len(diffs) > 0 {
+				t.Fatalf("%d keys differ between topic and source after a republish under live traffic:\n%s", len(diffs), strings.Join(diffs, "\n"))
+			}
+		})
+	}
+}
+
+// TestRepublishBackpressure: with no relay running, a run stops writing
+// once --max-backlog of its events wait to be published, says so, and goes
+// on when a relay publishes them; in both transports.
+func TestRepublishBackpressure(t *testing.T) {
+	for _, wal := range []bool{false, true} {
+		t.Run(map[bool]string{false: "table", true: "wal"}[wal], func(t *testing.T) {
+			w := ecsttest.New(t, ecsttest.Options{WAL: wal})
+			ctx := context.Background()
+			keys := ecsttest.Keys(56)
+			w.Seed(ctx, keys)
+			w.Drain()
+			logs := &testkit.Buffer{}
+			c := cfg(w)
+			c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			var written atomic.Int64
+			done := make(chan error, 1)
+			go func() {
+				res, err := republish.Run(ctx, c, republish.Options{All: true, Batch: 7, MaxBacklog: 20,
+					Progress: func(p republish.Progress) { written.Store(p.Done) }})
+				if err == nil && res.Written != 56 {
+					err = fmt.Errorf("wrote %d full states, want 56", res.Written)
+				}
+				done <- err
+			}()
+			if err := wait.Until(ctx, time.Minute, 10*time.Millisecond, "the run to wait for the relay", func() (bool, error) {
+				return strings.Contains(logs.String(), "backlog at its limit"), nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if n := written.Load(); n != 21 {
+				t.Errorf("the run waited with %d keys written, want 21 (3 batches of 7 reach the limit of 20)", n)
+			}
+			stop := w.StartRelay()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
@@ -100,8 +151,8 @@ func TestRepublishUnderLiveTraffic(t *testing.T) {
 // the moment between the batch's read and its lock (readFirst) or just
 // before its lock-then-read (the real order). It returns the keys whose
 // last record on the topic is not the source's state.
-func writeBetweenReadAndLock(t *testing.T, readFirst bool) []string {
-	w := ecsttest.New(t, ecsttest.Options{})
+func writeBetweenReadAndLock(t *testing.T, readFirst, wal bool) []string {
+	w := ecsttest.New(t, ecsttest.Options{WAL: wal})
 	ctx := context.Background()
 	keys := ecsttest.Keys(56)
 	w.Seed(ctx, keys)
@@ -128,15 +179,20 @@ func writeBetweenReadAndLock(t *testing.T, readFirst bool) []string {
 // TestRepublishOrderNeedsTheLock: a live write that commits between a
 // batch's read and its lock leaves the key stale when the batch reads
 // first; with the lock taken first, the same interleaving converges. This
-// is what the lock-then-read order is for.
+// is what the lock-then-read order is for, in both transports: the WAL
+// delivers in commit order, and the stale state commits last.
 func TestRepublishOrderNeedsTheLock(t *testing.T) {
-	diffs := writeBetweenReadAndLock(t, true)
-	if len(diffs) != 8 {
-		t.Fatalf("reading before the lock left %d keys stale, want the 8 written between read and lock:\n%s", len(diffs), strings.Join(diffs, "\n"))
-	}
-	t.Logf("reading before the lock: %d keys stale, e.g. %s", len(diffs), diffs[0])
-	if diffs := writeBetweenReadAndLock(t, false); len(diffs) > 0 {
-		t.Fatalf("locking first, %d keys differ:\n%s", len(diffs), strings.Join(diffs, "\n"))
+	for _, wal := range []bool{false, true} {
+		t.Run(map[bool]string{false: "table", true: "wal"}[wal], func(t *testing.T) {
+			diffs := writeBetweenReadAndLock(t, true, wal)
+			if len(diffs) != 8 {
+				t.Fatalf("reading before the lock left %d keys stale, want the 8 written between read and lock:\n%s", len(diffs), strings.Join(diffs, "\n"))
+			}
+			t.Logf("reading before the lock: %d keys stale, e.g. %s", len(diffs), diffs[0])
+			if diffs := writeBetweenReadAndLock(t, false, wal); len(diffs) > 0 {
+				t.Fatalf("locking first, %d keys differ:\n%s", len(diffs), strings.Join(diffs, "\n"))
+			}
+		})
 	}
 }
 

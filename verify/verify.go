@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/hamba/avro/v2"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -234,6 +235,29 @@ type verifier struct {
 	topic   map[string]topicEntry
 	ends    map[int32]int64
 	records int64 // read from the topic, by every scan
+	wal     bool  // the database runs the WAL transport
+}
+
+// walInFlight finds, with the WAL transport, the keys whose events the
+// snapshot sees and the relay has not published: the snapshot's first
+// statement reads the WAL position, which every commit it sees is before;
+// once the slot has confirmed it, they are all on the topic (read after
+// this). If no relay streams the slot, its pending events are read from it.
+func (v *verifier) walInFlight(ctx context.Context, tx pgx.Tx, s *snap) error {
+	var at string
+	if err := tx.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&at); err != nil {
+		return fmt.Errorf("read the WAL position: %w", err)
+	}
+	upto, err := pglogrepl.ParseLSN(at)
+	if err != nil {
+		return err
+	}
+	keys, err := relay.WALPending(ctx, v.cfg.Pool, upto, v.cfg.Entity.Topic, v.opts.Wait)
+	if err != nil {
+		return err
+	}
+	s.inFlight = keys
+	return nil
 }
 
 // Run verifies the entity, and repairs it when asked. Every run that ends
@@ -302,6 +326,11 @@ func run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
 	if v.src, err = source.Plan(ctx, conn.Conn(), e); err != nil {
 		return nil, err
 	}
+	tr, err := outbox.DatabaseTransport(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	v.wal = tr == outbox.TransportWAL
 	var mirror *mirrorPlan
 	if opts.Mirror != "" {
 		if mirror, err = planMirror(ctx, conn.Conn(), schema, opts.Mirror); err != nil {
@@ -520,18 +549,24 @@ func (v *verifier) snapshot(ctx context.Context, conn *pgx.Conn, keys []string, 
 			s.keys[k] = true
 		}
 	}
-	// The lock comes before the snapshot (LOCK takes none): a relay's
-	// rotation then cannot truncate, between the snapshot and the read
-	// below, rows that were pending in the snapshot.
-	if _, err := tx.Exec(ctx, `LOCK TABLE ecst.outbox IN ACCESS SHARE MODE`); err != nil {
-		return nil, fmt.Errorf("read the outbox: %w", err)
-	}
-	pending, err := outbox.PendingKeys(ctx, tx, v.cfg.Entity.Topic)
-	if err != nil {
-		return nil, err
-	}
-	for _, k := range pending {
-		s.inFlight[k] = true
+	if v.wal {
+		if err := v.walInFlight(ctx, tx, s); err != nil {
+			return nil, err
+		}
+	} else {
+		// The lock comes before the snapshot (LOCK takes none): a relay's
+		// rotation then cannot truncate, between the snapshot and the read
+		// below, rows that were pending in the snapshot.
+		if _, err := tx.Exec(ctx, `LOCK TABLE ecst.outbox IN ACCESS SHARE MODE`); err != nil {
+			return nil, fmt.Errorf("read the outbox: %w", err)
+		}
+		pending, err := outbox.PendingKeys(ctx, tx, v.cfg.Entity.Topic)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range pending {
+			s.inFlight[k] = true
+		}
 	}
 	if taken != nil {
 		taken()
@@ -1009,14 +1044,17 @@ func repair(ctx context.Context, cfg Config, opts Options, rep *Report) (*Repair
 // before it writes: one started just before takes its lock within it.
 const relayStartGrace = 3 * time.Second
 
-// relayRunning reports whether a relay leads a shard of the outbox, or
-// starts to within relayStartGrace.
+// relayRunning reports whether a relay leads a shard of the outbox (or the
+// WAL transport's slot), or starts to within relayStartGrace.
 func relayRunning(ctx context.Context, q relay.Querier) (bool, error) {
 	deadline := time.Now().Add(relayStartGrace)
 	for {
 		leaders, err := relay.Leaders(ctx, q)
 		if err != nil || len(leaders) > 0 {
 			return len(leaders) > 0, err
+		}
+		if wal, err := relay.LeadsWAL(ctx, q); err != nil || wal {
+			return wal, err
 		}
 		if time.Now().After(deadline) {
 			return false, nil
@@ -1032,6 +1070,11 @@ func relayRunning(ctx context.Context, q relay.Querier) (bool, error) {
 // gives up early when a shard holding such rows has had no relay leading it
 // for opts.leaderGrace.
 func waitRelayed(ctx context.Context, cfg Config, opts Options, rr *RepairReport) error {
+	if tr, err := outbox.DatabaseTransport(ctx, cfg.Pool); err != nil {
+		return err
+	} else if tr == outbox.TransportWAL {
+		return waitRelayedWAL(ctx, cfg, opts, rr)
+	}
 	topic := cfg.Entity.Topic
 	_, maxID, err := outbox.PendingByShard(ctx, cfg.Pool, topic, 0)
 	if err != nil {
@@ -1093,6 +1136,50 @@ func waitRelayed(ctx context.Context, cfg Config, opts Options, rr *RepairReport
 	return fmt.Errorf("%w. %d of the %d outbox rows the repair waits for are not published yet; the repair itself is written "+
 		"(republish run %d: %d full states, %d tombstones), and a relay publishes it once it runs: start `ecst relay`, then check with %s",
 		err, left, total, rr.RunID, rr.Republished, rr.Tombstoned, again(opts, false))
+}
+
+// waitRelayedWAL is waitRelayed for the WAL transport: it waits until the
+// slot has confirmed the WAL position after the repair. It gives up early
+// when no relay has led the WAL for opts.leaderGrace.
+func waitRelayedWAL(ctx context.Context, cfg Config, opts Options, rr *RepairReport) error {
+	var at string
+	if err := cfg.Pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&at); err != nil {
+		return fmt.Errorf("read the WAL position: %w", err)
+	}
+	upto, err := pglogrepl.ParseLSN(at)
+	if err != nil {
+		return err
+	}
+	total := rr.Republished + rr.Tombstoned
+	report(opts, PhaseRelay, 0, total)
+	var unledSince time.Time
+	err = wait.Until(ctx, opts.Wait, 100*time.Millisecond, "the relay to publish the repair", func() (bool, error) {
+		_, confirmed, err := relay.LiveSlot(ctx, cfg.Pool)
+		if err != nil {
+			return false, err
+		}
+		if confirmed >= upto {
+			report(opts, PhaseRelay, total, total)
+			return true, nil
+		}
+		leads, err := relay.LeadsWAL(ctx, cfg.Pool)
+		if err != nil || leads {
+			unledSince = time.Time{}
+			return false, err
+		}
+		if unledSince.IsZero() {
+			unledSince = time.Now()
+		}
+		if time.Since(unledSince) < opts.leaderGrace {
+			return false, nil
+		}
+		return false, fmt.Errorf("%w: no relay has led the WAL transport's slot for %s", ErrNoRelay, opts.leaderGrace)
+	})
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w. The repair is written to the WAL (republish run %d: %d full states, %d tombstones), and the WAL relay publishes it once it runs: start `ecst relay`, then check with %s",
+		err, rr.RunID, rr.Republished, rr.Tombstoned, again(opts, false))
 }
 
 // unled returns the shards of byShard that no relay leads, in order.

@@ -48,8 +48,23 @@ func TestVerifyQuietSystemIsInSync(t *testing.T) {
 	}
 }
 
+// transports runs f once per outbox transport, on a world of its own.
+func transports(t *testing.T, f func(t *testing.T, w *ecsttest.World)) {
+	for _, wal := range []bool{false, true} {
+		t.Run(map[bool]string{false: "table", true: "wal"}[wal], func(t *testing.T) {
+			f(t, ecsttest.New(t, ecsttest.Options{WAL: wal}))
+		})
+	}
+}
+
+// TestVerifyFindsEachDriftAndNoneInFlight: in flight are the events not
+// yet published, rows of the outbox table or, with the WAL transport,
+// events the slot holds (read from it while no relay streams it).
 func TestVerifyFindsEachDriftAndNoneInFlight(t *testing.T) {
-	w := ecsttest.New(t, ecsttest.Options{})
+	transports(t, verifyFindsEachDrift)
+}
+
+func verifyFindsEachDrift(t *testing.T, w *ecsttest.World) {
 	ctx := context.Background()
 	w.Seed(ctx, ecsttest.Keys(20))
 	w.Drain()
@@ -120,7 +135,10 @@ func TestVerifyFindsEachDriftAndNoneInFlight(t *testing.T) {
 // verify runs against a running relay; every change is in flight or on the
 // topic, and verify reports no drift.
 func TestVerifyNoFalseAlarmsUnderLiveTraffic(t *testing.T) {
-	w := ecsttest.New(t, ecsttest.Options{})
+	transports(t, verifyUnderLiveTraffic)
+}
+
+func verifyUnderLiveTraffic(t *testing.T, w *ecsttest.World) {
 	ctx := context.Background()
 	keys := ecsttest.Keys(100)
 	w.Seed(ctx, keys)

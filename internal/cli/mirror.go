@@ -143,7 +143,7 @@ following, serving /metrics and /readyz.`,
 				return catchUp(ctx, cmd.OutOrStdout(), c, s, name, p)
 			}
 			if cfg.Relay.MetricsAddr != "" {
-				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, promReg, c.Ready)
+				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, promReg, c.Ready, noSlot)
 				if err != nil {
 					return err
 				}

@@ -46,7 +46,9 @@ republished state never lands behind a newer live one.
 Runs are recorded in ecst.republish_runs. A run that is stopped or killed keeps
 its position: --resume RUN carries on after the last batch written. Two runs of
 one entity at once are refused. The run slows down while the outbox holds
---max-backlog rows or more (the relay is behind), and --rate caps it.
+--max-backlog rows or more (the relay is behind; with outbox.transport: wal,
+while that many of the run's own events are not yet published), and --rate
+caps it.
 
 --dry-run counts the selected keys (and orphans), shows a sample of the states
 it would write, and writes nothing. On a terminal, --all and --tombstone-orphans
@@ -71,7 +73,7 @@ ask for confirmation unless --yes is given; scripts never get a prompt.`,
 	f.BoolVar(&o.TombstoneOrphans, "tombstone-orphans", false, "tombstone keys alive on the topic that the source lacks")
 	f.StringVar(&c.rate, "rate", "", "at most this many keys per second (e.g. 5000 or 5000/s)")
 	f.IntVar(&o.Batch, "batch", 500, "keys per transaction")
-	f.IntVar(&o.MaxBacklog, "max-backlog", 100_000, "pause while the outbox holds this many rows (-1: never)")
+	f.IntVar(&o.MaxBacklog, "max-backlog", 100_000, "pause while the outbox holds this many rows (WAL transport: this many of the run's events unpublished; -1: never)")
 	f.BoolVar(&o.DryRun, "dry-run", false, "count and show a sample; write nothing")
 	f.Int64Var(&o.Resume, "resume", 0, "resume the stopped run with this id")
 	f.BoolVar(&c.yes, "yes", false, "do not ask for confirmation")

@@ -156,6 +156,7 @@ install it.`,
 	}
 	root.AddCommand(
 		newMigrateCmd(a),
+		newOutboxCmd(a),
 		newRelayCmd(a),
 		newTopicsCmd(a),
 		newBenchCmd(a),

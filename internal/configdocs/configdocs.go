@@ -71,8 +71,9 @@ var Docs = map[string]string{
 	"schema_registry.tls.insecure_skip_verify": "Do not check the registry's certificate. Only for tests.",
 	"schema_registry.auto_register":            "Let the producer register a schema the registry does not have. For dev stacks: in production `ecst schema register` registers, after a compatibility check.",
 
-	"outbox":        "The outbox table's layout, shared by the writers and the relays.",
-	"outbox.shards": "Splits the outbox by key hash, 1 to 256; each shard has one relay leader. Change it only with the outbox drained: a key that moved shards could be published by two leaders at once.",
+	"outbox":           "The outbox table's layout, shared by the writers and the relays.",
+	"outbox.shards":    "Splits the outbox by key hash, 1 to 256; each shard has one relay leader. Change it only with the outbox drained: a key that moved shards could be published by two leaders at once. The WAL transport has no shards: one relay leader streams the slot.",
+	"outbox.transport": "How events travel from writers to the relay: `table` (rows in `ecst.outbox`) or `wal` (logical decoding messages in the WAL, streamed from a replication slot; needs `wal_level = logical`). Writers, relays and the database must agree: the database records its transport, a writer or relay that disagrees fails with an error naming `ecst outbox switch`, which moves a running system from one to the other. See docs/architecture.md and docs/operations.md.",
 
 	"relay":               "How `ecst relay` reads the outbox and publishes it.",
 	"relay.batch_size":    "The most rows one Kafka transaction carries, 1 to 100000.",
@@ -82,6 +83,7 @@ var Docs = map[string]string{
 	"relay.lease_timeout": "How long a leader may go without a heartbeat before PostgreSQL ends its session and a standby takes its shard; at least 1s.",
 	"relay.on_reject":     "A record the broker refuses for good (too large, say): `halt` stops the relay with an error naming the row; `park` moves it to `ecst.outbox_parked`, counts it and goes on.",
 	"relay.metrics_addr":  "Where `/metrics`, `/healthz` and `/readyz` are served; `off` serves none.",
+	"relay.wal_heartbeat": "The WAL transport only: how often the relay leader writes a heartbeat message into the WAL. It comes back through the slot, so the slot advances (and frees WAL) on a database with no ecst traffic, and `ecst_relay_slot_lag_seconds` is measured by it.",
 
 	"verify":              "How `ecst verify --every` runs.",
 	"verify.metrics_addr": "Where `ecst verify --every` serves `/metrics` (what each run found, when the last one finished, and the state of the republish runs) and `/healthz`; `off` serves neither. Next to the relay's default, so that both can run on one host.",

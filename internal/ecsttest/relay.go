@@ -8,8 +8,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/internal/testkit"
 	"github.com/ecst-io/ecst/internal/wait"
+	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
 )
 
@@ -50,7 +53,28 @@ func (w *World) RelayConfig() relay.Config {
 		Topics:      []string{w.Topic},
 		PollMin:     time.Millisecond,
 		PollMax:     20 * time.Millisecond,
+		Transport:   outbox.Transport(w.Config.Outbox.Transport),
+		// The slot's position is confirmed on each heartbeat: fast, so
+		// that tests see it move.
+		WALHeartbeat: 200 * time.Millisecond,
 	}
+}
+
+// UseWAL moves the world to the WAL transport, as `ecst outbox switch wal`
+// and a redeploy would: the database (the slot made, the switch done), its
+// config and Env, its Publisher and its relays.
+func (w *World) UseWAL() {
+	w.T.Helper()
+	if _, err := relay.Switch(context.Background(), w.Pool, outbox.TransportWAL, relay.SwitchOptions{Service: w.Service}); err != nil {
+		w.T.Fatal(err)
+	}
+	w.Config.Outbox.Transport = config.TransportWAL
+	w.Env["ECST_OUTBOX_TRANSPORT"] = config.TransportWAL
+	pub, err := producer.FromConfig(w.Config, w.Registry)
+	if err != nil {
+		w.T.Fatal(err)
+	}
+	w.Pub = pub
 }
 
 // RunRelay runs a relay with cfg in process until stop is called or the
@@ -108,12 +132,16 @@ func (w *World) DrainWith(cfg relay.Config) {
 	}
 }
 
-// WaitRelayLeads waits until a relay leads a shard of the world's outbox:
-// one just started has then taken its lock.
+// WaitRelayLeads waits until a relay leads a shard of the world's outbox
+// (on the WAL transport: streams the slot): one just started has then taken
+// its lock.
 func (w *World) WaitRelayLeads() {
 	w.T.Helper()
 	ctx := context.Background()
 	if err := wait.Until(ctx, 30*time.Second, 10*time.Millisecond, "a relay to lead a shard", func() (bool, error) {
+		if w.Config.Outbox.Transport == config.TransportWAL {
+			return relay.LeadsWAL(ctx, w.Pool)
+		}
 		l, err := relay.Leaders(ctx, w.Pool)
 		return len(l) > 0, err
 	}); err != nil {

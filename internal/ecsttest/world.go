@@ -70,6 +70,8 @@ type Options struct {
 	Unregistered bool
 	// AutoRegister lets the Publisher register the schema itself.
 	AutoRegister bool
+	// WAL runs the world on the WAL transport, as UseWAL moves it.
+	WAL bool
 }
 
 // World is one test's ecst system.
@@ -138,6 +140,9 @@ func New(t testing.TB, o Options) *World {
 	if w.Broker != nil {
 		// As `ecst topics apply` does: the entity's partitions and topic configs.
 		w.Broker.CreateTopic(t, w.Topic, w.Entity.Partitions, w.Entity.WantTopicConfig())
+	}
+	if o.WAL {
+		w.UseWAL()
 	}
 	return w
 }

@@ -36,7 +36,12 @@ type Options struct {
 	// Durable keeps fsync and synchronous_commit on, as in production.
 	// Tests leave it off for speed; benchmarks turn it on.
 	Durable bool
-	// Settings are extra server settings (name → value).
+	// Logical sets wal_level = logical, with room for replication slots
+	// and WAL senders: the WAL transport (outbox.transport: wal) streams a
+	// logical replication slot. It costs a little more WAL per write.
+	Logical bool
+	// Settings are extra server settings (name → value); they override
+	// the ones the options above imply.
 	Settings map[string]string
 }
 
@@ -214,6 +219,17 @@ func (c *Cluster) start(ctx context.Context) error {
 		settings["fsync"] = "off"
 		settings["synchronous_commit"] = "off"
 		settings["full_page_writes"] = "off"
+	}
+	if c.opts.Logical {
+		settings["wal_level"] = "logical"
+		settings["max_replication_slots"] = "64"
+		settings["max_wal_senders"] = "64"
+		if !c.opts.Durable {
+			// Logical decoding only reads flushed WAL, and without
+			// synchronous_commit a commit waits for the WAL writer's next
+			// round (up to three wal_writer_delay, 200ms by default).
+			settings["wal_writer_delay"] = "10ms"
+		}
 	}
 	for k, v := range c.opts.Settings {
 		settings[k] = v

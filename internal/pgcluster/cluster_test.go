@@ -66,6 +66,34 @@ func TestStartRestartStop(t *testing.T) {
 	}
 }
 
+// TestLogical: a Logical cluster can create and stream a logical
+// replication slot, which the WAL transport needs.
+func TestLogical(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Logical: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop() //nolint:errcheck
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var level string
+	var slots int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int").Scan(&level, &slots); err != nil {
+		t.Fatal(err)
+	}
+	if level != "logical" || slots < 10 {
+		t.Fatalf("wal_level %s, max_replication_slots %d: want logical and room for a slot per test", level, slots)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot('s', 'pgoutput')"); err != nil {
+		t.Fatalf("create a logical slot: %v", err)
+	}
+}
+
 // TestKilledOwnerLeavesNothingRunning: a test binary killed with SIGKILL
 // cannot stop its cluster; the server must go anyway, and the next start
 // removes what is left on disk.

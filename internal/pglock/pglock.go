@@ -25,6 +25,12 @@ const (
 const (
 	// ObjMigrate serializes migrators (a session lock, held while migrating).
 	ObjMigrate int32 = 1
+	// ObjRelayWAL is the leader lock of the WAL transport's relay: one
+	// leader streams the replication slot.
+	ObjRelayWAL int32 = 2
+	// ObjWALAdmin serializes what changes the WAL transport's set-up: slot
+	// creation and recovery, `ecst outbox switch` (a session lock).
+	ObjWALAdmin int32 = 3
 	// ObjRelayShard + shard is the leader lock of an outbox shard: 100 to
 	// 100+MaxShards-1 (outbox.MaxShards is 256).
 	ObjRelayShard int32 = 100

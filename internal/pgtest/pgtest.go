@@ -81,7 +81,8 @@ func setUp(ctx context.Context) error {
 	if u := os.Getenv("ECST_TEST_DATABASE_URL"); u != "" {
 		server.adminURL = u
 	} else {
-		c, err := pgcluster.Start(ctx, pgcluster.Options{Durable: os.Getenv("ECST_TEST_PG_DURABLE") == "1"})
+		// Logical: tests of the WAL transport stream replication slots.
+		c, err := pgcluster.Start(ctx, pgcluster.Options{Durable: os.Getenv("ECST_TEST_PG_DURABLE") == "1", Logical: true})
 		if err != nil {
 			return err
 		}
@@ -124,8 +125,35 @@ func tearDown() {
 	}
 	names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
 	for _, n := range names {
-		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{n}.Sanitize()+" WITH (FORCE)")
+		dropDB(n)
 	}
+}
+
+// dropDB drops a test's database, and first the replication slots of the
+// WAL transport's tests on it: PostgreSQL refuses to drop a database that
+// a logical slot uses.
+func dropDB(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, server.adminURL)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	for ctx.Err() == nil {
+		// A slot still streaming to a relay is released when its WAL
+		// sender ends; until then pg_drop_replication_slot fails.
+		var left int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM (
+			SELECT CASE WHEN active_pid IS NULL THEN pg_drop_replication_slot(slot_name) IS NULL
+			            ELSE pg_terminate_backend(active_pid) END
+			FROM pg_replication_slots WHERE database = $1) AS s`, name).Scan(&left)
+		if err == nil && left == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 }
 
 // Option adjusts NewDB.
@@ -181,9 +209,7 @@ func NewDBURL(tb testing.TB, opts ...Option) string {
 	if err := exec(ctx, server.adminURL, stmt); err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}
-	tb.Cleanup(func() {
-		_ = exec(context.Background(), server.adminURL, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	})
+	tb.Cleanup(func() { dropDB(name) })
 	return withDB(server.adminURL, name)
 }
 
