@@ -45,7 +45,7 @@ exits 1 when any is pending, so scripts can check before they deploy.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			_, pool, err := a.database(ctx)
+			cfg, pool, err := a.database(ctx)
 			if err != nil {
 				return err
 			}
