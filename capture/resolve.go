@@ -174,9 +174,10 @@ func (r *Resolver) resolveKeys(ctx context.Context, e *config.Entity, ids map[st
 // writeBatch is republish's lock-then-read-then-write: it takes the keys'
 // locks (ascending), reads their rows in a statement that starts once the
 // locks are held, and writes the events by the Publisher's transport (COPY
-// into the outbox, or logical messages into the WAL), in one transaction. A live writer holds a key's lock from its outbox insert to
-// its commit, so the state read is at least as new as any event of the key
-// already in the outbox, and lands behind it.
+// into the outbox, or logical messages into the WAL), in one transaction.
+// A live writer holds a key's lock from its outbox insert (or emit) to its
+// commit, so the state read is at least as new as any event of the key
+// already in the transport, and lands behind it.
 func (r *Resolver) writeBatch(ctx context.Context, e *config.Entity, src *source.Source, keys []string, ids map[string]string) error {
 	tx, err := r.cfg.Pool.Begin(ctx)
 	if err != nil {
