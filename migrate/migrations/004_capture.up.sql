@@ -36,8 +36,8 @@ CREATE TABLE ecst.capture_tables (
 COMMENT ON TABLE ecst.capture_tables IS
     'Capture triggers installed by `ecst capture enable`; `ecst capture disable` removes them.';
 
--- ecst.capture_marker writes one marker, by the database's transport.
-CREATE FUNCTION ecst.capture_marker(entity text, marker json) RETURNS void
+-- ecst.write_marker writes one marker, by the database's transport.
+CREATE FUNCTION ecst.write_marker(entity text, marker json) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT FROM ecst.wal_enabled) THEN
@@ -66,7 +66,7 @@ BEGIN
     IF ks IS NULL THEN
         RETURN;
     END IF;
-    PERFORM ecst.capture_marker(entity, json_build_object('entity', entity, 'keys', ks));
+    PERFORM ecst.write_marker(entity, json_build_object('entity', entity, 'keys', ks));
 END
 $$;
 
@@ -77,7 +77,7 @@ BEGIN
     IF entity IS NULL OR entity = '' THEN
         RAISE EXCEPTION 'ecst.capture_all: entity is required' USING ERRCODE = '22004';
     END IF;
-    PERFORM ecst.capture_marker(entity, json_build_object('entity', entity, 'all', true));
+    PERFORM ecst.write_marker(entity, json_build_object('entity', entity, 'all', true));
 END
 $$;
 
