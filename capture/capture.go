@@ -377,12 +377,15 @@ type Status struct {
 	Missing []string `json:"missing,omitempty"`
 	// Pending are markers the relay has not resolved yet, counted among
 	// the first PendingCap pending rows of the outbox's shard 0 (where
-	// markers go); PendingCapped says the count stopped there. With the
-	// WAL transport markers wait in the slot, where they are not counted:
-	// PendingUncounted is set (the relay's lag shows them).
-	Pending          int64 `json:"markers_pending"`
-	PendingCapped    bool  `json:"markers_pending_capped,omitempty"`
-	PendingUncounted bool  `json:"markers_pending_uncounted,omitempty"`
+	// markers go).
+	Pending int64 `json:"markers_pending"`
+	// PendingCapped says the count stopped at PendingCap (false by
+	// default: Pending is exact).
+	PendingCapped bool `json:"markers_pending_capped,omitempty"`
+	// PendingUncounted is set with the WAL transport, whose markers wait
+	// in the slot where they are not counted (the relay's lag shows them);
+	// false by default.
+	PendingUncounted bool `json:"markers_pending_uncounted,omitempty"`
 }
 
 // PendingText is Pending as a human reads it: "≥ N" past the cap, "-"
