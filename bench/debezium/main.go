@@ -56,6 +56,7 @@ import (
 
 	"github.com/ecst-io/ecst/internal/pgcluster"
 	"github.com/ecst-io/ecst/migrate"
+	"github.com/ecst-io/ecst/outbox"
 )
 
 type config struct {
@@ -82,6 +83,7 @@ type config struct {
 	relayTopic   string
 	relayService string
 	relayDrain   bool
+	relayTransp  string
 }
 
 func main() {
@@ -109,10 +111,11 @@ func main() {
 	flag.StringVar(&c.relayTopic, "relay-topic", "", "internal: see -relay-child")
 	flag.StringVar(&c.relayService, "relay-service", "", "internal: see -relay-child")
 	flag.BoolVar(&c.relayDrain, "relay-drain", false, "internal: see -relay-child")
+	flag.StringVar(&c.relayTransp, "relay-transport", "table", "internal: see -relay-child")
 	flag.Parse()
 	if c.relayChild {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := runRelayChild(ctx, c.relayTopic, c.relayService, c.relayDrain)
+		err := runRelayChild(ctx, c.relayTopic, c.relayService, outbox.Transport(c.relayTransp), c.relayDrain)
 		stop()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "debezium -relay-child:", err)
@@ -314,9 +317,9 @@ func newSystems(ctx context.Context, e *env) ([]system, func(), error) {
 			cleanups = append(cleanups, func() { _ = d.dropPublication(context.WithoutCancel(ctx)) })
 			systems = append(systems, d)
 		case "ecst-table":
-			systems = append(systems, &ecstTable{e: e})
+			systems = append(systems, &ecstTable{ecstRelay: ecstRelay{e: e, transport: outbox.TransportTable}})
 		case "ecst-wal":
-			systems = append(systems, &ecstWAL{e: e})
+			systems = append(systems, &ecstWAL{ecstRelay{e: e, transport: outbox.TransportWAL}})
 		}
 	}
 	return systems, cleanup, nil
