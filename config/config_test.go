@@ -47,15 +47,18 @@ func load(t *testing.T, yml string, env map[string]string) (*config.Config, erro
 	return cfg, cfg.Finish()
 }
 
-const good = `
-service: customers-api
+// customerHead is an ecst.yaml as far as its customer entity's source
+// table: the tests go on from there.
+const customerHead = `service: customers-api
 entities:
   customer:
     topic: customers.state
     schema: schemas/customer.avsc
     source:
       table: customers
-      key: id
+`
+
+const good = "\n" + customerHead + `      key: id
       version: version
       query: SELECT id, version, name FROM customers
 `
@@ -312,16 +315,6 @@ func TestSelectColumns(t *testing.T) {
 		"SELECT id::text, version FROM t",
 		"SELECT coalesce(a, (SELECT b FROM x)) AS id, version FROM t WHERE y IN (SELECT id FROM z)",
 	}
-	for _, q := range ok {
-		q := q
-		t.Run(q, func(t *testing.T) {
-			t.Parallel()
-			_, err := load(t, strings.Replace(good, "SELECT id, version, name FROM customers", q, 1), nil)
-			if err != nil {
-				t.Fatalf("rejected: %v", err)
-			}
-		})
-	}
 	bad := []string{
 		"SELECT version FROM t",
 		"SELECT count(*), version FROM t",
@@ -329,13 +322,20 @@ func TestSelectColumns(t *testing.T) {
 		"SELECT version + id FROM t",
 		"UPDATE t SET id = 1",
 	}
-	for _, q := range bad {
-		q := q
-		t.Run(q, func(t *testing.T) {
-			t.Parallel()
-			if _, err := load(t, strings.Replace(good, "SELECT id, version, name FROM customers", q, 1), nil); err == nil {
-				t.Fatal("accepted")
-			}
-		})
+	check := func(queries []string, accepted bool) {
+		for _, q := range queries {
+			t.Run(q, func(t *testing.T) {
+				t.Parallel()
+				_, err := load(t, strings.Replace(good, "SELECT id, version, name FROM customers", q, 1), nil)
+				if accepted && err != nil {
+					t.Fatalf("rejected: %v", err)
+				}
+				if !accepted && err == nil {
+					t.Fatal("accepted")
+				}
+			})
+		}
 	}
+	check(ok, true)
+	check(bad, false)
 }

@@ -17,16 +17,7 @@ func TestYAMLErrorsShowTheLineAtFault(t *testing.T) {
 		yml  string
 		want []string
 	}{
-		{"a source key one space short", `service: s
-entities:
-  customer:
-    topic: customers.state
-    schema: schemas/customer.avsc
-    source:
-      table: customers
-     key: id
-      version: version
-`, []string{"invalid YAML at line 8: did not find expected key", "check its indentation",
+		{"a source key one space short", customerHead + "     key: id\n      version: version\n", []string{"invalid YAML at line 8: did not find expected key", "check its indentation",
 			"   7 |       table: customers\n>  8 |      key: id\n   9 |       version: version"}},
 		{"a second entity one space short", `entities:
   customer:
@@ -49,15 +40,7 @@ service: s
 `, []string{"invalid YAML at line 4:", "   3 |     - a:9092\n>  4 |   - b:9092\n   5 | service: s"}},
 		{"a tab", "service: s\nentities:\n  customer:\n\ttopic: customers.state\n",
 			[]string{"invalid YAML at line 4:", "YAML indents with spaces, and this line has a tab", ">  4 | \ttopic: customers.state"}},
-		{"a source key at the entity's level", `service: s
-entities:
-  customer:
-    topic: customers.state
-    schema: schemas/customer.avsc
-    source:
-      table: customers
-    key: id
-`, []string{`line 8: unknown key "key"`, `"key" is a key of source: check its indentation`, ">  8 |     key: id"}},
+		{"a source key at the entity's level", customerHead + "    key: id\n", []string{`line 8: unknown key "key"`, `"key" is a key of source: check its indentation`, ">  8 |     key: id"}},
 		{"an entity key at the top level", `service: s
 entities:
   customer:

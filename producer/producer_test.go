@@ -24,6 +24,23 @@ func customer(id string, version int64) map[string]any {
 	}
 }
 
+// commit runs fn in a transaction and commits it; an error fails the test.
+func (f *fixture) commit(t *testing.T, fn func(tx pgx.Tx) error) {
+	t.Helper()
+	if err := pgx.BeginFunc(context.Background(), f.pool, fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// noRows fails the test if the outbox has rows: what wrote them should not
+// have.
+func (f *fixture) noRows(t *testing.T, what string) {
+	t.Helper()
+	if rows := f.rows(t); len(rows) != 0 {
+		t.Fatalf("%s left %d outbox rows", what, len(rows))
+	}
+}
+
 func TestPublishCommitted(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -31,7 +48,7 @@ func TestPublishCommitted(t *testing.T) {
 	state := customer("c1", 3)
 	occurred := time.Date(2026, 11, 24, 9, 30, 0, 5, time.FixedZone("CET", 3600))
 	before := time.Now()
-	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+	f.commit(t, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "INSERT INTO customers (id, version, name, email) VALUES ('c1', 3, 'Ada', 'a@x')"); err != nil {
 			return err
 		}
@@ -39,9 +56,6 @@ func TestPublishCommitted(t *testing.T) {
 			producer.OccurredAt(occurred),
 			producer.TraceParent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rows := f.rows(t)
 	if len(rows) != 1 {
 		t.Fatalf("outbox has %d rows, want 1", len(rows))
@@ -109,15 +123,12 @@ func TestPublishTypedAndGenericEncodeAlike(t *testing.T) {
 	tier := "gold"
 	m := customer("c1", 1)
 	typed := customers.Customer{ID: "c1", Version: 1, Name: m["name"].(string), Email: m["email"].(string), Tier: &tier, UpdatedAt: m["updated_at"].(time.Time)}
-	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+	f.commit(t, func(tx pgx.Tx) error {
 		if err := f.pub.Publish(ctx, tx, "customer", "c1", 1, m); err != nil {
 			return err
 		}
 		return f.pub.Publish(ctx, tx, "customer", "c1", 1, &typed)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rows := f.rows(t)
 	if len(rows) != 2 || string(rows[0].Value) != string(rows[1].Value) {
 		t.Fatalf("typed and generic values differ:\n% x\n% x", rows[0].Value, rows[1].Value)
@@ -141,21 +152,16 @@ func TestPublishRolledBack(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if rows := f.rows(t); len(rows) != 0 {
-		t.Fatalf("rolled-back transaction left %d outbox rows", len(rows))
-	}
+	f.noRows(t, "a rolled-back transaction")
 }
 
 func TestDeleteWritesTombstone(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, fixtureOpts{})
-	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+	f.commit(t, func(tx pgx.Tx) error {
 		return f.pub.Delete(ctx, tx, "customer", "c9", 7)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rows := f.rows(t)
 	if len(rows) != 1 {
 		t.Fatalf("%d rows", len(rows))
@@ -176,12 +182,9 @@ func TestRepublishHeader(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, fixtureOpts{})
-	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+	f.commit(t, func(tx pgx.Tx) error {
 		return f.pub.Publish(ctx, tx, "customer", "c1", 1, customer("c1", 1), producer.Republish("42"))
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if got := f.rows(t)[0].Headers[producer.HeaderRepublish]; got != "42" {
 		t.Fatalf("republish header = %q", got)
 	}
@@ -245,9 +248,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 			}
 		})
 	}
-	if rows := f.rows(t); len(rows) != 0 {
-		t.Fatalf("bad input wrote %d outbox rows", len(rows))
-	}
+	f.noRows(t, "bad input")
 }
 
 func TestSchemaNotRegistered(t *testing.T) {
@@ -269,21 +270,16 @@ func TestSchemaNotRegistered(t *testing.T) {
 	if f.reg.SubjectExists("customers.state-value") {
 		t.Fatal("the producer registered a schema although auto-registration is off")
 	}
-	if rows := f.rows(t); len(rows) != 0 {
-		t.Fatalf("wrote %d rows", len(rows))
-	}
+	f.noRows(t, "an unregistered schema")
 
 	// Registered later, the same publisher finds it: failures are not cached.
 	id, _, err := f.reg.RegisterSchema("customers.state-value", srSchema(customers.Schema))
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+	f.commit(t, func(tx pgx.Tx) error {
 		return f.pub.Publish(ctx, tx, "customer", "c1", 1, customer("c1", 1))
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if got, _, _ := schemas.DecodeWire(f.rows(t)[0].Value); got != id {
 		t.Fatalf("schema id %d, want %d", got, id)
 	}
@@ -293,12 +289,9 @@ func TestAutoRegister(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, fixtureOpts{unregistered: true, autoRegister: true})
-	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+	f.commit(t, func(tx pgx.Tx) error {
 		return f.pub.Publish(ctx, tx, "customer", "c1", 1, customer("c1", 1))
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ss, ok := f.reg.GetSchema("customers.state-value", 1)
 	if !ok {
 		t.Fatal("schema was not auto-registered")
@@ -325,9 +318,7 @@ func TestClosedTransaction(t *testing.T) {
 	if err := f.pub.Delete(ctx, tx, "customer", "c1", 1); !errors.Is(err, pgx.ErrTxClosed) {
 		t.Fatalf("Delete on a committed tx = %v, want pgx.ErrTxClosed", err)
 	}
-	if rows := f.rows(t); len(rows) != 0 {
-		t.Fatalf("wrote %d rows", len(rows))
-	}
+	f.noRows(t, "a closed transaction")
 }
 
 func TestVersionHeaderIsDecimal(t *testing.T) {
@@ -335,10 +326,7 @@ func TestVersionHeaderIsDecimal(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, fixtureOpts{})
 	const v = int64(-9007199254740993)
-	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error { return f.pub.Delete(ctx, tx, "customer", "c1", v) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	f.commit(t, func(tx pgx.Tx) error { return f.pub.Delete(ctx, tx, "customer", "c1", v) })
 	if got := f.rows(t)[0].Headers[producer.HeaderEntityVersion]; got != strconv.FormatInt(v, 10) {
 		t.Fatalf("version header %q", got)
 	}
@@ -348,7 +336,7 @@ func TestQueueInTheCallersBatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, fixtureOpts{})
-	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+	f.commit(t, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
 		b.Queue("INSERT INTO customers (id, version, name, email) VALUES ('c1', 4, 'Ada', 'a@x')")
 		if err := f.pub.Queue(ctx, b, "customer", "c1", 4, customer("c1", 4)); err != nil {
@@ -372,9 +360,6 @@ func TestQueueInTheCallersBatch(t *testing.T) {
 		}
 		return tx.SendBatch(ctx, b).Close()
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rows := f.rows(t)
 	if len(rows) != 2 || rows[0].Key != "c1" || rows[0].Headers[producer.HeaderEntityVersion] != "4" ||
 		rows[1].Key != "c2" || rows[1].Value != nil || rows[1].Headers[producer.HeaderEventType] != "customer.deleted" {

@@ -147,35 +147,9 @@ check_settings() {
 # fetch
 
 fetch() {
-	local want tmp
-	local -a jars
+	local want
 	want=$(sha256sum "$pom")
-	want=${want%% *}
-	if [[ -d $libs && -f $vdir/fetched && $(<"$vdir/fetched") == "$want" ]]; then
-		return 0
-	fi
-	command -v mvn >/dev/null || die "mvn not found on PATH"
-	mkdir -p "$vdir"
-	tmp=$(mktemp -d "$vdir/libs.tmp.XXXXXX")
-	log "resolving Kafka $kafka_version jars from Maven Central into $libs (once)"
-	# -q leaves only errors (and, from Debian's mvn, stray colour escapes): keep them in a log
-	# and show it when mvn fails.
-	if ! mvn -B -q -f "$pom" \
-		org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-		-DincludeScope=runtime -DoutputDirectory="$tmp" >"$vdir/mvn.log" 2>&1; then
-		cat "$vdir/mvn.log" >&2
-		rm -rf "$tmp"
-		die "mvn could not resolve the Kafka $kafka_version jars (is Maven Central reachable? log: $vdir/mvn.log)"
-	fi
-	[[ -f $tmp/kafka_2.13-$kafka_version.jar ]] || {
-		rm -rf "$tmp"
-		die "mvn ran but kafka_2.13-$kafka_version.jar is missing"
-	}
-	rm -rf "$libs"
-	mv "$tmp" "$libs"
-	printf '%s\n' "$want" >"$vdir/fetched"
-	jars=("$libs"/*.jar)
-	log "fetched ${#jars[@]} jars ($(du -sh "$libs" | cut -f1)) into $libs"
+	mvn_fetch "${want%% *}" "Kafka $kafka_version" "kafka_2.13-$kafka_version.jar"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 # scripts/lib.sh: process management shared by scripts/kafka.sh and scripts/registry.sh (sourced,
 # not run): a JVM started in the background on a state dir, found again through a pointer file,
 # checked by pid and command line, waited on until it answers, and stopped with SIGTERM, then
-# SIGKILL. Also run_with, the body of scripts/test-kafka.sh and scripts/test-registry.sh.
+# SIGKILL. Also run_with, the body of scripts/test-kafka.sh and scripts/test-registry.sh, and
+# mvn_fetch, which bench/debezium/run.sh uses too.
 #
 # The sourcing script sets, before it calls anything here:
 #   svc           its name in log lines (kafka.sh)
@@ -275,4 +276,41 @@ run_with() {
 	set +a
 	log "${env_lines//$'\n'/ }"
 	"$@"
+}
+
+# mvn_fetch STAMP DESC JAR...: the runtime jars of the pom $pom, copied by mvn into $libs once.
+# $vdir/fetched holds the STAMP of the last fetch (the pom's sha256), so a changed pom fetches
+# again and an unchanged one never runs mvn. DESC names the jars in messages; each JAR, a glob,
+# must match one of those fetched.
+mvn_fetch() {
+	local stamp=$1 desc=$2 tmp jar
+	local -a jars
+	shift 2
+	if [[ -d $libs && -f $vdir/fetched && $(<"$vdir/fetched") == "$stamp" ]]; then
+		return 0
+	fi
+	command -v mvn >/dev/null || die "mvn not found on PATH (make setup-kafka installs it)"
+	mkdir -p "$vdir"
+	tmp=$(mktemp -d "$vdir/libs.tmp.XXXXXX")
+	log "resolving $desc jars from Maven Central into $libs (once)"
+	# -q leaves only errors (and, from Debian's mvn, stray colour escapes): keep them in a log
+	# and show it when mvn fails.
+	if ! mvn -B -q -f "$pom" \
+		org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory="$tmp" >"$vdir/mvn.log" 2>&1; then
+		cat "$vdir/mvn.log" >&2
+		rm -rf "$tmp"
+		die "mvn could not resolve the $desc jars (is Maven Central reachable? log: $vdir/mvn.log)"
+	fi
+	for jar; do
+		compgen -G "$tmp/$jar" >/dev/null || {
+			rm -rf "$tmp"
+			die "mvn ran but $jar is missing"
+		}
+	done
+	rm -rf "$libs"
+	mv "$tmp" "$libs"
+	printf '%s\n' "$stamp" >"$vdir/fetched"
+	jars=("$libs"/*.jar)
+	log "fetched ${#jars[@]} jars ($(du -sh "$libs" | cut -f1)) into $libs"
 }

@@ -54,6 +54,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ecst-io/ecst/internal/bench"
 	"github.com/ecst-io/ecst/internal/pgcluster"
 	"github.com/ecst-io/ecst/migrate"
 	"github.com/ecst-io/ecst/outbox"
@@ -129,18 +130,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "debezium:", err)
 		os.Exit(2)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, c)
-	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
-	stop()
-	cancel()
-	if err != nil {
-		if timedOut {
-			fmt.Fprintf(os.Stderr, "debezium: ABORTED: -timeout %s reached: %v\n", c.timeout, err)
-		} else {
-			fmt.Fprintf(os.Stderr, "debezium: %v\n", err)
-		}
+	if err := bench.RunFor(c.timeout, func(ctx context.Context) error { return run(ctx, c) }); err != nil {
+		fmt.Fprintf(os.Stderr, "debezium: %v\n", err)
 		os.Exit(1)
 	}
 }

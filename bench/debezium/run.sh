@@ -25,11 +25,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 pom=$here/pom.xml
 
-log() { printf 'run.sh: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+svc=run.sh
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 
 want=$(sha256sum "$pom")
 want=${want%% *}
@@ -37,34 +35,9 @@ cache_root=${ECST_DEBEZIUM_CACHE:-${HOME:?HOME is not set}/.cache/ecst/debezium}
 vdir=$cache_root/${want:0:16}
 libs=$vdir/libs
 
-# fetch: the jars of pom.xml into $libs, once; the stamp file holds the pom's sha256, so a changed
-# pom fetches again and an unchanged one never runs mvn.
+# fetch: the jars of pom.xml into $libs, once (scripts/lib.sh).
 fetch() {
-	local tmp
-	local -a jars
-	if [[ -d $libs && -f $vdir/fetched && $(<"$vdir/fetched") == "$want" ]]; then
-		return 0
-	fi
-	command -v mvn >/dev/null || die "mvn not found on PATH (make setup-kafka installs it)"
-	mkdir -p "$vdir"
-	tmp=$(mktemp -d "$vdir/libs.tmp.XXXXXX")
-	log "resolving Kafka Connect and Debezium jars from Maven Central into $libs (once)"
-	if ! mvn -B -q -f "$pom" \
-		org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-		-DincludeScope=runtime -DoutputDirectory="$tmp" >"$vdir/mvn.log" 2>&1; then
-		cat "$vdir/mvn.log" >&2
-		rm -rf "$tmp"
-		die "mvn could not resolve the jars (is Maven Central reachable? log: $vdir/mvn.log)"
-	fi
-	compgen -G "$tmp/connect-runtime-*.jar" >/dev/null && compgen -G "$tmp/debezium-connector-postgres-*.jar" >/dev/null || {
-		rm -rf "$tmp"
-		die "mvn ran but connect-runtime or debezium-connector-postgres is missing"
-	}
-	rm -rf "$libs"
-	mv "$tmp" "$libs"
-	printf '%s\n' "$want" >"$vdir/fetched"
-	jars=("$libs"/*.jar)
-	log "fetched ${#jars[@]} jars ($(du -sh "$libs" | cut -f1)) into $libs"
+	mvn_fetch "$want" "Kafka Connect and Debezium" "connect-runtime-*.jar" "debezium-connector-postgres-*.jar"
 }
 
 fetch

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ecst-io/ecst/internal/bench"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/relay"
 )
@@ -468,7 +469,7 @@ func (s *debezium) drain(ctx context.Context, topic string, rows int) (time.Dura
 	c0, t0 := s.e.cpu.sample(), time.Now()
 	lastCheck := t0
 	for {
-		n, err := endOffsets(ctx, s.e.adm, topic)
+		n, err := bench.EndOffsets(ctx, s.e.adm, topic)
 		if err != nil {
 			return fail(err)
 		}
@@ -489,23 +490,4 @@ func (s *debezium) drain(ctx context.Context, topic string, rows int) (time.Dura
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-}
-
-// endOffsets sums the topic's end offsets.
-func endOffsets(ctx context.Context, adm *kadm.Client, topic string) (int64, error) {
-	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	offs, err := adm.ListEndOffsets(lctx, topic)
-	if err != nil {
-		return 0, fmt.Errorf("list end offsets of %s: %w", topic, err)
-	}
-	var sum int64
-	var ferr error
-	offs.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil {
-			ferr = o.Err
-		}
-		sum += o.Offset
-	})
-	return sum, ferr
 }

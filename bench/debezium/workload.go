@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ecst-io/ecst/internal/bench"
 	"github.com/ecst-io/ecst/outbox"
 )
 
@@ -99,49 +100,26 @@ func newWriters(e *env, s system, topic string, n int) *writers {
 
 // run writes at rate events/s for d and returns how many it wrote.
 func (ws *writers) run(ctx context.Context, rate int, d time.Duration) (int, error) {
-	n := len(ws.committed)
-	per := time.Duration(float64(time.Second) * float64(n) / float64(rate))
-	deadline := time.Now().Add(d)
-	var wg sync.WaitGroup
-	var written atomic.Int64
-	var werr atomic.Pointer[error]
-	for w := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(per)
-			defer t.Stop()
-			for time.Now().Before(deadline) {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-				i := len(ws.committed[w])
-				seq := steadySeq(w, i)
-				k := steadyKey(seq)
-				r := outbox.Row{Shard: outbox.Shard(ws.topic, k, 1), Topic: ws.topic, Key: k, Value: value(seq, ws.pad), Headers: benchHeaders}
-				// One statement, sent alone: one transaction, one round trip.
-				// Its result coming back is the commit's acknowledgement.
-				var b pgx.Batch
-				err := ws.s.queue(&b, r)
-				if err == nil {
-					err = ws.e.pool.SendBatch(ctx, &b).Close()
-				}
-				if err != nil {
-					werr.CompareAndSwap(nil, &err)
-					return
-				}
-				ws.committed[w] = append(ws.committed[w], time.Now())
-				written.Add(1)
-			}
-		}()
+	written, err := bench.Pace(ctx, len(ws.committed), rate, time.Now().Add(d), func(w, i int) error {
+		seq := steadySeq(w, i)
+		k := steadyKey(seq)
+		r := outbox.Row{Shard: outbox.Shard(ws.topic, k, 1), Topic: ws.topic, Key: k, Value: value(seq, ws.pad), Headers: benchHeaders}
+		// One statement, sent alone: one transaction, one round trip.
+		// Its result coming back is the commit's acknowledgement.
+		var b pgx.Batch
+		if err := ws.s.queue(&b, r); err != nil {
+			return err
+		}
+		if err := ws.e.pool.SendBatch(ctx, &b).Close(); err != nil {
+			return err
+		}
+		ws.committed[w] = append(ws.committed[w], time.Now())
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		return int(written), fmt.Errorf("write an event: %w", err)
 	}
-	wg.Wait()
-	if p := werr.Load(); p != nil {
-		return int(written.Load()), fmt.Errorf("write an event: %w", *p)
-	}
-	return int(written.Load()), ctx.Err()
+	return int(written), err
 }
 
 func (ws *writers) total() int {

@@ -108,17 +108,14 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"errors"
 	"flag"
 	"fmt"
 	"net/url"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -182,18 +179,8 @@ func main() {
 		os.Exit(2)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, c)
-	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
-	stop()
-	cancel()
-	if err != nil {
-		if timedOut {
-			fmt.Fprintf(os.Stderr, "watermill: ABORTED: -timeout %s reached: %v\n", c.timeout, err)
-		} else {
-			fmt.Fprintf(os.Stderr, "watermill: %v\n", err)
-		}
+	if err := bench.RunFor(c.timeout, func(ctx context.Context) error { return run(ctx, c) }); err != nil {
+		fmt.Fprintf(os.Stderr, "watermill: %v\n", err)
 		os.Exit(1)
 	}
 }
@@ -434,7 +421,7 @@ func (d *drain) waitInKafka(ctx context.Context, start time.Time, runDone chan e
 			return 0, fmt.Errorf("forwarder stopped early (%v) with %d of %d rows in Kafka", err, inKafka, c.rows)
 		case <-tick.C:
 		}
-		n, err := endOffsets(ctx, d.adm, d.kafkaTopic)
+		n, err := bench.EndOffsets(ctx, d.adm, d.kafkaTopic)
 		if err != nil {
 			if ctx.Err() != nil {
 				continue
@@ -582,24 +569,6 @@ func startForwarder(c config, db *sql.DB, schema wsql.DefaultPostgreSQLSchema, o
 		return nil, nil, fmt.Errorf("forwarder: %w", err)
 	}
 	return fwd, func() { _ = sub.Close(); _ = kpub.Close() }, nil
-}
-
-func endOffsets(ctx context.Context, adm *kadm.Client, topic string) (int64, error) {
-	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	offs, err := adm.ListEndOffsets(lctx, topic)
-	if err != nil {
-		return 0, err
-	}
-	var sum int64
-	var ferr error
-	offs.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil {
-			ferr = o.Err
-		}
-		sum += o.Offset
-	})
-	return sum, ferr
 }
 
 // verify consumes the whole topic and checks every record.

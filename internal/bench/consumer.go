@@ -122,9 +122,5 @@ func catchUp[T any](ctx context.Context, cfg consumer.Config[T]) (time.Duration,
 	if err != nil {
 		return 0, err
 	}
-	start := time.Now()
-	if err := c.CatchUp(ctx); err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
+	return timed(func() error { return c.CatchUp(ctx) })
 }

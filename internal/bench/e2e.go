@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -228,38 +227,23 @@ func holdSnapshot(ctx context.Context, dbURL string) (release func(), err error)
 func writeEvents(ctx context.Context, pool *pgxpool.Pool, pub *producer.Publisher, rate, writers int, deadline, from time.Time) (map[string]time.Time, int64, error) {
 	var mu sync.Mutex
 	committed := map[string]time.Time{}
-	var written atomic.Int64
-	per := time.Duration(float64(time.Second) * float64(writers) / float64(rate))
-	var wg sync.WaitGroup
-	var werr atomic.Pointer[error]
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(per)
-			defer t.Stop()
-			tier := "gold"
-			for i := int64(1); time.Now().Before(deadline); i++ {
-				<-t.C
-				key := "w" + strconv.Itoa(w) + "-" + strconv.FormatInt(i%500, 10)
-				c := customers.Customer{ID: key, Version: i, Name: "n", Email: "e", Tier: &tier, UpdatedAt: time.Now()}
-				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return pub.Publish(ctx, tx, "customer", key, i, &c) })
-				if err != nil {
-					werr.CompareAndSwap(nil, &err)
-					return
-				}
-				written.Add(1)
-				if at := time.Now(); !at.Before(from) {
-					mu.Lock()
-					committed[key+"@"+strconv.FormatInt(i, 10)] = at
-					mu.Unlock()
-				}
-			}
-		}()
+	tier := "gold"
+	written, err := Pace(ctx, writers, rate, deadline, func(w, i int) error {
+		v := int64(i) + 1
+		key := "w" + strconv.Itoa(w) + "-" + strconv.FormatInt(v%500, 10)
+		c := customers.Customer{ID: key, Version: v, Name: "n", Email: "e", Tier: &tier, UpdatedAt: time.Now()}
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return pub.Publish(ctx, tx, "customer", key, v, &c) }); err != nil {
+			return err
+		}
+		if at := time.Now(); !at.Before(from) {
+			mu.Lock()
+			committed[key+"@"+strconv.FormatInt(v, 10)] = at
+			mu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
 	}
-	wg.Wait()
-	if p := werr.Load(); p != nil {
-		return nil, 0, *p
-	}
-	return committed, written.Load(), nil
+	return committed, written, nil
 }

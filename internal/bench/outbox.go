@@ -146,11 +146,11 @@ func (e *Outbox) Relay(ctx context.Context, batch int) (int, time.Duration, erro
 	if err != nil {
 		return 0, 0, err
 	}
-	start := time.Now()
-	if err := r.Run(ctx); err != nil {
+	took, err := timed(func() error { return r.Run(ctx) })
+	if err != nil {
 		return 0, 0, err
 	}
-	return int(before), time.Since(start), nil
+	return int(before), took, nil
 }
 
 // Round fills the outbox with rows rows of valueSize bytes and drains them
@@ -232,39 +232,16 @@ func (e *Outbox) Steady(ctx context.Context, rate int, d time.Duration, valueSiz
 	value := make([]byte, valueSize)
 	_, _ = rand.Read(value)
 	hs := []outbox.Header{{Key: "ecst-event-type", Value: []byte("customer.upserted")}}
-	// Writers each commit one row per tick, as services do: one event per
-	// business transaction.
-	const writers = 8
-	per := time.Duration(float64(time.Second) * writers / float64(rate))
-	var written atomic.Int64
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(d)
-	var werr atomic.Pointer[error]
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(per)
-			defer t.Stop()
-			for i := 0; time.Now().Before(deadline); i++ {
-				<-t.C
-				key := "k-" + strconv.Itoa(w) + "-" + strconv.Itoa(i%1000)
-				err := pgx.BeginFunc(ctx, e.Pool, func(tx pgx.Tx) error {
-					return outbox.Insert(ctx, tx, outbox.Row{Topic: e.Topic, Key: key, Value: value, Headers: hs})
-				})
-				if err != nil {
-					werr.CompareAndSwap(nil, &err)
-					return
-				}
-				written.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	if p := werr.Load(); p != nil {
+	written, err := Pace(ctx, 8, rate, time.Now().Add(d), func(w, i int) error {
+		key := "k-" + strconv.Itoa(w) + "-" + strconv.Itoa(i%1000)
+		return pgx.BeginFunc(ctx, e.Pool, func(tx pgx.Tx) error {
+			return outbox.Insert(ctx, tx, outbox.Row{Topic: e.Topic, Key: key, Value: value, Headers: hs})
+		})
+	})
+	if err != nil {
 		stop()
 		<-done
-		return Latency{}, *p
+		return Latency{}, err
 	}
 	// Let the relay finish what was written.
 	for {
@@ -294,7 +271,7 @@ func (e *Outbox) Steady(ctx context.Context, rate int, d time.Duration, valueSiz
 		}
 		return Latency{
 			Rate:     rate,
-			Achieved: float64(written.Load()) / d.Seconds(),
+			Achieved: float64(written) / d.Seconds(),
 			P50:      quantile(0.5, bounds, counts, h.GetSampleCount()),
 			P99:      quantile(0.99, bounds, counts, h.GetSampleCount()),
 		}, nil

@@ -100,11 +100,10 @@ func (r *Recovery) Copy(ctx context.Context) (time.Duration, error) {
 	if _, err := r.pool.Exec(ctx, `CREATE TABLE plain (LIKE customers)`); err != nil {
 		return 0, err
 	}
-	start := time.Now()
-	if _, err := r.pool.CopyFrom(ctx, pgx.Identifier{"plain"}, []string{"id", "version", "name", "email", "tier", "updated_at"}, pgx.CopyFromRows(all)); err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
+	return timed(func() error {
+		_, err := r.pool.CopyFrom(ctx, pgx.Identifier{"plain"}, []string{"id", "version", "name", "email", "tier", "updated_at"}, pgx.CopyFromRows(all))
+		return err
+	})
 }
 
 // Republish writes every row's state to the outbox, batch keys per
@@ -136,11 +135,7 @@ func (r *Recovery) Relay(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	start := time.Now()
-	if err := rl.Run(ctx); err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
+	return timed(func() error { return rl.Run(ctx) })
 }
 
 // Scan reads the whole topic, records counted, not decoded, and says how

@@ -3,12 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
-	"os"
-	"sync"
 	"time"
-
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 
 	"github.com/ecst-io/ecst/consumer"
 )
@@ -20,28 +15,15 @@ import (
 // A progress bar on a terminal, plain lines at most every 5 seconds
 // otherwise.
 type applyProgress struct {
-	mu      sync.Mutex
-	w       io.Writer
-	what    string
-	bar     *progressbar.ProgressBar
-	start   time.Time
-	last    time.Time
+	report
 	first   *consumer.Progress // the first report and its time: the base of the eta
 	firstAt time.Time
 	got     consumer.Progress
 }
 
 func newApplyProgress(w io.Writer, what string) *applyProgress {
-	p := &applyProgress{w: w, what: what, start: time.Now()}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.bar = progressbar.NewOptions64(-1,
-			progressbar.OptionSetWriter(w),
-			progressbar.OptionSetDescription(what),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish(),
-		)
-	}
+	p := &applyProgress{}
+	p.init(w, what)
 	return p
 }
 
@@ -61,11 +43,10 @@ func (p *applyProgress) update(got consumer.Progress) {
 		return
 	}
 	done := got.Read >= got.End
-	if time.Since(p.last) < 5*time.Second && !done {
+	if !p.due(done) {
 		return
 	}
-	p.last = time.Now()
-	rate := float64(got.Records()) / max(time.Since(p.start).Seconds(), 0.001)
+	rate := p.rate(got.Records())
 	eta := ""
 	if read := got.Read - p.first.Read; !done {
 		eta = ", eta -"
@@ -74,12 +55,6 @@ func (p *applyProgress) update(got consumer.Progress) {
 		}
 	}
 	fmt.Fprintf(p.w, "%s: %s applied, %s, %.0f records/s%s\n", p.what, plural(got.Records(), "record"), p.share(), rate, eta)
-}
-
-func (p *applyProgress) finish() {
-	if p.bar != nil {
-		_ = p.bar.Finish()
-	}
 }
 
 // share says how far along the topic the last report was.

@@ -15,10 +15,8 @@ import (
 func newBenchCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks, with peers measured in the same run (docs/benchmarks.md)"}
 	var o benchRelayOptions
-	relay := &cobra.Command{
-		Use:   "relay",
-		Short: "Relay throughput against the raw ceiling, steady-state latency, memory",
-		Long: `Measures the relay on a throwaway durable PostgreSQL cluster (started for the
+	relay := benchCommand("relay", "Relay throughput against the raw ceiling, steady-state latency, memory",
+		`Measures the relay on a throwaway durable PostgreSQL cluster (started for the
 run) and the broker named by ECST_BROKERS, or an in-process kfake broker when
 it is unset:
 
@@ -31,11 +29,7 @@ it is unset:
   memory    peak RSS of an 'ecst relay --drain' process on --rss-rows rows
 
 Figures are for comparing with each other; machines differ and are noisy.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.benchRelay(cmd.Context(), cmd.OutOrStdout(), o)
-		},
-	}
+		func(ctx context.Context, out io.Writer) error { return a.benchRelay(ctx, out, o) })
 	f := relay.Flags()
 	f.IntVar(&o.rows, "rows", 200_000, "backlog rows per drain")
 	f.IntVar(&o.valueSize, "value-size", 300, "value bytes per row")
@@ -142,4 +136,18 @@ func (a *app) benchBroker() (*bench.Broker, error) {
 		return nil, err
 	}
 	return bench.StartBroker(cfg.Kafka)
+}
+
+// benchCommand is a bench subcommand: it takes no arguments and prints its
+// figures on stdout as it measures them.
+func benchCommand(use, short, long string, run func(ctx context.Context, out io.Writer) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long:  long,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), cmd.OutOrStdout())
+		},
+	}
 }

@@ -14,19 +14,13 @@ import (
 
 func newBenchConsumerCmd(a *app) *cobra.Command {
 	var o benchConsumerOptions
-	cmd := &cobra.Command{
-		Use:   "consumer",
-		Short: "Rebuild speed of the read-model stores against raw consumption of the same topic",
-		Long: `Writes --entities customer states (Avro values of about --value-size bytes) to a
+	cmd := benchCommand("consumer", "Rebuild speed of the read-model stores against raw consumption of the same topic",
+		`Writes --entities customer states (Avro values of about --value-size bytes) to a
 topic on the broker named by ECST_BROKERS (or an in-process kfake), then reads
 the whole topic three ways in one run: raw consumption (records counted, not
 decoded), a Memory model, and a Postgres mirror (a throwaway durable cluster),
 and prints entities/s and each as a ratio of raw.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.benchConsumer(cmd.Context(), cmd.OutOrStdout(), o)
-		},
-	}
+		func(ctx context.Context, out io.Writer) error { return a.benchConsumer(ctx, out, o) })
 	cmd.Flags().IntVar(&o.entities, "entities", 1_000_000, "entities on the topic (one record each)")
 	cmd.Flags().IntVar(&o.valueSize, "value-size", 300, "approximate Avro value size in bytes")
 	return cmd

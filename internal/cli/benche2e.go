@@ -17,10 +17,8 @@ import (
 
 func newBenchE2ECmd(a *app) *cobra.Command {
 	var o benchE2EOptions
-	cmd := &cobra.Command{
-		Use:   "e2e",
-		Short: "Commit-to-read-model latency with the relay and a consumer running, at given write rates",
-		Long: `Runs the whole path in one process on a throwaway durable PostgreSQL and the broker
+	cmd := benchCommand("e2e", "Commit-to-read-model latency with the relay and a consumer running, at given write rates",
+		`Runs the whole path in one process on a throwaway durable PostgreSQL and the broker
 named by ECST_BROKERS (or an in-process kfake): writers commit business
 transactions that each publish one customer's full state, at each --rates
 value for --duration; the relay publishes them; a consumer applies them to a
@@ -32,11 +30,7 @@ rate's run, on a table other than the outbox, as a long pg_dump, report or
 idle transaction does on a production primary: the run then lasts D, the
 latencies are those of its last --duration (when the snapshot is oldest), and
 the dead tuples column is the outbox's at the end (pg_stat_user_tables).`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.benchE2E(cmd.Context(), cmd.OutOrStdout(), o)
-		},
-	}
+		func(ctx context.Context, out io.Writer) error { return a.benchE2E(ctx, out, o) })
 	cmd.Flags().StringVar(&o.rates, "rates", "2000,10000", "comma-separated write rates, events/s")
 	cmd.Flags().DurationVar(&o.warmup, "warmup", 2*time.Second, "an uncounted run first, at 1000 events/s (0 skips it)")
 	cmd.Flags().DurationVar(&o.duration, "duration", 10*time.Second, "how long each rate runs")

@@ -13,10 +13,8 @@ import (
 
 func newBenchRecoveryCmd(a *app) *cobra.Command {
 	var o benchRecoveryOptions
-	cmd := &cobra.Command{
-		Use:   "recovery",
-		Short: "Republish and verify of a large source table, against COPY and a raw topic scan",
-		Long: `Fills a customers table of --rows rows (values of about 300 bytes) on a throwaway
+	cmd := benchCommand("recovery", "Republish and verify of a large source table, against COPY and a raw topic scan",
+		`Fills a customers table of --rows rows (values of about 300 bytes) on a throwaway
 durable PostgreSQL cluster, then measures in one run:
 
   copy        the same rows COPYed into a plain table (no index): the baseline
@@ -25,11 +23,7 @@ durable PostgreSQL cluster, then measures in one run:
   verify      'ecst verify' of source ⇄ topic after the relay drained the outbox to
               the broker named by ECST_BROKERS (or an in-process kfake), against a raw
               scan of the same topic (records counted, not decoded)`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.benchRecovery(cmd.Context(), cmd.OutOrStdout(), o)
-		},
-	}
+		func(ctx context.Context, out io.Writer) error { return a.benchRecovery(ctx, out, o) })
 	cmd.Flags().IntVar(&o.rows, "rows", 1_000_000, "source rows")
 	cmd.Flags().IntVar(&o.batch, "batch", 500, "republish keys per transaction")
 	return cmd

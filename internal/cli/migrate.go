@@ -44,12 +44,8 @@ exits 1 when any is pending, so scripts can check before they deploy.`,
   ecst migrate --status`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.loadConfig()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			pool, err := connect(ctx, cfg.Database)
+			cfg, pool, err := a.database(ctx)
 			if err != nil {
 				return err
 			}

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ecst-io/ecst/config"
-	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/internal/pgident"
 	"github.com/ecst-io/ecst/schemas"
@@ -38,54 +37,37 @@ func parseTable(flag, s string) (pgident.Name, error) {
 
 // mirrorSetup is what mirror and rebuild share.
 type mirrorSetup struct {
+	*recoveryClients
 	cfg    consumer.Config[map[string]any]
 	store  *consumer.Postgres[map[string]any]
-	pool   *pgxpool.Pool
-	reg    *schemas.Registry
 	entity *config.Entity
 }
 
-func (s *mirrorSetup) close() {
-	s.pool.Close()
-	s.reg.Close()
-}
-
 func (a *app) mirrorSetup(ctx context.Context, cfg *config.Config, entity *config.Entity, table pgident.Name, poison, group string) (*mirrorSetup, error) {
-	kopts, err := kafkaopts.Client(cfg.Kafka)
-	if err != nil {
-		return nil, err
-	}
-	reg, err := schemas.NewRegistry(cfg.Registry)
-	if err != nil {
-		return nil, err
-	}
 	schema, err := schemas.Parse(entity.SchemaText)
 	if err != nil {
-		reg.Close()
 		return nil, err
 	}
 	mirror, err := consumer.NewMirror(schema)
 	if err != nil {
-		reg.Close()
 		return nil, err
 	}
-	pool, err := connect(ctx, cfg.Database)
+	c, err := openRecovery(ctx, cfg, false)
 	if err != nil {
-		reg.Close()
 		return nil, err
 	}
-	if _, err := pool.Exec(ctx, mirror.CreateTable(table.Quoted())); err != nil {
-		pool.Close()
-		reg.Close()
+	if _, err := c.pool.Exec(ctx, mirror.CreateTable(table.Quoted())); err != nil {
+		c.close()
 		return nil, fmt.Errorf("create table %s: %w", table, err)
 	}
-	store := &consumer.Postgres[map[string]any]{Pool: pool, Table: table.Quoted(), Projection: mirror}
+	store := &consumer.Postgres[map[string]any]{Pool: c.pool, Table: table.Quoted(), Projection: mirror}
 	return &mirrorSetup{
+		recoveryClients: c,
 		cfg: consumer.Config[map[string]any]{
-			Name: mirrorConsumer(table), Topic: entity.Topic, KafkaOpts: kopts, Registry: reg,
+			Name: mirrorConsumer(table), Topic: entity.Topic, KafkaOpts: c.kopts, Registry: c.reg,
 			Store: store, Poison: consumer.PoisonPolicy(poison), Logger: a.logger(), Group: group,
 		},
-		store: store, pool: pool, reg: reg, entity: entity,
+		store: store, entity: entity,
 	}, nil
 }
 
@@ -125,11 +107,7 @@ following, serving /metrics and /readyz.`,
   ecst mirror customer --table 'analytics."Customer Mirror"' --once`,
 		Args: entityArg(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.loadConfig()
-			if err != nil {
-				return err
-			}
-			entity, err := cfg.Entity(args[0])
+			cfg, entity, err := a.loadEntity(args[0])
 			if err != nil {
 				return err
 			}
@@ -220,16 +198,12 @@ is, schema.table qualifies it.`,
   ecst rebuild 'analytics."Customer Mirror"'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := a.loadConfig()
-			if err != nil {
-				return err
-			}
 			name, err := parseTable("CONSUMER", strings.TrimPrefix(args[0], "mirror:"))
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			pool, err := connect(ctx, cfg.Database)
+			cfg, pool, err := a.database(ctx)
 			if err != nil {
 				return err
 			}

@@ -11,31 +11,64 @@ import (
 	"golang.org/x/term"
 )
 
-// progress reports long work: a progress bar with rate and ETA when w is a
+// report is what the progress reports share: a progress bar when w is a
 // terminal, plain lines at most every 5 seconds otherwise (logs, CI).
-type progress struct {
+type report struct {
 	mu    sync.Mutex
 	w     io.Writer
 	what  string
-	bar   *progressbar.ProgressBar
+	bar   *progressbar.ProgressBar // nil: plain lines
 	start time.Time
-	last  time.Time
+	last  time.Time // of the last plain line
+}
+
+// init starts the report; opts add to the bar's options.
+func (r *report) init(w io.Writer, what string, opts ...progressbar.Option) {
+	r.w, r.what, r.start = w, what, time.Now()
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		r.bar = progressbar.NewOptions64(-1, append([]progressbar.Option{
+			progressbar.OptionSetWriter(w),
+			progressbar.OptionSetDescription(what),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(100 * time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		}, opts...)...)
+	}
+}
+
+// due says whether a plain line is due, and if so counts it as written:
+// the last one always is, the others at most every 5 seconds.
+func (r *report) due(done bool) bool {
+	if time.Since(r.last) < 5*time.Second && !done {
+		return false
+	}
+	r.last = time.Now()
+	return true
+}
+
+// rate is n per second since the start.
+func (r *report) rate(n int64) float64 {
+	return float64(n) / max(time.Since(r.start).Seconds(), 0.001)
+}
+
+func (r *report) finish() {
+	if r.bar != nil {
+		_ = r.bar.Finish()
+	}
+}
+
+// progress reports long work counted in records: with rate and ETA.
+type progress struct {
+	report
 }
 
 func newProgress(w io.Writer, what string) *progress {
-	p := &progress{w: w, what: what, start: time.Now()}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.bar = progressbar.NewOptions64(-1,
-			progressbar.OptionSetWriter(w),
-			progressbar.OptionSetDescription(what),
-			progressbar.OptionShowCount(),
-			progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("records"),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish(),
-		)
-	}
+	p := &progress{}
+	p.init(w, what,
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("records"),
+	)
 	return p
 }
 
@@ -53,11 +86,10 @@ func (p *progress) update(done, total int64) {
 		_ = p.bar.Set64(done)
 		return
 	}
-	if time.Since(p.last) < 5*time.Second && (done < total || total < 0) {
+	if !p.due(done >= total && total >= 0) {
 		return
 	}
-	p.last = time.Now()
-	rate := float64(done) / max(time.Since(p.start).Seconds(), 0.001)
+	rate := p.rate(done)
 	if total < 0 {
 		fmt.Fprintf(p.w, "%s: %d records, %.0f records/s\n", p.what, done, rate)
 		return
@@ -71,10 +103,4 @@ func (p *progress) update(done, total int64) {
 		eta = time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second).String()
 	}
 	fmt.Fprintf(p.w, "%s: %d/%d (%.0f%%), %.0f records/s, eta %s\n", p.what, done, total, pct, rate, eta)
-}
-
-func (p *progress) finish() {
-	if p.bar != nil {
-		_ = p.bar.Finish()
-	}
 }

@@ -110,11 +110,7 @@ func (c *republishCmd) options() error {
 // republish runs the republish of entity c asks for, with its progress on
 // errOut, and prints the result on out.
 func (a *app) republish(ctx context.Context, out, errOut io.Writer, entity string, c *republishCmd) error {
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return err
-	}
-	e, err := cfg.Entity(entity)
+	cfg, e, err := a.loadEntity(entity)
 	if err != nil {
 		return err
 	}
@@ -190,7 +186,7 @@ func isTerminal(r any) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// recoveryClients are what republish and verify connect to.
+// recoveryClients are what republish, verify and mirror connect to.
 type recoveryClients struct {
 	pool  *pgxpool.Pool
 	reg   *schemas.Registry

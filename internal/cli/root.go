@@ -180,6 +180,19 @@ install it.`,
 	return root, a
 }
 
+// loadEntity is the loaded config and its entity of that name.
+func (a *app) loadEntity(name string) (*config.Config, *config.Entity, error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := cfg.Entity(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, e, nil
+}
+
 // loadConfig reads the config with env and flag overrides and validates it.
 func (a *app) loadConfig() (*config.Config, error) {
 	cfg, err := config.Load(a.configPath, a.io.Env)
@@ -221,6 +234,19 @@ func (a *app) logger() *slog.Logger {
 // connect opens a pool and checks that the database answers, within the
 // connect bound, with an error that says which setting to fix and never
 // shows a password (see config.Database.Connect).
+// database is the loaded config and a pool on its database.
+func (a *app) database(ctx context.Context) (*config.Config, *pgxpool.Pool, error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := connect(ctx, cfg.Database)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, pool, nil
+}
+
 func connect(ctx context.Context, db config.Database) (*pgxpool.Pool, error) {
 	return db.Connect(ctx)
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 
-	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/examples/customers/internal/web"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/schemas"
@@ -34,14 +33,8 @@ func Run(ctx context.Context, o Options) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg, err := config.Load(o.ConfigPath, o.Env)
+	cfg, _, err := web.Config(o.ConfigPath, o.Env, Entity)
 	if err != nil {
-		return err
-	}
-	if err := cfg.Finish(); err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
-	}
-	if _, err := cfg.Entity(Entity); err != nil {
 		return err
 	}
 	pool, err := cfg.Database.Connect(ctx) // a bounded connect, an error naming the setting
@@ -64,21 +57,10 @@ func Run(ctx context.Context, o Options) error {
 	if err := pub.Resolve(ctx); err != nil {
 		return fmt.Errorf("resolve schemas at %s: %w", cfg.Registry.URL, err)
 	}
-	ln, err := listen(o.Listener, o.Addr)
+	ln, err := web.Listen(o.Listener, o.Addr)
 	if err != nil {
 		return err
 	}
 	log.Info("customers-api starting", "service", cfg.Service, "database", cfg.Database.URL, "registry", cfg.Registry.URL)
 	return web.Serve(ctx, ln, New(pool, pub, log).Handler(), log)
-}
-
-func listen(ln net.Listener, addr string) (net.Listener, error) {
-	if ln != nil {
-		return ln, nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
-	}
-	return ln, nil
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/examples/customers"
@@ -54,14 +53,7 @@ func Run(ctx context.Context, o Options) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg, err := config.Load(o.ConfigPath, o.Env)
-	if err != nil {
-		return err
-	}
-	if err := cfg.Finish(); err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
-	}
-	e, err := cfg.Entity(entity)
+	cfg, e, err := web.Config(o.ConfigPath, o.Env, entity)
 	if err != nil {
 		return err
 	}
@@ -97,11 +89,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	model.Bind(c.Ready)
 
-	ln := o.Listener
-	if ln == nil {
-		if ln, err = net.Listen("tcp", o.Addr); err != nil {
-			return fmt.Errorf("listen on %s: %w", o.Addr, err)
-		}
+	ln, err := web.Listen(o.Listener, o.Addr)
+	if err != nil {
+		return err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))

@@ -1,18 +1,51 @@
-// Package web is the HTTP plumbing the customers example's two services
-// share: JSON replies, request logs, and a server that shuts down
-// gracefully when its context ends.
+// Package web is the plumbing the customers example's two services share:
+// their start (settings, listener), JSON replies, request logs, and a
+// server that shuts down gracefully when its context ends.
 package web
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/ecst-io/ecst/config"
 )
+
+// Config is a service's settings: the ecst.yaml at path ("" for
+// ./ecst.yaml) with the ECST_* variables env supplies, defaults filled and
+// all checked, and the entity named that it works on.
+func Config(path string, env func(string) string, entity string) (*config.Config, *config.Entity, error) {
+	cfg, err := config.Load(path, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cfg.Finish(); err != nil {
+		return nil, nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	e, err := cfg.Entity(entity)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, e, nil
+}
+
+// Listen is ln if it is set, else a new listener on addr.
+func Listen(ln net.Listener, addr string) (net.Listener, error) {
+	if ln != nil {
+		return ln, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
 
 // ShutdownGrace bounds how long a stopping server waits for requests in
 // flight.
