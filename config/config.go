@@ -293,6 +293,19 @@ type Source struct {
 	Version string `yaml:"version"`
 	// Query selects the full state; it defaults to SELECT * FROM Table.
 	Query string `yaml:"query"`
+	// CaptureFrom are the other tables whose writes change the entity's
+	// state, for a query that joins several: `ecst capture enable` installs
+	// its triggers on Table and on each of these (none by default).
+	CaptureFrom []CaptureFrom `yaml:"capture_from"`
+}
+
+// CaptureFrom is a table a source query reads besides the source table.
+type CaptureFrom struct {
+	// Table is the table, table or schema.table, as in SQL (required).
+	Table string `yaml:"table"`
+	// Key is its column holding the entity id: a write to a row captures
+	// the entity of that id (required).
+	Key string `yaml:"key"`
 }
 
 // Load reads path, applies environment overrides and defaults, and
@@ -349,17 +362,18 @@ func parseUnknownField(msg string) (field, typ string, ok bool) {
 
 func knownKeys(typ string) []string {
 	keys := map[string][]string{
-		"Config":   {"service", "database", "kafka", "schema_registry", "outbox", "relay", "verify", "entities"},
-		"Outbox":   {"shards", "transport"},
-		"Relay":    {"batch_size", "batch_bytes", "poll_min", "poll_max", "lease_timeout", "on_reject", "metrics_addr", "wal_heartbeat"},
-		"Verify":   {"metrics_addr"},
-		"Database": {"url", "sslmode"},
-		"Kafka":    {"brokers", "client_id", "tls", "sasl"},
-		"TLS":      {"enabled", "ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"},
-		"SASL":     {"mechanism", "username", "password"},
-		"Registry": {"url", "username", "password", "tls", "auto_register"},
-		"Entity":   {"topic", "schema", "compatibility", "partitions", "replication_factor", "topic_config", "source"},
-		"Source":   {"table", "key", "version", "query"},
+		"Config":      {"service", "database", "kafka", "schema_registry", "outbox", "relay", "verify", "entities"},
+		"Outbox":      {"shards", "transport"},
+		"Relay":       {"batch_size", "batch_bytes", "poll_min", "poll_max", "lease_timeout", "on_reject", "metrics_addr", "wal_heartbeat"},
+		"Verify":      {"metrics_addr"},
+		"Database":    {"url", "sslmode"},
+		"Kafka":       {"brokers", "client_id", "tls", "sasl"},
+		"TLS":         {"enabled", "ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"},
+		"SASL":        {"mechanism", "username", "password"},
+		"Registry":    {"url", "username", "password", "tls", "auto_register"},
+		"Entity":      {"topic", "schema", "compatibility", "partitions", "replication_factor", "topic_config", "source"},
+		"Source":      {"table", "key", "version", "query", "capture_from"},
+		"CaptureFrom": {"table", "key"},
 	}
 	return keys[typ]
 }
@@ -515,6 +529,17 @@ func (s *Source) validate(f string) []error {
 			return errs
 		}
 		s.Query = "SELECT * FROM " + table.Quoted()
+	}
+	for i, c := range s.CaptureFrom {
+		cf := fmt.Sprintf("%s.capture_from[%d]", f, i)
+		if c.Table == "" {
+			add(cf+".table", "is required: a table the source query reads")
+		} else if _, err := pgident.Parse(c.Table); err != nil {
+			add(cf+".table", "%v", err)
+		}
+		if c.Key == "" {
+			add(cf+".key", "is required: the column of %s that holds the entity id", c.Table)
+		}
 	}
 	cols, star, err := selectColumns(s.Query)
 	if err != nil {

@@ -62,8 +62,8 @@ WHERE s.shard IS NOT NULL`
 // found by skipping through the (shard, id) index.
 var PendingSQL = PendingIn("ecst.outbox")
 
-// pendingShardSQL is PendingSQL for the one shard $1.
-var pendingShardSQL = `SELECT p.* FROM (SELECT $1::smallint AS shard) s LEFT JOIN ecst.relay_cursors c ON c.shard = s.shard
+// PendingShardSQL is PendingSQL for the one shard $1 (a smallint).
+var PendingShardSQL = `SELECT p.* FROM (SELECT $1::smallint AS shard) s LEFT JOIN ecst.relay_cursors c ON c.shard = s.shard
 CROSS JOIN LATERAL (` + pendingOf("ecst.outbox") + `
 ) AS p`
 
@@ -71,7 +71,7 @@ CROSS JOIN LATERAL (` + pendingOf("ecst.outbox") + `
 // time of the oldest (zero when none is pending).
 func PendingShard(ctx context.Context, q Querier, shard int) (n int64, oldest time.Time, err error) {
 	var at *time.Time
-	err = q.QueryRow(ctx, `SELECT count(*), min(created_at) FROM (`+pendingShardSQL+`) p`, shard).Scan(&n, &at)
+	err = q.QueryRow(ctx, `SELECT count(*), min(created_at) FROM (`+PendingShardSQL+`) p`, shard).Scan(&n, &at)
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("count the pending outbox rows of shard %d: %w", shard, err)
 	}
@@ -141,7 +141,7 @@ func PendingByShard(ctx context.Context, q Querier, topic string, maxID int64) (
 // transaction the relay watches (a few). `ecst status` asks here.
 func PendingHead(ctx context.Context, q Querier, shard, limit int) (n int64, capped bool, oldest time.Time, err error) {
 	var at *time.Time
-	err = q.QueryRow(ctx, `SELECT (SELECT count(*) FROM (SELECT 1 FROM (`+pendingShardSQL+`) p LIMIT $2) b),
+	err = q.QueryRow(ctx, `SELECT (SELECT count(*) FROM (SELECT 1 FROM (`+PendingShardSQL+`) p LIMIT $2) b),
 		least(
 			(SELECT o.created_at FROM ecst.outbox o
 				WHERE o.shard = $1::smallint AND o.id > coalesce((SELECT cursor FROM ecst.relay_cursors WHERE shard = $1::smallint), 0)

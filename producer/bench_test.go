@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ecst-io/ecst/capture"
 	"github.com/ecst-io/ecst/relay"
 )
 
@@ -20,8 +21,10 @@ import (
 // business transaction (an upsert of one customer row) alone, and the same
 // transaction with one Publish, at concurrency 1 and 8, in one run on one
 // server: the table transport's modes on one database, the WAL transport's
-// (wal, wal-queued) on another, switched to it. Compare tx/s of each mode
-// against bare at the same concurrency.
+// (wal, wal-queued) on another, switched to it, and the bare transaction on
+// a third whose customers table is captured (`ecst capture enable`: the
+// statement's trigger writes a marker). Compare tx/s of each mode against
+// bare at the same concurrency.
 // The modes take turns, round after round (-benchtime per turn), so that a
 // machine getting busier or quieter during the run skews them alike: run it
 // with -count 1 and read each sub-benchmark's rounds as samples.
@@ -30,18 +33,22 @@ import (
 func BenchmarkBusinessTx(b *testing.B) {
 	f := newFixture(b, fixtureOpts{})
 	fw := newFixture(b, fixtureOpts{wal: true})
+	fc := newFixture(b, fixtureOpts{})
+	if _, err := capture.Enable(context.Background(), fc.pool, fc.w.Entity, false); err != nil {
+		b.Fatal(err)
+	}
 	for range benchRounds {
-		benchRound(b, f, fw)
+		benchRound(b, f, fw, fc)
 	}
 }
 
 const benchRounds = 3
 
-func benchRound(b *testing.B, ft, fw *fixture) {
+func benchRound(b *testing.B, ft, fw, fc *fixture) {
 	ctx := context.Background()
 	for _, conc := range []int{1, 8} {
 		pools := map[*fixture]*pgxpool.Pool{}
-		for _, f := range []*fixture{ft, fw} {
+		for _, f := range []*fixture{ft, fw, fc} {
 			pcfg := f.pool.Config().Copy()
 			pcfg.MaxConns = int32(conc + 1)
 			pool, err := pgxpool.NewWithConfig(ctx, pcfg)
@@ -50,10 +57,13 @@ func benchRound(b *testing.B, ft, fw *fixture) {
 			}
 			pools[f] = pool
 		}
-		for _, mode := range []string{"bare", "outbox", "outbox-queued", "wal", "wal-queued", "outbox+notify"} {
+		for _, mode := range []string{"bare", "outbox", "outbox-queued", "wal", "wal-queued", "outbox+notify", "capture"} {
 			f := ft
 			if strings.HasPrefix(mode, "wal") {
 				f = fw
+			}
+			if mode == "capture" {
+				f = fc
 			}
 			pool := pools[f]
 			name := fmt.Sprintf("c=%d/%s", conc, mode)
@@ -107,7 +117,7 @@ func benchRound(b *testing.B, ft, fw *fixture) {
 // (Publisher.Queue), so the event adds no round trip; "wal" and
 // "wal-queued" are the two with the WAL transport; "outbox+notify" also
 // sends pg_notify, the wake-up ecst's relay does not use, to measure what
-// it would cost writers.
+// it would cost writers; "capture" is bare on the captured table.
 func businessTx(ctx context.Context, f *fixture, pool *pgxpool.Pool, key, mode string) error {
 	if mode == "outbox-queued" || mode == "wal-queued" {
 		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
@@ -132,7 +142,7 @@ func businessTx(ctx context.Context, f *fixture, pool *pgxpool.Pool, key, mode s
 			INSERT INTO customers (id, version, name, email, tier) VALUES ($1, 1, 'Ada Lovelace', 'ada@example.com', 'gold')
 			ON CONFLICT (id) DO UPDATE SET version = customers.version + 1, updated_at = now()
 			RETURNING version, updated_at`, key).Scan(&version, &updated)
-		if err != nil || mode == "bare" {
+		if err != nil || mode == "bare" || mode == "capture" {
 			return err
 		}
 		err = f.pub.Publish(ctx, tx, "customer", key, version, map[string]any{

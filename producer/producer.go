@@ -46,6 +46,7 @@ const (
 	HeaderOccurredAt    = "ecst-occurred-at"
 	HeaderSource        = "ecst-source"
 	HeaderRepublish     = "ecst-republish"
+	HeaderCapture       = "ecst-capture"
 	HeaderTraceParent   = "traceparent"
 )
 
@@ -213,6 +214,7 @@ type event struct {
 	occurredAt  time.Time
 	traceParent string
 	republish   string
+	capture     string
 }
 
 // OccurredAt sets the ecst-occurred-at header (default: now).
@@ -223,6 +225,10 @@ func TraceParent(tp string) Option { return func(e *event) { e.traceParent = tp 
 
 // Republish tags the event with the republish run that wrote it.
 func Republish(runID string) Option { return func(e *event) { e.republish = runID } }
+
+// Capture tags the event with the capture marker it resolves (the
+// relay's capture path).
+func Capture(markerID string) Option { return func(e *event) { e.capture = markerID } }
 
 // Publish writes the full state of entity key at version inside tx. state
 // is a map[string]any or a struct with avro tags (the generated types).
@@ -344,6 +350,9 @@ func (p *Publisher) row(e *entity, key string, version int64, value, eventType [
 	)
 	if ev.republish != "" {
 		hs = append(hs, outbox.Header{Key: HeaderRepublish, Value: []byte(ev.republish)})
+	}
+	if ev.capture != "" {
+		hs = append(hs, outbox.Header{Key: HeaderCapture, Value: []byte(ev.capture)})
 	}
 	if ev.traceParent != "" {
 		hs = append(hs, outbox.Header{Key: HeaderTraceParent, Value: []byte(ev.traceParent)})

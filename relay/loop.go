@@ -41,6 +41,9 @@ type batch struct {
 	// WAL source has taken the batch's commit into account.
 	confirm  pglogrepl.LSN
 	recorded bool
+	// taken is how many of the WAL source's queued events the batch took:
+	// its records, before resolved capture markers left them.
+	taken int
 	// after is the table source's cursor once this batch is published.
 	after *cursor
 }
@@ -191,6 +194,18 @@ func (t *termLoop) run(term context.Context) (done bool, err error) {
 			}
 		}
 		poll = r.cfg.PollMin
+		// Capture markers are resolved before anything moves past them;
+		// a batch of markers alone then has nothing to produce.
+		if ok, err := t.resolve(term, b, &bo); err != nil || !ok {
+			if err != nil {
+				return false, err
+			}
+			continue
+		}
+		if len(b.records) == 0 {
+			t.acked = append(t.acked, b)
+			continue
+		}
 		if r.cfg.beforeProduce != nil {
 			r.cfg.beforeProduce(int(t.unit), ids(b.records))
 		}

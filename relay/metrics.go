@@ -29,6 +29,9 @@ type Metrics struct {
 	// The table transport's outbox: rows kept, partitions truncated.
 	outboxRows prometheus.Gauge
 	rotations  prometheus.Counter
+
+	// Capture markers resolved.
+	markers prometheus.Counter
 }
 
 // NewMetrics creates the relay's metrics and registers them with reg
@@ -51,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ecst_relay_bytes_published_total", Help: "Key, value and header bytes committed to Kafka.",
 		}, []string{"topic"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ecst_relay_errors_total", Help: "Errors by kind: database, kafka, timeout, fenced, lease_lost, unknown_topic, auth.",
+			Name: "ecst_relay_errors_total", Help: "Errors by kind: database, capture, kafka, timeout, fenced, lease_lost, unknown_topic, auth.",
 		}, []string{"kind"}),
 		parked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ecst_relay_parked_total", Help: "Records the broker rejected for good, moved to ecst.outbox_parked.",
@@ -95,10 +98,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		rotations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ecst_relay_rotations_total", Help: "Outbox partitions truncated once every row in them was published.",
 		}),
+		markers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ecst_relay_capture_markers_total", Help: "Capture markers resolved: their keys' current states written to the transport (outbox rows or WAL messages).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.leader, m.backlog, m.oldest, m.records, m.bytes, m.errors, m.parked, m.retries, m.batchSize, m.batchTime, m.latency,
-			m.slotLag, m.slotRetained, m.slotSafe, m.slotLagSecs, m.slotLost, m.switchWait, m.outboxRows, m.rotations)
+			m.slotLag, m.slotRetained, m.slotSafe, m.slotLagSecs, m.slotLost, m.switchWait, m.outboxRows, m.rotations, m.markers)
 	}
 	return m
 }

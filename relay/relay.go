@@ -91,6 +91,10 @@ type Config struct {
 	// (relay.wal_heartbeat).
 	WALHeartbeat time.Duration
 
+	// Resolver resolves capture markers (nil: a marker is refused as
+	// OnReject says). `ecst relay` sets capture.Resolver.
+	Resolver Resolver
+
 	// Logger receives the relay's logs (nil: none).
 	Logger *slog.Logger
 	// Metrics are the relay's Prometheus metrics (nil: NewMetrics(nil),

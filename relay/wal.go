@@ -280,6 +280,11 @@ func (s *walSource) decode(x pglogrepl.XLogData) error {
 			}
 			s.open.items = append(s.open.items, walItem{rec: record{lsn: m.LSN, topic: msg.Topic, key: msg.Key, value: msg.Value,
 				headers: msg.Headers, createdAt: s.open.commitTime}})
+		case MarkerPrefix:
+			// A capture marker: the term loop resolves it before the slot
+			// confirms past it, and never produces it.
+			s.open.items = append(s.open.items, walItem{rec: record{lsn: m.LSN, topic: MarkerTopic, value: bytes.Clone(m.Content),
+				headers: outbox.EncodeHeaders(nil), createdAt: s.open.commitTime}})
 		case outbox.HeartbeatPrefix:
 			if n, err := strconv.ParseInt(string(m.Content), 10, 64); err == nil {
 				s.open.heartbeat = time.Unix(0, n)
@@ -386,7 +391,7 @@ func (s *walSource) commit(acked []*batch) {
 			continue // a next that failed recorded it; the term's settle passes it again
 		}
 		b.recorded = true
-		n := len(b.records)
+		n := b.taken
 		for _, it := range s.items[:n] {
 			s.bytes -= recordSize(it.rec)
 		}
@@ -449,6 +454,7 @@ func (s *walSource) next(ctx context.Context, acked []*batch, inFlight *batch) (
 		}
 	}
 	s.handed += len(b.records)
+	b.taken = len(b.records)
 	if s.r.cfg.sortByLSN {
 		slices.SortStableFunc(b.records, func(x, y record) int { return cmp.Compare(x.lsn, y.lsn) })
 	}

@@ -429,17 +429,40 @@ func (r *Relay) watchSlot(ctx context.Context) {
 // so far is before, and writes a heartbeat that commits after it, so that
 // the stream passes it even when nothing else is written.
 func (r *Relay) setDrainTarget(ctx context.Context) error {
-	var lsn string
-	if err := r.cfg.Pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
-		return fmt.Errorf("read the WAL position to drain to: %w", err)
-	}
-	t, err := pglogrepl.ParseLSN(lsn)
+	t, err := r.drainPosition(ctx)
 	if err != nil {
 		return err
 	}
 	r.drainTarget = t
-	if err := r.heartbeatOnce(ctx); err != nil {
-		return fmt.Errorf("write a WAL heartbeat: %w", err)
+	return nil
+}
+
+// drainPosition reads the position everything committed so far is before,
+// and writes a heartbeat that commits after it.
+func (r *Relay) drainPosition(ctx context.Context) (pglogrepl.LSN, error) {
+	var lsn string
+	if err := r.cfg.Pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
+		return 0, fmt.Errorf("read the WAL position to drain to: %w", err)
 	}
+	t, err := pglogrepl.ParseLSN(lsn)
+	if err != nil {
+		return 0, err
+	}
+	if err := r.heartbeatOnce(ctx); err != nil {
+		return 0, fmt.Errorf("write a WAL heartbeat: %w", err)
+	}
+	return t, nil
+}
+
+// extendDrain moves a drain's target past everything committed so far: a
+// capture resolution's events, written after the drain began.
+func (s *walSource) extendDrain(ctx context.Context) error {
+	t, err := s.r.drainPosition(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.r.drainTarget = max(s.r.drainTarget, t)
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ecst-io/ecst/capture"
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/config/kafkaopts"
 	"github.com/ecst-io/ecst/outbox"
@@ -70,7 +71,11 @@ ecst.outbox_parked and counted (park).
 Serves Prometheus metrics on --metrics-addr at /metrics, and /healthz and
 /readyz (with the WAL transport they report the slot, and fail while it is lost).
 SIGINT or SIGTERM finishes the batch in flight (or abandons it: its events stay
-in the outbox) and exits 0.`,
+in the outbox) and exits 0.
+
+The relay also resolves capture markers (ecst capture): before it moves past a
+marker it writes the current state of the marker's keys to the outbox, and
+publishes them after; --drain exits once those are published too.`,
 		Example: `  ecst relay                        # run until stopped
   ecst relay --drain                # publish everything waiting, say how much, then exit 0
   ecst relay --shards 0,1           # serve only some shards
@@ -107,11 +112,29 @@ in the outbox) and exits 0.`,
 			}
 			defer pool.Close()
 
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			preg := prometheus.NewRegistry()
+			preg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			var topics []string
 			for _, n := range cfg.EntityNames() {
 				topics = append(topics, cfg.Entities[n].Topic)
+			}
+			// The capture path: markers are resolved through the entities'
+			// source queries and encoded as the producer does, which needs
+			// the registry; a relay without one refuses markers (say so).
+			var resolver relay.Resolver
+			if cfg.Registry.URL != "" {
+				reg, err := schemas.NewRegistry(cfg.Registry)
+				if err != nil {
+					return err
+				}
+				defer reg.Close()
+				pub, err := producer.FromConfig(cfg, reg)
+				if err != nil {
+					return err
+				}
+				if resolver, err = capture.NewResolver(capture.ResolverConfig{Pool: pool, Config: cfg, Publisher: pub, Kafka: kopts, Logger: log}); err != nil {
+					return err
+				}
 			}
 			rl, err := relay.New(relay.Config{
 				Pool:         pool,
@@ -129,14 +152,15 @@ in the outbox) and exits 0.`,
 				LeaseTimeout: cfg.Relay.LeaseTimeout,
 				OnReject:     relay.RejectPolicy(cfg.Relay.OnReject),
 				Drain:        drain,
+				Resolver:     resolver,
 				Logger:       log,
-				Metrics:      relay.NewMetrics(reg),
+				Metrics:      relay.NewMetrics(preg),
 			})
 			if err != nil {
 				return err
 			}
 			if cfg.Relay.MetricsAddr != "" && !drain {
-				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, reg, rl.Ready, rl.Health)
+				stop, err := serveOps(ctx, cfg.Relay.MetricsAddr, preg, rl.Ready, rl.Health)
 				if err != nil {
 					return err
 				}

@@ -51,6 +51,12 @@ func attention(s *Snapshot, o Options) []Finding {
 	for _, m := range s.ReadModels {
 		readModelFinding(m, s.At, o.MaxBacklogAge, add)
 	}
+	for _, c := range s.Capture {
+		if !c.Healthy() {
+			add(Warning, "capture of "+c.Entity, "ecst capture enable "+shellArg(c.Entity),
+				"a capture trigger or function is missing, or a table of ecst.yaml has none: writes to it publish nothing (`ecst capture status` lists them)")
+		}
+	}
 	slices.SortStableFunc(out, func(a, b Finding) int { return cmp.Compare(rank(a.Severity), rank(b.Severity)) })
 	return out
 }

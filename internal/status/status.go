@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/ecst-io/ecst/capture"
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/verify"
@@ -84,6 +85,9 @@ type Snapshot struct {
 	ReadModels []ReadModel `json:"read_models"`
 	// Republish holds each entity's latest republish run.
 	Republish []Run `json:"republish"`
+	// Capture is the capture (`ecst capture`) of each entity that has it
+	// installed or markers waiting.
+	Capture []capture.Status `json:"capture,omitempty"`
 	// Attention lists what needs an operator, the most severe first.
 	Attention []Finding `json:"attention"`
 }
@@ -261,6 +265,15 @@ func Gather(ctx context.Context, o Options) (*Snapshot, error) {
 	}
 	if s.Republish, err = republishRuns(ctx, o.DB); err != nil {
 		return nil, err
+	}
+	cs, err := capture.StatusOf(ctx, o.DB, o.Config)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cs {
+		if c.Enabled || c.Pending > 0 {
+			s.Capture = append(s.Capture, c)
+		}
 	}
 	s.Attention = attention(s, o)
 	return s, nil

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ecst-io/ecst/capture"
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/internal/ecsttest"
 	"github.com/ecst-io/ecst/internal/pglock"
@@ -363,4 +364,33 @@ func TestMissingAndDriftedTopic(t *testing.T) {
 		t.Fatalf("entity %+v", e)
 	}
 	wantAttention(t, snap, `critical|entity customer|topic no-such-topic-`+s.Topic+` does not exist: the relay cannot publish customer|ecst topics apply`, `warning|relay`)
+}
+
+// TestCapture: an entity with capture shows its tables and the markers
+// waiting for the relay; a trigger dropped by hand needs attention, with
+// the command that reinstalls it. Without capture the section is absent.
+func TestCapture(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newSystem(t)
+	if snap := s.gather(); len(snap.Capture) != 0 || strings.Contains(text(snap), "CAPTURE") {
+		t.Fatalf("capture shown with none installed: %+v", snap.Capture)
+	}
+	if _, err := capture.Enable(ctx, s.Pool, s.Entity, false); err != nil {
+		t.Fatal(err)
+	}
+	s.Exec(`SELECT ecst.publish('customer', ARRAY['c1', 'c2'])`)
+	s.Exec(`SELECT ecst.publish('customer', 'c3')`)
+	snap := s.gather()
+	if len(snap.Capture) != 1 || !snap.Capture[0].Enabled || snap.Capture[0].Pending != 2 || len(snap.Capture[0].Tables) != 1 {
+		t.Fatalf("capture %+v; want customer enabled on one table, 2 markers pending", snap.Capture)
+	}
+	if txt := text(snap); !strings.Contains(txt, "CAPTURE") || !strings.Contains(txt, "all present") {
+		t.Fatalf("text:\n%s", txt)
+	}
+	wantAttention(t, snap, `critical|relay|no relay leads outbox shard 0`)
+
+	trigger := snap.Capture[0].Tables[0].Triggers[0]
+	s.Exec(`DROP TRIGGER ` + trigger + ` ON customers`)
+	wantAttention(t, s.gather(), `critical|relay|no relay leads outbox shard 0`, `warning|capture of customer|a capture trigger or function is missing|ecst capture enable customer`)
 }

@@ -104,6 +104,21 @@ func (s *Snapshot) WriteText(out io.Writer) error {
 		}
 	}
 	p("")
+	if len(s.Capture) > 0 {
+		p("CAPTURE\tTABLES\tTRIGGERS\tMARKERS PENDING")
+		for _, c := range s.Capture {
+			var tables []string
+			triggers := "all present"
+			for _, t := range c.Tables {
+				tables = append(tables, t.Name)
+			}
+			if !c.Healthy() {
+				triggers = "MISSING (ecst capture status)"
+			}
+			p("%s\t%s\t%s\t%s", c.Entity, orNone(strings.Join(tables, ", ")), triggers, c.PendingText())
+		}
+		p("")
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
