@@ -57,6 +57,7 @@ import (
 	"github.com/ecst-io/ecst/internal/bench"
 	"github.com/ecst-io/ecst/internal/pgcluster"
 	"github.com/ecst-io/ecst/migrate"
+	"github.com/ecst-io/ecst/outbox"
 )
 
 type config struct {
@@ -83,6 +84,7 @@ type config struct {
 	relayTopic   string
 	relayService string
 	relayDrain   bool
+	relayTransp  string
 }
 
 func main() {
@@ -110,10 +112,11 @@ func main() {
 	flag.StringVar(&c.relayTopic, "relay-topic", "", "internal: see -relay-child")
 	flag.StringVar(&c.relayService, "relay-service", "", "internal: see -relay-child")
 	flag.BoolVar(&c.relayDrain, "relay-drain", false, "internal: see -relay-child")
+	flag.StringVar(&c.relayTransp, "relay-transport", "table", "internal: see -relay-child")
 	flag.Parse()
 	if c.relayChild {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := runRelayChild(ctx, c.relayTopic, c.relayService, c.relayDrain)
+		err := runRelayChild(ctx, c.relayTopic, c.relayService, outbox.Transport(c.relayTransp), c.relayDrain)
 		stop()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "debezium -relay-child:", err)
@@ -305,9 +308,9 @@ func newSystems(ctx context.Context, e *env) ([]system, func(), error) {
 			cleanups = append(cleanups, func() { _ = d.dropPublication(context.WithoutCancel(ctx)) })
 			systems = append(systems, d)
 		case "ecst-table":
-			systems = append(systems, &ecstTable{e: e})
+			systems = append(systems, &ecstTable{ecstRelay: ecstRelay{e: e, transport: outbox.TransportTable}})
 		case "ecst-wal":
-			systems = append(systems, &ecstWAL{e: e})
+			systems = append(systems, &ecstWAL{ecstRelay{e: e, transport: outbox.TransportWAL}})
 		}
 	}
 	return systems, cleanup, nil

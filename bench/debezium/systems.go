@@ -79,13 +79,22 @@ func (tableEmit) emitBulk(ctx context.Context, tx pgx.Tx, rows []outbox.Row) err
 // ---------------------------------------------------------------------------
 // ecst, table transport
 
-// ecstTable is ecst's relay over the outbox table, with the defaults `ecst
-// relay` runs with. It runs in a process of its own (this binary again, in
-// -relay-child mode, which calls relay.New and Run as `ecst relay`
-// does), so that its CPU time is its own and not the harness's.
+// ecstRelay is ecst's relay, with the defaults `ecst relay` runs with, on
+// one transport. It runs in a process of its own (this binary again, in
+// -relay-child mode, which calls relay.New and Run as `ecst relay` does),
+// so that its CPU time is its own and not the harness's.
+type ecstRelay struct {
+	e         *env
+	transport outbox.Transport
+}
+
+// service is the relay's service; on the WAL transport it names the slot.
+func (s *ecstRelay) service() string { return "bench-dbz-" + s.e.runID }
+
+// ecstTable is ecst's relay over the outbox table.
 type ecstTable struct {
 	tableEmit
-	e *env
+	ecstRelay
 }
 
 func (s *ecstTable) name() string                  { return "ecst-table" }
@@ -100,12 +109,12 @@ type relayProc struct {
 	done    chan error    // the child's exit
 }
 
-func (s *ecstTable) spawn(topic string, drain bool) (*relayProc, error) {
+func (s *ecstRelay) spawn(topic string, drain bool) (*relayProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-relay-child", "-relay-topic", topic, "-relay-service", "bench-dbz-" + s.e.runID}
+	args := []string{"-relay-child", "-relay-topic", topic, "-relay-service", s.service(), "-relay-transport", string(s.transport)}
 	if drain {
 		args = append(args, "-relay-drain")
 	}
@@ -142,7 +151,7 @@ func (p *relayProc) cpu() time.Duration {
 	return p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
 }
 
-func (s *ecstTable) drain(ctx context.Context, topic string, _ int) (time.Duration, time.Duration, cpuUse, error) {
+func (s *ecstRelay) drain(ctx context.Context, topic string, _ int) (time.Duration, time.Duration, cpuUse, error) {
 	// Start-up is the process's start to the relay's readiness (its
 	// checks passed), as Debezium's is to its task RUNNING; the leader
 	// lock and InitProducerID come after, inside the drain.
@@ -172,7 +181,7 @@ func (s *ecstTable) drain(ctx context.Context, topic string, _ int) (time.Durati
 	}
 }
 
-func (s *ecstTable) start(ctx context.Context, topic string) (func() error, time.Duration, error) {
+func (s *ecstRelay) start(ctx context.Context, topic string) (func() error, time.Duration, error) {
 	t0 := time.Now()
 	p, err := s.spawn(topic, false)
 	if err != nil {
@@ -206,7 +215,7 @@ const relayReady = "relay ready"
 
 // runRelayChild is -relay-child mode: ecst's relay on one topic, as `ecst
 // relay` (or `ecst relay --drain`) runs it, until SIGTERM (or drained).
-func runRelayChild(ctx context.Context, topic, service string, drain bool) error {
+func runRelayChild(ctx context.Context, topic, service string, transport outbox.Transport, drain bool) error {
 	pool, err := pgxpool.New(ctx, os.Getenv("ECST_BENCH_DATABASE_URL"))
 	if err != nil {
 		return err
@@ -214,7 +223,7 @@ func runRelayChild(ctx context.Context, topic, service string, drain bool) error
 	defer pool.Close()
 	r, err := relay.New(relay.Config{
 		Pool: pool, KafkaOpts: []kgo.Opt{kgo.SeedBrokers(splitList(os.Getenv("ECST_BENCH_BROKERS"))...)},
-		Service: service, Topics: []string{topic}, Drain: drain,
+		Service: service, Transport: transport, Topics: []string{topic}, Drain: drain,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
@@ -236,28 +245,55 @@ func runRelayChild(ctx context.Context, topic, service string, drain bool) error
 }
 
 // ---------------------------------------------------------------------------
-// ecst, WAL transport (the hook)
+// ecst, WAL transport
 
-// errWALPending: the WAL transport (outbox.transport: wal, issue 14) is
-// being built elsewhere. When it lands, fill in ecstWAL: queue and emitBulk
-// call the producer's pg_logical_emit_message path, and relay() builds the
-// relay with the WAL transport selected (as ECST_OUTBOX_TRANSPORT=wal
-// does); prepare/cleanup create and drop its slot if the relay does not.
-// Everything else (fill, writers, consumer, checks, report) is shared.
-var errWALPending = errors.New("-systems ecst-wal: the WAL transport (outbox.transport: wal) is not in this tree yet; see ecstWAL in bench/debezium/systems.go for the hook")
+// ecstWAL is ecst's relay on the WAL transport (outbox.transport: wal): the
+// writers emit each event with pg_logical_emit_message, by ecst's own
+// producer code, and the relay streams them from its slot. prepare moves
+// the database to the WAL transport as `ecst outbox switch wal` does (the
+// slot, the constraint that fails table writers, the WAL opened), so that
+// the backlog is in the slot; cleanup moves it back, so that the next
+// system's table writers are let in and the slot is dropped.
+type ecstWAL struct{ ecstRelay }
 
-type ecstWAL struct{ e *env }
+func (s *ecstWAL) name() string { return "ecst-wal" }
 
-func (s *ecstWAL) name() string                                         { return "ecst-wal" }
-func (s *ecstWAL) queue(*pgx.Batch, outbox.Row) error                   { return errWALPending }
-func (s *ecstWAL) emitBulk(context.Context, pgx.Tx, []outbox.Row) error { return errWALPending }
-func (s *ecstWAL) prepare(context.Context) error                        { return errWALPending }
-func (s *ecstWAL) cleanup(context.Context) error                        { return nil }
-func (s *ecstWAL) start(context.Context, string) (func() error, time.Duration, error) {
-	return nil, 0, errWALPending
+func (s *ecstWAL) queue(b *pgx.Batch, r outbox.Row) error {
+	outbox.QueueEmit(b, r)
+	return nil
 }
-func (s *ecstWAL) drain(context.Context, string, int) (time.Duration, time.Duration, cpuUse, error) {
-	return 0, 0, cpuUse{}, errWALPending
+
+// emitBulk emits the backlog with one statement per chunk, as republish
+// does on the WAL transport. Like the table's COPY it takes no key locks:
+// one transaction writes the whole chunk, nothing else writes.
+func (s *ecstWAL) emitBulk(ctx context.Context, tx pgx.Tx, rows []outbox.Row) error {
+	return outbox.EmitRows(ctx, tx, rows)
+}
+
+func (s *ecstWAL) prepare(ctx context.Context) error {
+	if _, err := relay.Switch(ctx, s.e.pool, outbox.TransportWAL, relay.SwitchOptions{Service: s.service()}); err != nil {
+		return fmt.Errorf("switch the database to the WAL transport: %w", err)
+	}
+	return nil
+}
+
+// cleanup switches back to the table transport. Everything was published
+// by then; the drain (a WAL relay in drain mode, in this process, as `ecst
+// outbox switch table --drain` runs it) only confirms the switch's WAL
+// position, after which the switch drops the slot.
+func (s *ecstWAL) cleanup(ctx context.Context) error {
+	drain := func(ctx context.Context, old outbox.Transport) error {
+		r, err := relay.New(relay.Config{Pool: s.e.pool, KafkaOpts: s.e.kopts, Service: s.service(), Transport: old, Drain: true,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		if err != nil {
+			return err
+		}
+		return r.Run(ctx)
+	}
+	if _, err := relay.Switch(ctx, s.e.pool, outbox.TransportTable, relay.SwitchOptions{Service: s.service(), Drain: drain, Wait: time.Minute}); err != nil {
+		return fmt.Errorf("switch the database back to the table transport: %w", err)
+	}
+	return nil
 }
 
 // ---------------------------------------------------------------------------

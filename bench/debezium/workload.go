@@ -100,8 +100,10 @@ func newWriters(e *env, s system, topic string, n int) *writers {
 
 // run writes at rate events/s for d and returns how many it wrote.
 func (ws *writers) run(ctx context.Context, rate int, d time.Duration) (int, error) {
-	written, err := bench.Pace(ctx, len(ws.committed), rate, time.Now().Add(d), func(w, i int) error {
-		seq := steadySeq(w, i)
+	written, err := bench.Pace(ctx, len(ws.committed), rate, time.Now().Add(d), func(w, _ int) error {
+		// Pace counts each call from 0; the events go on from the
+		// warm-up's, so that every event of the topic has its own seq.
+		seq := steadySeq(w, len(ws.committed[w]))
 		k := steadyKey(seq)
 		r := outbox.Row{Shard: outbox.Shard(ws.topic, k, 1), Topic: ws.topic, Key: k, Value: value(seq, ws.pad), Headers: benchHeaders}
 		// One statement, sent alone: one transaction, one round trip.

@@ -71,9 +71,10 @@ type Database struct {
 }
 
 // StartDatabase starts the cluster, migrates it, and opens a pool of
-// maxConns connections (0: pgxpool's default).
+// maxConns connections (0: pgxpool's default). It runs wal_level = logical
+// whatever the transport measured, so that both pay the same WAL level.
 func StartDatabase(ctx context.Context, maxConns int) (*Database, error) {
-	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true, Logical: true})
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/ecst-io/ecst/config"
 	"github.com/ecst-io/ecst/consumer"
 	"github.com/ecst-io/ecst/internal/customers"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/producer"
 	"github.com/ecst-io/ecst/relay"
 )
@@ -29,7 +30,15 @@ type E2ERun struct {
 	// its last Measure are timed: when the snapshot is oldest.
 	Measure, Hold time.Duration
 	DBURL         string
+	// Transport is the outbox transport written and relayed (table when
+	// zero). For wal the database must already run it (relay.Switch, with
+	// Service WALService).
+	Transport outbox.Transport
 }
+
+// WALService is the relay's service on the WAL transport: it names the
+// slot, which outlives each run, so every run streams the same one.
+const WALService = "bench"
 
 // E2EResult is one rate's run.
 type E2EResult struct {
@@ -115,7 +124,7 @@ func E2E(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, registry *Reg
 		return E2EResult{}, err
 	}
 	defer reg.Close()
-	pub, err := producer.New(producer.Config{Service: "bench", Registry: reg, AutoRegister: true,
+	pub, err := producer.New(producer.Config{Service: "bench", Registry: reg, AutoRegister: true, Transport: run.Transport,
 		Entities: map[string]*config.Entity{"customer": {Name: "customer", Topic: topic, SchemaText: customers.Schema}}})
 	if err != nil {
 		return E2EResult{}, err
@@ -125,7 +134,11 @@ func E2E(ctx context.Context, pool *pgxpool.Pool, kopts []kgo.Opt, registry *Reg
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	relay, err := relay.New(relay.Config{Pool: pool, KafkaOpts: kopts, Service: "bench-" + suffix, Topics: []string{topic}, PollMin: time.Millisecond, PollMax: 50 * time.Millisecond})
+	service := "bench-" + suffix
+	if run.Transport == outbox.TransportWAL {
+		service = WALService
+	}
+	relay, err := relay.New(relay.Config{Pool: pool, KafkaOpts: kopts, Service: service, Transport: run.Transport, Topics: []string{topic}, PollMin: time.Millisecond, PollMax: 50 * time.Millisecond})
 	if err != nil {
 		return E2EResult{}, err
 	}

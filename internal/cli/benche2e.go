@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ecst-io/ecst/internal/bench"
+	"github.com/ecst-io/ecst/outbox"
+	"github.com/ecst-io/ecst/relay"
 )
 
 func newBenchE2ECmd(a *app) *cobra.Command {
@@ -49,9 +51,7 @@ type benchE2EOptions struct {
 // check validates the options before anything starts.
 func (o benchE2EOptions) check() error {
 	switch o.transport {
-	case "table":
-	case "wal":
-		return fmt.Errorf("--transport wal: the WAL transport is not built yet; measure the table transport (--transport table)")
+	case "table", "wal":
 	default:
 		return fmt.Errorf("--transport %q: use table or wal", o.transport)
 	}
@@ -73,6 +73,13 @@ func (a *app) benchE2E(ctx context.Context, out io.Writer, o benchE2EOptions) er
 	}
 	defer parts.close()
 	kopts, pool := parts.broker.Opts, parts.db.Pool
+	transport := outbox.Transport(o.transport)
+	if transport == outbox.TransportWAL {
+		// As `ecst outbox switch wal` does: the slot, then the WAL opened.
+		if _, err := relay.Switch(ctx, pool, transport, relay.SwitchOptions{Service: bench.WALService}); err != nil {
+			return fmt.Errorf("switch the bench's database to the WAL transport: %w", err)
+		}
+	}
 	registry := bench.StartRegistry()
 	defer registry.Close()
 	fmt.Fprintf(out, "commit -> read model applied, %s, durable PostgreSQL, %d writers, %s transport, 2 cores\n", parts.broker.Name, o.writers, o.transport)
@@ -83,7 +90,7 @@ func (a *app) benchE2E(ctx context.Context, out io.Writer, o benchE2EOptions) er
 	if o.warmup > 0 {
 		// A fresh broker's first transactions (coordinator and
 		// partition set-up) take hundreds of ms: not what is measured.
-		if _, err := bench.E2E(ctx, pool, kopts, registry, bench.E2ERun{Rate: 1000, Writers: o.writers, Measure: o.warmup}); err != nil {
+		if _, err := bench.E2E(ctx, pool, kopts, registry, bench.E2ERun{Rate: 1000, Writers: o.writers, Measure: o.warmup, Transport: transport}); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "(warm-up: %s at 1000/s, not counted)\n", o.warmup)
@@ -94,7 +101,7 @@ func (a *app) benchE2E(ctx context.Context, out io.Writer, o benchE2EOptions) er
 		if err != nil {
 			return fmt.Errorf("--rates: %q is not a number", r)
 		}
-		res, err := bench.E2E(ctx, pool, kopts, registry, bench.E2ERun{Rate: rate, Writers: o.writers, Measure: o.duration, Hold: o.hold, DBURL: parts.db.URL})
+		res, err := bench.E2E(ctx, pool, kopts, registry, bench.E2ERun{Rate: rate, Writers: o.writers, Measure: o.duration, Hold: o.hold, DBURL: parts.db.URL, Transport: transport})
 		if err != nil {
 			return err
 		}

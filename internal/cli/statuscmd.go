@@ -26,8 +26,13 @@ func newStatusCmd(a *app) *cobra.Command {
 		Long: `Shows, for the service of ecst.yaml:
   - each entity's topic: partitions, records, compaction settings, and any
     drift from ecst.yaml;
-  - each outbox shard: whether a relay leads it, its pending rows (counted up
-    to a cap: "≥ N" past it) and how long the oldest has waited;
+  - on the table transport, each outbox shard: whether a relay leads it, its
+    pending rows (counted up to a cap: "≥ N" past it) and how long the oldest
+    has waited;
+  - on the WAL transport, its replication slot: whether a relay leads it, its
+    wal_status, the walsender streaming it, the WAL not yet confirmed (bytes
+    and age), the WAL it retains and how much more max_slot_wal_keep_size
+    allows (a slot left behind on the table transport is shown too);
   - each read model (every consumer in ecst.consumer_offsets, the mirrors
     among them): its lag behind the topic, whether it is caught up, and
     whether it has been idle so long that compaction may have dropped
@@ -41,9 +46,10 @@ metadata for all topics; no count over the outbox past the cap), so it can
 run as often as a script likes.
 
 Exit codes: 0 nothing needs attention; 1 something does (a shard without a
-relay leader, a backlog older than --max-backlog-age, drift found by the last
-verify, a failed or abandoned republish run, a stalled read model, a missing
-or drifted topic); 2 usage, config or connection error.`,
+relay leader, a backlog older than --max-backlog-age, a WAL slot lost,
+invalidated, without a relay or behind by more than --max-slot-lag, drift
+found by the last verify, a failed or abandoned republish run, a stalled read
+model, a missing or drifted topic); 2 usage, config or connection error.`,
 		Example: `  ecst status
   ecst status --json | jq '.attention'
   ecst status --max-backlog-age 5m || page-the-on-call`,
@@ -75,7 +81,8 @@ or drifted topic); 2 usage, config or connection error.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print the snapshot as one JSON object")
-	f.DurationVar(&o.MaxBacklogAge, "max-backlog-age", sysstatus.DefaultMaxBacklogAge, "an outbox row waiting longer, or a lagging read model idle longer, needs attention")
+	f.DurationVar(&o.MaxBacklogAge, "max-backlog-age", sysstatus.DefaultMaxBacklogAge, "an outbox row waiting longer, a WAL slot confirming WAL older than this, or a lagging read model idle longer, needs attention")
+	f.Int64Var(&o.MaxSlotLag, "max-slot-lag", sysstatus.DefaultMaxSlotLag, "a WAL transport slot more bytes behind (WAL not yet confirmed by the relay) needs attention")
 	return cmd
 }
 

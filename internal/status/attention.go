@@ -19,6 +19,7 @@ func attention(s *Snapshot, o Options) []Finding {
 		out = append(out, Finding{Severity: sev, Subject: subject, Message: fmt.Sprintf(format, args...), Fix: fix})
 	}
 	out = append(out, shardFindings(s.Shards, o.MaxBacklogAge)...)
+	out = append(out, slotFindings(s.Slots, o.MaxBacklogAge, o.MaxSlotLag)...)
 	for _, e := range s.Entities {
 		switch {
 		case !e.Exists:

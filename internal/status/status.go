@@ -26,6 +26,7 @@ import (
 
 	"github.com/ecst-io/ecst/capture"
 	"github.com/ecst-io/ecst/config"
+	"github.com/ecst-io/ecst/outbox"
 	"github.com/ecst-io/ecst/verify"
 )
 
@@ -55,6 +56,9 @@ type Options struct {
 	// PendingCap bounds the count of pending rows per shard: past it the
 	// snapshot says "at least" (default DefaultPendingCap).
 	PendingCap int
+	// MaxSlotLag: a WAL transport slot more bytes behind needs attention
+	// (default DefaultMaxSlotLag).
+	MaxSlotLag int64
 }
 
 // Snapshot is the state of the system at one moment.
@@ -65,11 +69,17 @@ type Snapshot struct {
 	Service string `json:"service"`
 	// Entities are the entities of ecst.yaml, by name.
 	Entities []Entity `json:"entities"`
-	// Transport is how the outbox reaches Kafka: "outbox" (the table the
-	// relay reads).
+	// Transport is how the outbox reaches Kafka, as the database runs it:
+	// "outbox" (the table the relay reads) or "wal" (logical decoding
+	// messages the relay streams from a replication slot).
 	Transport string `json:"transport"`
-	// Shards are the outbox shards, in order.
+	// Shards are the outbox shards, in order (the table transport's; none
+	// on the WAL transport).
 	Shards []Shard `json:"shards"`
+	// Slots are the WAL transport's replication slots that ecst created and
+	// has not dropped: the one the relay streams, or one left behind (or
+	// lost) on the table transport.
+	Slots []Slot `json:"slots,omitempty"`
 	// ReadModels are the consumers that commit offsets to
 	// ecst.consumer_offsets (the mirrors among them), by name and topic.
 	ReadModels []ReadModel `json:"read_models"`
@@ -202,6 +212,9 @@ func Gather(ctx context.Context, o Options) (*Snapshot, error) {
 	if o.PendingCap <= 0 {
 		o.PendingCap = DefaultPendingCap
 	}
+	if o.MaxSlotLag <= 0 {
+		o.MaxSlotLag = DefaultMaxSlotLag
+	}
 	s := &Snapshot{At: time.Now(), Service: o.Config.Service}
 	names := o.Config.EntityNames()
 	byTopic := map[string]*config.Entity{}
@@ -215,7 +228,7 @@ func Gather(ctx context.Context, o Options) (*Snapshot, error) {
 	// show a row neither pending nor on the topic, and a consumer caught up
 	// with a topic that has moved on).
 	var err error
-	if s.Transport, s.Shards, err = gatherTransport(ctx, o); err != nil {
+	if s.Transport, s.Shards, s.Slots, err = gatherTransport(ctx, o); err != nil {
 		return nil, err
 	}
 	models, err := readModels(ctx, o.DB)
@@ -267,10 +280,19 @@ func Gather(ctx context.Context, o Options) (*Snapshot, error) {
 }
 
 // gatherTransport reads the state of the outbox's way to Kafka. It is the
-// one place that knows the transport: each has its own reader.
-func gatherTransport(ctx context.Context, o Options) (string, []Shard, error) {
+// one place that knows the transport: each has its own reader. The
+// database's transport (its last `ecst outbox switch`) decides which; the
+// slots are read in both, since one left behind keeps WAL.
+func gatherTransport(ctx context.Context, o Options) (string, []Shard, []Slot, error) {
+	transport, slots, err := gatherWAL(ctx, o.DB)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if transport == outbox.TransportWAL {
+		return "wal", nil, slots, nil
+	}
 	shards, err := outboxShards(ctx, o.DB, o.Config.Outbox.Shards, o.PendingCap)
-	return "outbox", shards, err
+	return "outbox", shards, slots, err
 }
 
 // NeedsAttention says whether the snapshot has any finding.

@@ -36,8 +36,10 @@ type system struct {
 	o   status.Options
 }
 
-func newSystem(t *testing.T) *system {
-	w := ecsttest.New(t, ecsttest.Options{})
+func newSystem(t *testing.T) *system { return newSystemWith(t, ecsttest.Options{}) }
+
+func newSystemWith(t *testing.T, opts ecsttest.Options) *system {
+	w := ecsttest.New(t, opts)
 	w.Entity.Partitions = ecsttest.Partitions
 	cl, err := kgo.NewClient(w.Kafka()...)
 	if err != nil {

@@ -49,15 +49,25 @@ func (s *Snapshot) WriteText(out io.Writer) error {
 		p("%s\t%s\t%d\t%d\t%s\t%s", e.Name, e.Topic, e.Partitions, e.EndOffsets, strings.Join(comp, " "), orNone(strings.Join(drift, ", ")))
 	}
 	p("")
-	p("SHARD (%s)\tLEADER\tPENDING\tOLDEST", s.Transport)
-	for _, sh := range s.Shards {
-		oldest := "-"
-		if sh.OldestAge > 0 || sh.Pending > 0 {
-			oldest = Age(sh.OldestAge.Duration())
+	if s.Transport != "wal" {
+		p("SHARD (%s)\tLEADER\tPENDING\tOLDEST", s.Transport)
+		for _, sh := range s.Shards {
+			oldest := "-"
+			if sh.OldestAge > 0 || sh.Pending > 0 {
+				oldest = Age(sh.OldestAge.Duration())
+			}
+			p("%d\t%s\t%s\t%s", sh.Shard, yesNo(sh.Leader), sh.PendingText(), oldest)
 		}
-		p("%d\t%s\t%s\t%s", sh.Shard, yesNo(sh.Leader), sh.PendingText(), oldest)
+		p("")
 	}
-	p("")
+	if len(s.Slots) > 0 || s.Transport == "wal" {
+		p("SLOT (wal)\tLEADER\tWAL STATUS\tACTIVE PID\tLAG\tLAG AGE\tRETAINED\tSAFE WAL")
+		for _, sl := range s.Slots {
+			p("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", sl.Slot, yesNo(sl.Leader), sl.StatusText(), pidText(sl.ActivePID),
+				Bytes(sl.LagBytes), Age(sl.LagAge.Duration()), Bytes(sl.RetainedBytes), sl.SafeText())
+		}
+		p("")
+	}
 	if len(s.ReadModels) == 0 {
 		p("READ MODELS: none has committed offsets to ecst.consumer_offsets")
 	} else {
@@ -124,6 +134,31 @@ func (s *Snapshot) WriteText(out io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// StatusText is the slot's wal_status, or "LOST" when PostgreSQL no
+// longer has it.
+func (sl Slot) StatusText() string {
+	if !sl.Exists {
+		return "LOST"
+	}
+	return sl.WALStatus
+}
+
+// SafeText is safe_wal_size for a human: "no limit" without
+// max_slot_wal_keep_size.
+func (sl Slot) SafeText() string {
+	if sl.SafeWALBytes == nil {
+		return "no limit"
+	}
+	return Bytes(*sl.SafeWALBytes)
+}
+
+func pidText(pid int) string {
+	if pid == 0 {
+		return "-"
+	}
+	return fmt.Sprint(pid)
 }
 
 func yesNo(b bool) string {
