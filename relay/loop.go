@@ -151,6 +151,10 @@ func (t *termLoop) end(ctx context.Context) {
 	}
 }
 
+// rewinder is a source that can go back to publish again what it
+// recorded committed in the last moments (tableSource.rewind).
+type rewinder interface{ rewind() }
+
 // outcome is what became of a batch handed to the producer.
 type outcome struct {
 	rejected []*RejectedError
@@ -296,7 +300,12 @@ func (t *termLoop) failed(term context.Context, b *batch, res outcome, bo *backo
 	r.m.retries.Inc()
 	t.log.Warn("publish batch; retrying", "rows", len(b.records), "kind", kind, "err", res.err)
 	// The producer may be in a state only a fresh one recovers from; a new
-	// InitProducerID also fences anything of ours still pending.
+	// InitProducerID also fences anything of ours still pending. What
+	// Kafka reported committed just before is published again (rewinder).
+	if rw, ok := t.src.(rewinder); ok {
+		rw.rewind()
+		t.acked = nil
+	}
 	t.p.close()
 	t.p = nil
 	bo.sleep(term)

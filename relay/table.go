@@ -42,6 +42,34 @@ type tableSource struct {
 	savedAt   time.Time
 	// parked are rows set aside this term: a re-read passes over them.
 	parked map[int64]bool
+	// recent are the cursors of the batches committed in the last
+	// rewindWindow, oldest first, for rewind.
+	recent []stamped
+}
+
+// stamped is a committed cursor and when its batch committed.
+type stamped struct {
+	at time.Time
+	c  *cursor
+}
+
+// rewindWindow is how far back a rewind goes: further than a Kafka
+// transaction's commit can be undone by the broker failing under it.
+const rewindWindow = 10 * time.Second
+
+// rewind moves the cursor back to where it was rewindWindow ago (or to
+// where the term started), so that the batches committed since are
+// published again. The relay calls it when it replaces its producer after
+// a Kafka error: a transaction whose commit the client reported as done
+// has been seen to end aborted when the broker restarted right after it
+// (TestRelayBrokerRestart on a real broker), and publishing those rows
+// again costs only duplicates, which consumers of full states ignore.
+func (s *tableSource) rewind() {
+	if len(s.recent) == 0 {
+		return
+	}
+	s.committed, s.unsaved = s.recent[0].c, true
+	s.recent = s.recent[:1]
 }
 
 func (r *Relay) tableSource(shard int, ls *lease) *tableSource {
@@ -56,8 +84,20 @@ func (s *tableSource) next(ctx context.Context, acked []*batch, inFlight *batch)
 		}
 		s.committed, s.savedAt = &c, time.Now()
 	}
+	if len(s.recent) == 0 {
+		s.recent = append(s.recent, stamped{time.Now(), s.committed})
+	}
 	if n := len(acked); n > 0 {
 		s.committed, s.unsaved = acked[n-1].after, true
+		now := time.Now()
+		s.recent = append(s.recent, stamped{now, s.committed})
+		// Keep the newest cursor older than the window as the rewind's
+		// target, and everything after it.
+		i := 0
+		for i+1 < len(s.recent) && now.Sub(s.recent[i+1].at) > rewindWindow {
+			i++
+		}
+		s.recent = s.recent[i:]
 	}
 	if s.unsaved && time.Since(s.savedAt) >= saveEvery {
 		if err := s.save(ctx); err != nil {
